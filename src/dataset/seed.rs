@@ -1,0 +1,1 @@
+//! Writes a [`DatasetSpec`](super::DatasetSpec) into a database (set-based, with COPY).

@@ -1,0 +1,14 @@
+//! thumper: a load-testing and benchmarking harness for the Arrakis scaling stack
+//! (PostgreSQL with row-level security behind PgBouncer, and a Twilight Discord gateway).
+//!
+//! The binary's `run()` reads as the pipeline: scenario → plan → stack → execute → gate →
+//! report → exit code. Each stage lives in its own module.
+#![forbid(unsafe_code)]
+
+pub mod dataset;
+pub mod discord;
+pub mod gateway;
+pub mod metrics;
+pub mod migrate;
+pub mod report;
+pub mod stack;

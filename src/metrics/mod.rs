@@ -1,0 +1,3 @@
+//! Metrics: per-worker HDR recorders, interval aggregation and the run summary.
+
+pub mod summary;

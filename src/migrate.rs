@@ -1,0 +1,1 @@
+//! Applies migrations/ in order (placeholder).
