@@ -1,3 +1,4 @@
 //! Metrics: per-worker HDR recorders, interval aggregation and the run summary.
 
+pub mod codec;
 pub mod summary;
