@@ -6,9 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod dataset;
+pub mod gate;
 pub mod discord;
 pub mod gateway;
 pub mod metrics;
 pub mod migrate;
 pub mod report;
+pub mod scenario;
 pub mod stack;

@@ -1,0 +1,481 @@
+//! Thresholds: k6's expression syntax (`p(99) < 10`, `rate > 0.999`, `count == 0`), parsed once
+//! from the scenario and evaluated against a [`Summary`] by a pure function.
+//!
+//! Durations are written in milliseconds, as in k6, while trends are stored in microseconds.
+//! A threshold on a metric with no samples fails: it never passes silently.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::metrics::codec;
+use crate::metrics::summary::{Metric, Summary, ThresholdResult, TrendStats, Verdict};
+
+/// The kind of value a metric holds, which decides the aggregations a threshold may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Trend,
+    Counter,
+    Rate,
+    Gauge,
+}
+
+/// Every metric thumper produces, with its kind. Thresholds on other names are refused.
+pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
+    ("query_duration", MetricKind::Trend),
+    ("service_time", MetricKind::Trend),
+    ("scheduling_lag", MetricKind::Trend),
+    ("success_rate", MetricKind::Rate),
+    ("connection_errors", MetricKind::Counter),
+    ("query_errors", MetricKind::Counter),
+    ("tenant_violations", MetricKind::Counter),
+    ("iterations", MetricKind::Counter),
+    ("queries", MetricKind::Counter),
+    ("dropped_iterations", MetricKind::Counter),
+    ("incomplete_iterations", MetricKind::Counter),
+    ("vus", MetricKind::Gauge),
+    ("pgbouncer_cl_active", MetricKind::Gauge),
+    ("pgbouncer_cl_waiting", MetricKind::Gauge),
+    ("pgbouncer_sv_active", MetricKind::Gauge),
+    ("pgbouncer_sv_idle", MetricKind::Gauge),
+    ("pgbouncer_maxwait", MetricKind::Gauge),
+    ("pgbouncer_xact_per_s", MetricKind::Gauge),
+    ("pgbouncer_query_per_s", MetricKind::Gauge),
+    ("pgbouncer_avg_wait_us", MetricKind::Gauge),
+    ("event_latency", MetricKind::Trend),
+    ("events_sent", MetricKind::Counter),
+    ("events_delivered", MetricKind::Counter),
+    ("events_lost", MetricKind::Counter),
+    ("events_duplicated", MetricKind::Counter),
+    ("reconnects", MetricKind::Counter),
+    ("resumes", MetricKind::Counter),
+    ("gateway_rss_mb", MetricKind::Gauge),
+    ("gateway_cpu_percent", MetricKind::Gauge),
+    ("gateway_rss_mb_per_1k_guilds", MetricKind::Gauge),
+];
+
+/// The kind of a known metric name (without tags).
+pub fn metric_kind(name: &str) -> Option<MetricKind> {
+    KNOWN_METRICS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, k)| *k)
+}
+
+/// What a threshold computes from its metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Aggregation {
+    /// `p(N)`: the N-th percentile, in milliseconds.
+    Percentile(f64),
+    Avg,
+    Min,
+    Max,
+    Med,
+    Count,
+    /// Counters: events per second; rates: the passing fraction.
+    Rate,
+    /// Gauges: the last value.
+    Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+impl Op {
+    fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            Op::Lt => a < b,
+            Op::Le => a <= b,
+            Op::Gt => a > b,
+            Op::Ge => a >= b,
+            Op::Eq => a == b,
+            Op::Ne => a != b,
+        }
+    }
+}
+
+/// One parsed threshold of a scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    /// The metric key as written: `query_duration{query:tenant}`.
+    pub metric: String,
+    /// The expression as written: `p(99) < 10`.
+    pub expression: String,
+    pub aggregation: Aggregation,
+    pub op: Op,
+    pub value: f64,
+    /// Stop the run as soon as this threshold fails (after `delay_abort_eval`).
+    pub abort_on_fail: bool,
+    pub delay_abort_eval: Duration,
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.metric, self.expression)
+    }
+}
+
+/// Splits `name{tag:value}` into the name and its canonical key (whitespace removed).
+pub fn split_metric_key(key: &str) -> Result<(String, String), String> {
+    let key = key.trim();
+    match key.split_once('{') {
+        None => Ok((key.to_owned(), key.to_owned())),
+        Some((name, rest)) => {
+            let tags = rest
+                .strip_suffix('}')
+                .ok_or_else(|| format!("tag filter in \"{key}\" lacks a closing '}}'"))?;
+            let mut parts = Vec::new();
+            for tag in tags.split(',') {
+                let (k, v) = tag.split_once(':').ok_or_else(|| {
+                    format!("tag \"{tag}\" in \"{key}\" must be written name:value, e.g. {{query:tenant}}")
+                })?;
+                parts.push(format!("{}:{}", k.trim(), v.trim()));
+            }
+            let name = name.trim();
+            Ok((name.to_owned(), format!("{name}{{{}}}", parts.join(","))))
+        }
+    }
+}
+
+/// Parses `AGG OP VALUE` for a metric of the given kind.
+pub fn parse_expression(
+    expression: &str,
+    kind: MetricKind,
+) -> Result<(Aggregation, Op, f64), String> {
+    let expr = expression.trim();
+    let ops = [
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("==", Op::Eq),
+        ("!=", Op::Ne),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+    ];
+    let (pos, len, op) = ops
+        .iter()
+        .filter_map(|(s, op)| expr.find(s).map(|p| (p, s.len(), *op)))
+        .min_by_key(|(p, len, _)| (*p, usize::MAX - len))
+        .ok_or_else(|| {
+            format!("\"{expression}\" has no comparison; expected e.g. \"p(99) < 10\" (operators: < <= > >= == !=)")
+        })?;
+    let agg_text = expr[..pos].trim();
+    let value_text = expr[pos + len..].trim();
+    let value: f64 = value_text
+        .parse()
+        .map_err(|_| format!("\"{value_text}\" in \"{expression}\" is not a number"))?;
+    let aggregation = match agg_text {
+        "avg" => Aggregation::Avg,
+        "min" => Aggregation::Min,
+        "max" => Aggregation::Max,
+        "med" => Aggregation::Med,
+        "count" => Aggregation::Count,
+        "rate" => Aggregation::Rate,
+        "value" => Aggregation::Value,
+        p if p.starts_with("p(") && p.ends_with(')') => {
+            let n: f64 = p[2..p.len() - 1]
+                .trim()
+                .parse()
+                .map_err(|_| format!("\"{p}\" in \"{expression}\": the percentile must be a number, e.g. p(99) or p(99.9)"))?;
+            if !(0.0..=100.0).contains(&n) {
+                return Err(format!("\"{p}\" in \"{expression}\": the percentile must be between 0 and 100"));
+            }
+            Aggregation::Percentile(n)
+        }
+        other => {
+            return Err(format!(
+                "unknown aggregation \"{other}\" in \"{expression}\"; {}",
+                allowed(kind)
+            ))
+        }
+    };
+    let fits = match kind {
+        MetricKind::Trend => matches!(
+            aggregation,
+            Aggregation::Percentile(_)
+                | Aggregation::Avg
+                | Aggregation::Min
+                | Aggregation::Max
+                | Aggregation::Med
+                | Aggregation::Count
+        ),
+        MetricKind::Counter => matches!(aggregation, Aggregation::Count | Aggregation::Rate),
+        MetricKind::Rate => matches!(aggregation, Aggregation::Rate),
+        MetricKind::Gauge => matches!(
+            aggregation,
+            Aggregation::Value | Aggregation::Min | Aggregation::Max
+        ),
+    };
+    if !fits {
+        return Err(format!(
+            "\"{agg_text}\" does not apply to this metric; {}",
+            allowed(kind)
+        ));
+    }
+    Ok((aggregation, op, value))
+}
+
+fn allowed(kind: MetricKind) -> &'static str {
+    match kind {
+        MetricKind::Trend => "a trend takes p(N), avg, min, max, med or count (durations in ms)",
+        MetricKind::Counter => "a counter takes count or rate (per second)",
+        MetricKind::Rate => "a rate takes rate (a fraction between 0 and 1)",
+        MetricKind::Gauge => "a gauge takes value (the last), min or max",
+    }
+}
+
+/// The value a threshold's aggregation gives on a summary; `None` when the metric has no samples.
+pub fn observe(threshold: &Threshold, summary: &Summary) -> Option<f64> {
+    match summary.metrics.get(&threshold.metric)? {
+        Metric::Trend(t) => observe_trend(threshold.aggregation, t),
+        Metric::Counter(c) => match threshold.aggregation {
+            Aggregation::Count => Some(c.count as f64),
+            Aggregation::Rate => Some(c.rate_per_s),
+            _ => None,
+        },
+        Metric::Rate(r) => {
+            (r.passes + r.fails > 0 && threshold.aggregation == Aggregation::Rate).then_some(r.rate)
+        }
+        Metric::Gauge(g) => {
+            if g.samples == 0 {
+                return None;
+            }
+            match threshold.aggregation {
+                Aggregation::Value => Some(g.last),
+                Aggregation::Min => Some(g.min),
+                Aggregation::Max => Some(g.max),
+                _ => None,
+            }
+        }
+    }
+}
+
+fn observe_trend(aggregation: Aggregation, t: &TrendStats) -> Option<f64> {
+    if aggregation == Aggregation::Count {
+        return Some(t.count as f64);
+    }
+    if t.count == 0 {
+        return None;
+    }
+    // Durations are stored in µs and written in ms; other units are taken as they are.
+    let scale = if t.unit == "us" { 1e-3 } else { 1.0 };
+    let hist = (!t.histogram.is_empty())
+        .then(|| codec::decode(&t.histogram).ok())
+        .flatten();
+    let quantile = |q: f64, stored: u64| -> f64 {
+        match &hist {
+            Some(h) => h.value_at_quantile(q) as f64,
+            None => stored as f64,
+        }
+    };
+    let v = match aggregation {
+        Aggregation::Percentile(p) => {
+            let stored = match p {
+                p if p <= 50.0 => t.p50_us,
+                p if p <= 90.0 => t.p90_us,
+                p if p <= 95.0 => t.p95_us,
+                p if p <= 99.0 => t.p99_us,
+                p if p <= 99.9 => t.p999_us,
+                _ => t.max_us,
+            };
+            quantile(p / 100.0, stored)
+        }
+        Aggregation::Med => quantile(0.5, t.p50_us),
+        Aggregation::Avg => t.mean_us,
+        Aggregation::Min => t.min_us as f64,
+        Aggregation::Max => t.max_us as f64,
+        _ => return None,
+    };
+    Some(v * scale)
+}
+
+/// Evaluates every threshold against a summary.
+pub fn evaluate(thresholds: &[Threshold], summary: &Summary) -> Vec<ThresholdResult> {
+    thresholds
+        .iter()
+        .map(|t| {
+            let observed = observe(t, summary);
+            ThresholdResult {
+                metric: t.metric.clone(),
+                expression: t.expression.clone(),
+                observed,
+                ok: observed.is_some_and(|v| t.op.holds(v, t.value)),
+                abort_on_fail: t.abort_on_fail,
+            }
+        })
+        .collect()
+}
+
+/// The run's verdict from its threshold results; an interrupted run stays interrupted.
+pub fn verdict(results: &[ThresholdResult], interrupted: bool) -> Verdict {
+    if interrupted {
+        Verdict::Interrupted
+    } else if results.iter().all(|r| r.ok) {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::summary::{CounterStats, GaugeStats, RateStats, ScenarioInfo};
+    use std::collections::BTreeMap;
+
+    fn threshold(metric: &str, expression: &str) -> Threshold {
+        let (name, key) = split_metric_key(metric).unwrap();
+        let kind = metric_kind(&name).unwrap();
+        let (aggregation, op, value) = parse_expression(expression, kind).unwrap();
+        Threshold {
+            metric: key,
+            expression: expression.into(),
+            aggregation,
+            op,
+            value,
+            abort_on_fail: false,
+            delay_abort_eval: Duration::ZERO,
+        }
+    }
+
+    fn summary() -> Summary {
+        let mut h = codec::new_latency_histogram();
+        for v in 1..=1000u64 {
+            h.record(v * 10).unwrap(); // 10 µs .. 10 ms
+        }
+        let trend = TrendStats {
+            count: h.len(),
+            min_us: h.min(),
+            max_us: h.max(),
+            mean_us: h.mean(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            histogram: codec::encode(&h),
+            unit: "us".into(),
+            ..TrendStats::default()
+        };
+        let mut metrics = BTreeMap::new();
+        metrics.insert("query_duration".into(), Metric::Trend(trend.clone()));
+        metrics.insert("query_duration{query:tenant}".into(), Metric::Trend(TrendStats::default()));
+        metrics.insert(
+            "success_rate".into(),
+            Metric::Rate(RateStats { rate: 0.9995, passes: 9995, fails: 5 }),
+        );
+        metrics.insert(
+            "connection_errors".into(),
+            Metric::Counter(CounterStats { count: 0, ..Default::default() }),
+        );
+        metrics.insert(
+            "vus".into(),
+            Metric::Gauge(GaugeStats { last: 0.0, min: 0.0, max: 100.0, samples: 10 }),
+        );
+        Summary {
+            schema_version: 1,
+            thumper_version: "test".into(),
+            scenario: ScenarioInfo {
+                name: "t".into(),
+                description: String::new(),
+                file: String::new(),
+                executor: "ramping-vus".into(),
+            },
+            target: String::new(),
+            started_at: String::new(),
+            duration_s: 10.0,
+            planned_duration_s: 10.0,
+            verdict: Verdict::Pass,
+            stop_reason: None,
+            thresholds: vec![],
+            metrics,
+            time_series: vec![],
+            notes: vec![],
+            curves: vec![],
+        }
+    }
+
+    #[test]
+    fn percentile_is_in_milliseconds_from_the_histogram() {
+        let s = summary();
+        let pass = threshold("query_duration", "p(99) < 10.5");
+        let fail = threshold("query_duration", "p(99) < 9");
+        let r = evaluate(&[pass, fail], &s);
+        assert!(r[0].ok, "{r:?}");
+        assert!(!r[1].ok);
+        let observed = r[0].observed.unwrap();
+        assert!((9.8..=10.0).contains(&observed), "{observed}");
+        // p(99.9) is computed from the histogram, not from a stored field.
+        let p999 = observe(&threshold("query_duration", "p(99.9) < 100"), &s).unwrap();
+        assert!(p999 > observed);
+    }
+
+    #[test]
+    fn rates_counters_and_gauges() {
+        let s = summary();
+        let r = evaluate(
+            &[
+                threshold("success_rate", "rate > 0.999"),
+                threshold("success_rate", "rate > 0.9999"),
+                threshold("connection_errors", "count < 10"),
+                threshold("vus", "max >= 100"),
+            ],
+            &s,
+        );
+        assert_eq!(r.iter().map(|r| r.ok).collect::<Vec<_>>(), [true, false, true, true]);
+    }
+
+    #[test]
+    fn a_metric_without_samples_fails() {
+        let s = summary();
+        let r = evaluate(&[threshold("query_duration{query:tenant}", "p(99) < 1000")], &s);
+        assert!(!r[0].ok);
+        assert_eq!(r[0].observed, None);
+        let r = evaluate(&[threshold("query_errors", "count < 10")], &s);
+        assert!(!r[0].ok, "a metric absent from the summary must fail");
+    }
+
+    #[test]
+    fn parses_k6_syntax_and_rejects_nonsense() {
+        assert_eq!(
+            parse_expression("p(99.9)<=5", MetricKind::Trend).unwrap(),
+            (Aggregation::Percentile(99.9), Op::Le, 5.0)
+        );
+        assert_eq!(
+            parse_expression("count == 0", MetricKind::Counter).unwrap(),
+            (Aggregation::Count, Op::Eq, 0.0)
+        );
+        assert!(parse_expression("p99 < 10", MetricKind::Trend).unwrap_err().contains("unknown aggregation"));
+        assert!(parse_expression("p(99) 10", MetricKind::Trend).unwrap_err().contains("no comparison"));
+        assert!(parse_expression("rate > 0.9", MetricKind::Trend).unwrap_err().contains("does not apply"));
+        assert!(parse_expression("p(120) < 1", MetricKind::Trend).is_err());
+        assert!(parse_expression("count < ten", MetricKind::Counter).unwrap_err().contains("not a number"));
+    }
+
+    #[test]
+    fn tag_filters_are_canonical() {
+        assert_eq!(
+            split_metric_key("query_duration{ query : tenant }").unwrap().1,
+            "query_duration{query:tenant}"
+        );
+        assert!(split_metric_key("query_duration{query:tenant").is_err());
+        assert!(split_metric_key("query_duration{tenant}").is_err());
+    }
+
+    #[test]
+    fn verdicts() {
+        let ok = ThresholdResult {
+            metric: "m".into(),
+            expression: "count == 0".into(),
+            observed: Some(0.0),
+            ok: true,
+            abort_on_fail: false,
+        };
+        let bad = ThresholdResult { ok: false, ..ok.clone() };
+        assert_eq!(verdict(&[ok.clone()], false), Verdict::Pass);
+        assert_eq!(verdict(&[ok.clone(), bad], false), Verdict::Fail);
+        assert_eq!(verdict(&[ok], true), Verdict::Interrupted);
+    }
+}
