@@ -183,7 +183,9 @@ pub fn parse_expression(
                 .parse()
                 .map_err(|_| format!("\"{p}\" in \"{expression}\": the percentile must be a number, e.g. p(99) or p(99.9)"))?;
             if !(0.0..=100.0).contains(&n) {
-                return Err(format!("\"{p}\" in \"{expression}\": the percentile must be between 0 and 100"));
+                return Err(format!(
+                    "\"{p}\" in \"{expression}\": the percentile must be between 0 and 100"
+                ));
             }
             Aggregation::Percentile(n)
         }
@@ -361,18 +363,33 @@ mod tests {
         };
         let mut metrics = BTreeMap::new();
         metrics.insert("query_duration".into(), Metric::Trend(trend.clone()));
-        metrics.insert("query_duration{query:tenant}".into(), Metric::Trend(TrendStats::default()));
+        metrics.insert(
+            "query_duration{query:tenant}".into(),
+            Metric::Trend(TrendStats::default()),
+        );
         metrics.insert(
             "success_rate".into(),
-            Metric::Rate(RateStats { rate: 0.9995, passes: 9995, fails: 5 }),
+            Metric::Rate(RateStats {
+                rate: 0.9995,
+                passes: 9995,
+                fails: 5,
+            }),
         );
         metrics.insert(
             "connection_errors".into(),
-            Metric::Counter(CounterStats { count: 0, ..Default::default() }),
+            Metric::Counter(CounterStats {
+                count: 0,
+                ..Default::default()
+            }),
         );
         metrics.insert(
             "vus".into(),
-            Metric::Gauge(GaugeStats { last: 0.0, min: 0.0, max: 100.0, samples: 10 }),
+            Metric::Gauge(GaugeStats {
+                last: 0.0,
+                min: 0.0,
+                max: 100.0,
+                samples: 10,
+            }),
         );
         Summary {
             schema_version: 1,
@@ -424,13 +441,19 @@ mod tests {
             ],
             &s,
         );
-        assert_eq!(r.iter().map(|r| r.ok).collect::<Vec<_>>(), [true, false, true, true]);
+        assert_eq!(
+            r.iter().map(|r| r.ok).collect::<Vec<_>>(),
+            [true, false, true, true]
+        );
     }
 
     #[test]
     fn a_metric_without_samples_fails() {
         let s = summary();
-        let r = evaluate(&[threshold("query_duration{query:tenant}", "p(99) < 1000")], &s);
+        let r = evaluate(
+            &[threshold("query_duration{query:tenant}", "p(99) < 1000")],
+            &s,
+        );
         assert!(!r[0].ok);
         assert_eq!(r[0].observed, None);
         let r = evaluate(&[threshold("query_errors", "count < 10")], &s);
@@ -447,17 +470,27 @@ mod tests {
             parse_expression("count == 0", MetricKind::Counter).unwrap(),
             (Aggregation::Count, Op::Eq, 0.0)
         );
-        assert!(parse_expression("p99 < 10", MetricKind::Trend).unwrap_err().contains("unknown aggregation"));
-        assert!(parse_expression("p(99) 10", MetricKind::Trend).unwrap_err().contains("no comparison"));
-        assert!(parse_expression("rate > 0.9", MetricKind::Trend).unwrap_err().contains("does not apply"));
+        assert!(parse_expression("p99 < 10", MetricKind::Trend)
+            .unwrap_err()
+            .contains("unknown aggregation"));
+        assert!(parse_expression("p(99) 10", MetricKind::Trend)
+            .unwrap_err()
+            .contains("no comparison"));
+        assert!(parse_expression("rate > 0.9", MetricKind::Trend)
+            .unwrap_err()
+            .contains("does not apply"));
         assert!(parse_expression("p(120) < 1", MetricKind::Trend).is_err());
-        assert!(parse_expression("count < ten", MetricKind::Counter).unwrap_err().contains("not a number"));
+        assert!(parse_expression("count < ten", MetricKind::Counter)
+            .unwrap_err()
+            .contains("not a number"));
     }
 
     #[test]
     fn tag_filters_are_canonical() {
         assert_eq!(
-            split_metric_key("query_duration{ query : tenant }").unwrap().1,
+            split_metric_key("query_duration{ query : tenant }")
+                .unwrap()
+                .1,
             "query_duration{query:tenant}"
         );
         assert!(split_metric_key("query_duration{query:tenant").is_err());
@@ -473,7 +506,10 @@ mod tests {
             ok: true,
             abort_on_fail: false,
         };
-        let bad = ThresholdResult { ok: false, ..ok.clone() };
+        let bad = ThresholdResult {
+            ok: false,
+            ..ok.clone()
+        };
         assert_eq!(verdict(&[ok.clone()], false), Verdict::Pass);
         assert_eq!(verdict(&[ok.clone(), bad], false), Verdict::Fail);
         assert_eq!(verdict(&[ok], true), Verdict::Interrupted);

@@ -5,12 +5,17 @@
 //! report → exit code. Each stage lives in its own module.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod console;
 pub mod dataset;
-pub mod gate;
 pub mod discord;
+pub mod executor;
+pub mod gate;
 pub mod gateway;
 pub mod metrics;
 pub mod migrate;
 pub mod report;
+pub mod run;
 pub mod scenario;
 pub mod stack;
+pub mod workload;

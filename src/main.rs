@@ -1,1 +1,189 @@
-fn main() {}
+//! thumper's entry point: parse → run the command → map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use thumper::cli::{bundled_scenario, Cli, Command, StackAction};
+use thumper::metrics::summary::Verdict;
+use thumper::run::{self, RunError};
+use thumper::{console, migrate, report, stack};
+
+/// Exit codes (documented in the README).
+mod exit {
+    pub const PASS: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const BAD_INPUT: u8 = 2;
+    pub const THRESHOLD: u8 = 99;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("THUMPER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    thumper::stack::raise_fd_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("thumper: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    ExitCode::from(runtime.block_on(dispatch(cli.command)))
+}
+
+async fn dispatch(command: Command) -> u8 {
+    match command {
+        Command::Steady(args) => scenario(args.into_options(bundled_scenario("steady"))).await,
+        Command::Spike(args) => scenario(args.into_options(bundled_scenario("spike"))).await,
+        Command::Run {
+            scenario: path,
+            args,
+        } => scenario(args.into_options(path)).await,
+        Command::Stack { action } => stack_command(action).await,
+        Command::Migrate { target, dir } => {
+            let Some(url) = target.or_else(|| stack::running().map(|u| u.admin_database_url))
+            else {
+                eprintln!("thumper migrate: no database: pass --target URL (owner role) or set ADMIN_DATABASE_URL, or start one with `thumper stack up`");
+                return exit::BAD_INPUT;
+            };
+            let dir = dir.unwrap_or_else(run::default_migrations_dir);
+            match migrate::apply(&url, &dir).await {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        println!("{o}");
+                    }
+                    exit::PASS
+                }
+                Err(e) => {
+                    eprintln!("thumper migrate: {e}");
+                    exit::FAILED
+                }
+            }
+        }
+        Command::Report {
+            summary,
+            out,
+            summary_md,
+        } => {
+            let s = match report::read_summary(&summary) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("thumper report: {e}");
+                    return exit::BAD_INPUT;
+                }
+            };
+            let dir = out.unwrap_or_else(|| {
+                summary
+                    .parent()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default()
+            });
+            match run::write_reports(&s, &dir, summary_md.as_deref()) {
+                Ok(()) => {
+                    println!("reports written to {}", dir.display());
+                    exit::PASS
+                }
+                Err(e) => {
+                    eprintln!("thumper report: {e}");
+                    exit::FAILED
+                }
+            }
+        }
+        Command::Compare {
+            baseline,
+            current,
+            max_regression,
+            markdown,
+        } => report::compare::run_cli(&baseline, &current, max_regression, markdown.as_deref()),
+    }
+}
+
+async fn scenario(opts: run::RunOptions) -> u8 {
+    let interrupt = CancellationToken::new();
+    let on_signal = interrupt.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nthumper: interrupted; stopping virtual users and writing reports (Ctrl-C again to quit at once)");
+            on_signal.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+        }
+    });
+    match run::run(&opts, interrupt).await {
+        Ok(result) => {
+            print!("{}", console::render(&result.summary, &result.report_dir));
+            match result.summary.verdict {
+                Verdict::Pass => exit::PASS,
+                Verdict::Fail => exit::THRESHOLD,
+                Verdict::Interrupted => exit::INTERRUPTED,
+            }
+        }
+        Err(RunError::BadInput(m)) => {
+            eprintln!("thumper: {m}");
+            exit::BAD_INPUT
+        }
+        Err(RunError::Failed(m)) => {
+            eprintln!("thumper: {m}");
+            exit::FAILED
+        }
+    }
+}
+
+async fn stack_command(action: StackAction) -> u8 {
+    match action {
+        StackAction::Up => {
+            let options = stack::StackOptions {
+                migrations_dir: run::default_migrations_dir(),
+                ..Default::default()
+            };
+            match stack::up(&options).await {
+                Ok(urls) => {
+                    print!("{}", stack::shell_lines(&urls));
+                    exit::PASS
+                }
+                Err(e) => {
+                    eprintln!("thumper stack up: {e}");
+                    exit::FAILED
+                }
+            }
+        }
+        StackAction::Status => match stack::running() {
+            Some(urls) => {
+                print!("{}", stack::shell_lines(&urls));
+                exit::PASS
+            }
+            None => {
+                eprintln!(
+                    "thumper stack status: no stack is up (start one with `thumper stack up`)"
+                );
+                exit::FAILED
+            }
+        },
+        StackAction::Down => match stack::down().await {
+            Ok(true) => {
+                eprintln!("thumper stack down: stopped");
+                exit::PASS
+            }
+            Ok(false) => {
+                eprintln!("thumper stack down: no stack was up");
+                exit::PASS
+            }
+            Err(e) => {
+                eprintln!("thumper stack down: {e}");
+                exit::FAILED
+            }
+        },
+    }
+}

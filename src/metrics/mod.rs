@@ -1,4 +1,6 @@
 //! Metrics: per-worker HDR recorders, interval aggregation and the run summary.
 
+pub mod aggregator;
 pub mod codec;
+pub mod recorder;
 pub mod summary;

@@ -228,3 +228,30 @@ impl Summary {
             .collect()
     }
 }
+
+impl Summary {
+    /// A summary with nothing in it, for building one field by field.
+    pub fn empty() -> Summary {
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            thumper_version: env!("CARGO_PKG_VERSION").to_owned(),
+            scenario: ScenarioInfo {
+                name: String::new(),
+                description: String::new(),
+                file: String::new(),
+                executor: String::new(),
+            },
+            target: String::new(),
+            started_at: String::new(),
+            duration_s: 0.0,
+            planned_duration_s: 0.0,
+            verdict: Verdict::Pass,
+            stop_reason: None,
+            thresholds: Vec::new(),
+            metrics: BTreeMap::new(),
+            time_series: Vec::new(),
+            notes: Vec::new(),
+            curves: Vec::new(),
+        }
+    }
+}

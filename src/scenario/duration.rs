@@ -13,13 +13,20 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("\"{text}\" lacks a unit; expected e.g. \"{text}s\" or \"{text}ms\""))?;
+            .ok_or_else(|| {
+                format!("\"{text}\" lacks a unit; expected e.g. \"{text}s\" or \"{text}ms\"")
+            })?;
         if digits == 0 {
-            return Err(format!("\"{text}\" is not a duration; expected e.g. \"30s\", \"100ms\", \"1m30s\""));
+            return Err(format!(
+                "\"{text}\" is not a duration; expected e.g. \"30s\", \"100ms\", \"1m30s\""
+            ));
         }
-        let value: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("\"{}\" is not a number in duration \"{text}\"", &rest[..digits]))?;
+        let value: f64 = rest[..digits].parse().map_err(|_| {
+            format!(
+                "\"{}\" is not a number in duration \"{text}\"",
+                &rest[..digits]
+            )
+        })?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())

@@ -170,11 +170,7 @@ fn parse_duration(
     duration::parse(text).map_err(|m| invalid(path, line_of(src, table, nth, field), field, m))
 }
 
-fn stages(
-    defs: &[StageDef],
-    path: &Path,
-    src: &str,
-) -> Result<Vec<Stage>, ScenarioError> {
+fn stages(defs: &[StageDef], path: &Path, src: &str) -> Result<Vec<Stage>, ScenarioError> {
     defs.iter()
         .enumerate()
         .map(|(i, s)| {
@@ -288,71 +284,152 @@ pub(crate) fn validate(raw: ScenarioFile, src: &str, path: &Path) -> Result<Plan
         }
     };
     if load.duration().is_zero() {
-        return Err(invalid(path, line_of(src, "stages", 0, "duration"), "stages", "the stages add up to zero time"));
+        return Err(invalid(
+            path,
+            line_of(src, "stages", 0, "duration"),
+            "stages",
+            "the stages add up to zero time",
+        ));
     }
     if !open && (raw.rate.is_some() || raw.pre_allocated_vus.is_some()) {
-        return Err(invalid(path, top("rate").max(top("pre_allocated_vus")), "executor", "rate/pre_allocated_vus apply only to the arrival-rate executors"));
+        return Err(invalid(
+            path,
+            top("rate").max(top("pre_allocated_vus")),
+            "executor",
+            "rate/pre_allocated_vus apply only to the arrival-rate executors",
+        ));
     }
     let think_default = if open { "0s" } else { "100ms" };
     let think_time = dur(&raw.think_time, think_default, "think_time")?;
     let graceful_stop = dur(&raw.graceful_stop, "30s", "graceful_stop")?;
     let conn = raw.connection;
-    let connect_timeout = parse_duration(&conn.connect_timeout, path, src, "connection", 0, "connect_timeout")?;
+    let connect_timeout = parse_duration(
+        &conn.connect_timeout,
+        path,
+        src,
+        "connection",
+        0,
+        "connect_timeout",
+    )?;
     let min_backoff = parse_duration(&conn.min_backoff, path, src, "connection", 0, "min_backoff")?;
     let max_backoff = parse_duration(&conn.max_backoff, path, src, "connection", 0, "max_backoff")?;
     if conn.pools == 0 || conn.pool_size == 0 {
-        return Err(invalid(path, line_of(src, "connection", 0, "pools"), "connection.pools", "pools and pool_size must be at least 1"));
+        return Err(invalid(
+            path,
+            line_of(src, "connection", 0, "pools"),
+            "connection.pools",
+            "pools and pool_size must be at least 1",
+        ));
     }
     let queries = raw.queries;
     let needs_queries = raw.gateway.is_none();
     if needs_queries && queries.is_empty() {
-        return Err(invalid(path, 0, "queries", "a scenario needs at least one [[queries]] entry with name and sql"));
+        return Err(invalid(
+            path,
+            0,
+            "queries",
+            "a scenario needs at least one [[queries]] entry with name and sql",
+        ));
     }
     for (i, q) in queries.iter().enumerate() {
         if q.name.is_empty() || q.name.contains(['{', '}', ':', ',']) {
-            return Err(invalid(path, line_of(src, "queries", i, "name"), "queries.name", "must be non-empty and free of { } : , (it becomes a metric tag)"));
+            return Err(invalid(
+                path,
+                line_of(src, "queries", i, "name"),
+                "queries.name",
+                "must be non-empty and free of { } : , (it becomes a metric tag)",
+            ));
         }
         if queries[..i].iter().any(|o| o.name == q.name) {
-            return Err(invalid(path, line_of(src, "queries", i, "name"), "queries.name", format!("\"{}\" is used twice; query names must be unique", q.name)));
+            return Err(invalid(
+                path,
+                line_of(src, "queries", i, "name"),
+                "queries.name",
+                format!("\"{}\" is used twice; query names must be unique", q.name),
+            ));
         }
         if q.sql.trim().is_empty() {
-            return Err(invalid(path, line_of(src, "queries", i, "sql"), "queries.sql", "is empty"));
+            return Err(invalid(
+                path,
+                line_of(src, "queries", i, "sql"),
+                "queries.sql",
+                "is empty",
+            ));
         }
-        let placeholders = (1..=q.params.len() + 1).take_while(|n| q.sql.contains(&format!("${n}"))).count();
+        let placeholders = (1..=q.params.len() + 1)
+            .take_while(|n| q.sql.contains(&format!("${n}")))
+            .count();
         if placeholders != q.params.len() {
-            return Err(invalid(path, line_of(src, "queries", i, "params"), "queries.params", format!(
-                "query \"{}\" uses {placeholders} placeholder(s) ($1..) but lists {} param(s)", q.name, q.params.len())));
+            return Err(invalid(
+                path,
+                line_of(src, "queries", i, "params"),
+                "queries.params",
+                format!(
+                    "query \"{}\" uses {placeholders} placeholder(s) ($1..) but lists {} param(s)",
+                    q.name,
+                    q.params.len()
+                ),
+            ));
         }
     }
     if needs_queries && queries.iter().all(|q| q.weight == 0) {
-        return Err(invalid(path, line_of(src, "queries", 0, "weight"), "queries.weight", "at least one query needs a weight above 0"));
+        return Err(invalid(
+            path,
+            line_of(src, "queries", 0, "weight"),
+            "queries.weight",
+            "at least one query needs a weight above 0",
+        ));
     }
     let d = raw.dataset;
     if d.communities == 0 || d.profiles_per_community == 0 {
-        return Err(invalid(path, line_of(src, "dataset", 0, "communities"), "dataset", "communities and profiles_per_community must be at least 1"));
+        return Err(invalid(
+            path,
+            line_of(src, "dataset", 0, "communities"),
+            "dataset",
+            "communities and profiles_per_community must be at least 1",
+        ));
     }
     let mut thresholds = Vec::new();
     for (key, defs) in &raw.thresholds {
         let line = line_of(src, "thresholds", 0, key);
-        let (name, canonical) = gate::split_metric_key(key).map_err(|m| invalid(path, line, key, m))?;
+        let (name, canonical) =
+            gate::split_metric_key(key).map_err(|m| invalid(path, line, key, m))?;
         let kind = gate::metric_kind(&name).ok_or_else(|| {
             let known: Vec<&str> = gate::KNOWN_METRICS.iter().map(|(n, _)| *n).collect();
-            invalid(path, line, key, format!("unknown metric \"{name}\"; known metrics: {}", known.join(", ")))
+            invalid(
+                path,
+                line,
+                key,
+                format!(
+                    "unknown metric \"{name}\"; known metrics: {}",
+                    known.join(", ")
+                ),
+            )
         })?;
-        if let Some(tag) = canonical.strip_prefix(&format!("{name}{{query:")).and_then(|r| r.strip_suffix('}')) {
+        if let Some(tag) = canonical
+            .strip_prefix(&format!("{name}{{query:"))
+            .and_then(|r| r.strip_suffix('}'))
+        {
             if !queries.iter().any(|q| q.name == tag) {
-                return Err(invalid(path, line, key, format!("no query is named \"{tag}\"")));
+                return Err(invalid(
+                    path,
+                    line,
+                    key,
+                    format!("no query is named \"{tag}\""),
+                ));
             }
         }
         for def in defs {
             let (expression, abort_on_fail, delay) = match def {
                 ThresholdDef::Plain(e) => (e.clone(), false, None),
-                ThresholdDef::Detailed { threshold, abort_on_fail, delay_abort_eval } => {
-                    (threshold.clone(), *abort_on_fail, delay_abort_eval.clone())
-                }
+                ThresholdDef::Detailed {
+                    threshold,
+                    abort_on_fail,
+                    delay_abort_eval,
+                } => (threshold.clone(), *abort_on_fail, delay_abort_eval.clone()),
             };
-            let (aggregation, op, value) =
-                gate::parse_expression(&expression, kind).map_err(|m| invalid(path, line, key, m))?;
+            let (aggregation, op, value) = gate::parse_expression(&expression, kind)
+                .map_err(|m| invalid(path, line, key, m))?;
             let delay_abort_eval = match delay {
                 Some(text) => duration::parse(&text).map_err(|m| invalid(path, line, key, m))?,
                 None => Duration::ZERO,
@@ -429,7 +506,10 @@ query_duration = ["p(99) < 10"]
         assert_eq!(plan.think_time, Duration::from_millis(100));
         assert_eq!(plan.protocol, Protocol::Extended);
         assert_eq!(plan.thresholds.len(), 2);
-        assert!(plan.thresholds.iter().any(|t| t.abort_on_fail && t.metric == "query_duration{query:lookup}"));
+        assert!(plan
+            .thresholds
+            .iter()
+            .any(|t| t.abort_on_fail && t.metric == "query_duration{query:lookup}"));
         assert_eq!(plan.load.target_at(Duration::from_secs(90)), 50.0);
         assert_eq!(plan.load.target_at(Duration::from_secs(200)), 100.0);
         assert_eq!(plan.load.target_at(Duration::from_secs(255)), 50.0);
@@ -452,14 +532,23 @@ query_duration = ["p(99) < 10"]
         assert!(e.contains("ramping-vus, constant-vus"), "{e}");
         let e = err(&STEADY.replace("duration = \"1m\"", "duration = \"1 minute\""));
         assert!(e.starts_with("s.toml:8: `duration`"), "{e}");
-        let e = err(&STEADY.replace("target = 100\n[[stages]]\nduration = \"1m\"", "targte = 100\n[[stages]]\nduration = \"1m\""));
+        let e = err(&STEADY.replace(
+            "target = 100\n[[stages]]\nduration = \"1m\"",
+            "targte = 100\n[[stages]]\nduration = \"1m\"",
+        ));
         assert!(e.contains("unknown field `targte`"), "{e}");
         assert!(e.starts_with("s.toml:6:"), "{e}");
         let e = err(&STEADY.replace("p(95) < 5", "p95 < 5"));
-        assert!(e.contains("query_duration{query:lookup}") && e.contains("unknown aggregation"), "{e}");
+        assert!(
+            e.contains("query_duration{query:lookup}") && e.contains("unknown aggregation"),
+            "{e}"
+        );
         let e = err(&STEADY.replace("query_duration = [", "query_durations = ["));
         assert!(e.contains("unknown metric \"query_durations\""), "{e}");
-        let e = err(&STEADY.replace("params = [\"community_id\", \"wallet\"]", "params = [\"community_id\"]"));
+        let e = err(&STEADY.replace(
+            "params = [\"community_id\", \"wallet\"]",
+            "params = [\"community_id\"]",
+        ));
         assert!(e.contains("placeholder"), "{e}");
         let e = err(&STEADY.replace("{query:lookup}", "{query:lokup}"));
         assert!(e.contains("no query is named \"lokup\""), "{e}");
@@ -477,10 +566,21 @@ name = "health"
 sql = "SELECT 1"
 "#;
         assert!(err(text).contains("pre_allocated_vus"));
-        let plan = parse(&text.replace("rate = 100", "rate = 100\npre_allocated_vus = 5\nmax_vus = 10"), Path::new("s.toml")).unwrap();
+        let plan = parse(
+            &text.replace(
+                "rate = 100",
+                "rate = 100\npre_allocated_vus = 5\nmax_vus = 10",
+            ),
+            Path::new("s.toml"),
+        )
+        .unwrap();
         assert_eq!(plan.think_time, Duration::ZERO);
         match plan.load {
-            LoadShape::Open { start_rate, max_vus, .. } => {
+            LoadShape::Open {
+                start_rate,
+                max_vus,
+                ..
+            } => {
                 assert_eq!(start_rate, 100);
                 assert_eq!(max_vus, 10);
             }

@@ -1,0 +1,137 @@
+//! Command-line interface (clap derive). Turns arguments into options for the library; no
+//! behaviour lives here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::run::{PoolMode, RunOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "thumper",
+    version,
+    about = "Load-testing and benchmarking harness for the Arrakis stack (PostgreSQL + PgBouncer + Twilight gateway)",
+    after_help = "Exit codes: 0 all thresholds passed; 99 a threshold failed (or compare found a regression); 2 bad input; 1 the run could not be carried out; 130 interrupted by Ctrl-C."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenarios/steady.toml: ramp to 100 VUs over 3 minutes, hold, ramp down.
+    Steady(RunArgs),
+    /// Run scenarios/spike.toml: 50 VUs, burst to 200, back to 50.
+    Spike(RunArgs),
+    /// Run any scenario file.
+    Run {
+        /// Scenario file (TOML), e.g. scenarios/steady.toml.
+        scenario: PathBuf,
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// Start, inspect or stop a local PostgreSQL + PgBouncer that stays up between runs.
+    Stack {
+        #[command(subcommand)]
+        action: StackAction,
+    },
+    /// Apply migrations/ to a database (as its owner role).
+    Migrate {
+        /// Owner-role URL of the database; defaults to ADMIN_DATABASE_URL, else the stack that is up.
+        #[arg(long, env = "ADMIN_DATABASE_URL")]
+        target: Option<String>,
+        /// Migrations folder.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Re-render every report format from a summary.json.
+    Report {
+        summary: PathBuf,
+        /// Folder to write into (default: the summary's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also append the Markdown summary to this file (e.g. "$GITHUB_STEP_SUMMARY").
+        #[arg(long)]
+        summary_md: Option<PathBuf>,
+    },
+    /// Compare two runs' summaries; exit 99 on a regression beyond the limit.
+    Compare {
+        baseline: PathBuf,
+        current: PathBuf,
+        /// Largest tolerated slowdown, in percent.
+        #[arg(long, default_value_t = 10.0)]
+        max_regression: f64,
+        /// Also write the Markdown comparison to this file.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackAction {
+    /// Start a stack that stays up and print DATABASE_URL, ADMIN_DATABASE_URL, PGBOUNCER_ADMIN_URL.
+    Up,
+    /// Print the URLs of the stack that is up (exit 1 if none).
+    Status,
+    /// Stop the stack that is up.
+    Down,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Application-role URL of an existing PgBouncer (or PostgreSQL); without it thumper starts its own stack.
+    #[arg(long, env = "DATABASE_URL")]
+    pub target: Option<String>,
+    /// Owner-role URL used with --target to apply migrations and seed the dataset first.
+    #[arg(long, env = "ADMIN_DATABASE_URL", requires = "target")]
+    pub admin_url: Option<String>,
+    /// What --target is, for refusing protocol = "prepared" through a transaction pooler.
+    #[arg(long, value_enum, default_value_t = PoolMode::Transaction)]
+    pub pool_mode: PoolMode,
+    /// Multiply every stage duration by F (e.g. 0.1); think time is kept.
+    #[arg(long, value_name = "F")]
+    pub time_scale: Option<f64>,
+    /// Short CI profile of the same shape (the timeline squeezed into 30 seconds).
+    #[arg(long)]
+    pub quick: bool,
+    /// Where report folders go.
+    #[arg(long, default_value = "reports")]
+    pub report_dir: PathBuf,
+    /// Also append the Markdown summary to this file (e.g. "$GITHUB_STEP_SUMMARY").
+    #[arg(long)]
+    pub summary_md: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    pub fn into_options(self, scenario: PathBuf) -> RunOptions {
+        RunOptions {
+            scenario,
+            time_scale: self.time_scale,
+            quick: self.quick,
+            target: self.target,
+            admin_url: self.admin_url,
+            pool_mode: self.pool_mode,
+            report_dir: self.report_dir,
+            summary_md: self.summary_md,
+            quiet: self.quiet,
+        }
+    }
+}
+
+/// The bundled scenario `name`: `scenarios/NAME.toml` in the working directory, else in the
+/// source tree.
+pub fn bundled_scenario(name: &str) -> PathBuf {
+    let here = PathBuf::from("scenarios").join(format!("{name}.toml"));
+    if here.is_file() {
+        here
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios")
+            .join(format!("{name}.toml"))
+    }
+}

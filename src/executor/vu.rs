@@ -1,0 +1,166 @@
+//! One virtual user's iteration: pick a query, get a client, run it, record what happened.
+//! A VU owns its connection, its random number generator and its recorder.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use tokio_postgres::Client;
+
+use super::{Connector, RunContext};
+use crate::metrics::recorder::{Recorder, SampleKind};
+use crate::workload::{ConnectionState, QueryFailure};
+
+/// A VU's own connection (per-VU topology).
+pub struct OwnConnection {
+    client: Client,
+    state: ConnectionState,
+}
+
+/// How an iteration ended, for the VU's reconnect backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IterationEnd {
+    Done,
+    ConnectionFailed,
+}
+
+pub struct VirtualUser {
+    pub id: usize,
+    pub rng: SmallRng,
+    pub recorder: Recorder,
+    conn: Option<OwnConnection>,
+    /// Per-checkout state for the pooled topology (no prepared statements there).
+    pooled_state: ConnectionState,
+    backoff: Duration,
+}
+
+impl VirtualUser {
+    pub fn new(id: usize, rng: SmallRng, recorder: Recorder, min_backoff: Duration) -> Self {
+        VirtualUser {
+            id,
+            rng,
+            recorder,
+            conn: None,
+            pooled_state: ConnectionState::default(),
+            backoff: min_backoff,
+        }
+    }
+
+    /// Opens the VU's connection ahead of time (open model pre-allocation); failures are
+    /// recorded and retried on the first iteration.
+    pub async fn warm_up(&mut self, ctx: &RunContext) {
+        if let Connector::PerVu { config, timeout } = &ctx.connector {
+            match Connector::connect(config, *timeout).await {
+                Ok(client) => {
+                    self.conn = Some(OwnConnection {
+                        client,
+                        state: ConnectionState::default(),
+                    })
+                }
+                Err(f) => self.record_failure(None, f),
+            }
+        }
+    }
+
+    fn record_failure(&mut self, query: Option<u16>, f: QueryFailure) {
+        self.recorder.push(
+            Instant::now(),
+            SampleKind::Error {
+                query,
+                kind: f.kind,
+                class: f.class.into_boxed_str(),
+            },
+        );
+    }
+
+    /// Runs one iteration. `intended` is the scheduled start in the open model; latency is
+    /// then measured from it, so time spent waiting for a VU or a connection counts.
+    pub async fn iterate(&mut self, ctx: &RunContext, intended: Option<Instant>) -> IterationEnd {
+        let workload = &ctx.workload;
+        let index = workload.pick(&mut self.rng);
+        let draw = workload.draw(&mut self.rng);
+        let query = index as u16;
+        let origin = intended.unwrap_or_else(Instant::now);
+        // In the open model the query is outstanding from its scheduled start.
+        if intended.is_some() {
+            self.recorder.begin(query, origin);
+        }
+        let result = match &ctx.connector {
+            Connector::PerVu { config, timeout } => {
+                if self.conn.is_none() {
+                    match Connector::connect(config, *timeout).await {
+                        Ok(client) => {
+                            self.conn = Some(OwnConnection {
+                                client,
+                                state: ConnectionState::default(),
+                            })
+                        }
+                        Err(f) => {
+                            self.record_failure(intended.map(|_| query), f);
+                            return IterationEnd::ConnectionFailed;
+                        }
+                    }
+                }
+                let conn = self.conn.as_mut().expect("connected above");
+                let sent = Instant::now();
+                self.recorder.begin(query, origin);
+                let r = workload
+                    .execute(&conn.client, &mut conn.state, index, draw)
+                    .await;
+                if r.as_ref().is_err_and(|f| f.broken) || conn.client.is_closed() {
+                    self.conn = None;
+                }
+                (sent, r)
+            }
+            Connector::Pooled { pools, .. } => {
+                let client = match Connector::checkout(pools, self.id).await {
+                    Ok(c) => c,
+                    Err(f) => {
+                        self.record_failure(intended.map(|_| query), f);
+                        return IterationEnd::ConnectionFailed;
+                    }
+                };
+                let sent = Instant::now();
+                self.recorder.begin(query, origin);
+                let r = workload
+                    .execute(&client, &mut self.pooled_state, index, draw)
+                    .await;
+                if r.as_ref().is_err_and(|f| f.broken) {
+                    // Do not hand a broken connection back to the pool.
+                    let _ = deadpool_postgres::Object::take(client);
+                }
+                (sent, r)
+            }
+        };
+        let (sent, outcome) = result;
+        let done = Instant::now();
+        match outcome {
+            Ok(o) => self.recorder.push(
+                done,
+                SampleKind::Query {
+                    query,
+                    response_us: (done - origin).as_micros() as u64,
+                    service_us: (done - sent).as_micros() as u64,
+                    lag_us: intended.map(|i| sent.saturating_duration_since(i).as_micros() as u64),
+                    tenant_violations: o.tenant_violations as u32,
+                },
+            ),
+            Err(f) => self.record_failure(Some(query), f),
+        }
+        IterationEnd::Done
+    }
+
+    /// The delay before the next attempt after `end`: doubling while connections fail.
+    pub fn next_backoff(&mut self, ctx: &RunContext, end: IterationEnd) -> Option<Duration> {
+        match end {
+            IterationEnd::Done => {
+                self.backoff = ctx.min_backoff;
+                None
+            }
+            IterationEnd::ConnectionFailed => {
+                let wait = self.backoff;
+                self.backoff = (self.backoff * 2).min(ctx.max_backoff);
+                Some(wait)
+            }
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! The aggregator: the one task that receives the VUs' sample batches, merges them into
+//! per-interval and run-total HDR histograms and counters, prints the live progress line, and
+//! checks `abort_on_fail` thresholds while the run goes on.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{encode, new_latency_histogram};
+use super::recorder::{Sample, SampleKind};
+use super::summary::{
+    CounterStats, GaugeStats, Interval, IntervalTrend, Metric, RateStats, TrendStats,
+};
+use crate::gate::{self, Threshold};
+use crate::workload::ErrorKind;
+
+/// Intervals stay open this long after they end, for samples that arrive late.
+const GRACE_US: u64 = 1_500_000;
+
+/// What the aggregator needs to know about the run.
+pub struct AggregatorConfig {
+    pub start: Instant,
+    pub interval: Duration,
+    pub planned: Duration,
+    pub query_names: Vec<String>,
+    /// Open model: response time differs from service time, and scheduling lag exists.
+    pub open_model: bool,
+    /// Current active VUs, written by the executor.
+    pub vus: Arc<AtomicU64>,
+    pub progress: bool,
+    /// Thresholds with `abort_on_fail`, checked once per interval.
+    pub abort_thresholds: Vec<Threshold>,
+    /// Cancelled when an `abort_on_fail` threshold fails.
+    pub abort: CancellationToken,
+}
+
+/// What the aggregator hands back at the end.
+pub struct Aggregated {
+    pub metrics: BTreeMap<String, Metric>,
+    pub time_series: Vec<Interval>,
+    /// The threshold that aborted the run, if one did.
+    pub aborted_by: Option<String>,
+    /// Samples that arrived after their interval closed (counted in totals and interval counts,
+    /// not in that interval's percentiles).
+    pub late_samples: u64,
+}
+
+#[derive(Default)]
+struct Trends {
+    map: BTreeMap<String, Histogram<u64>>,
+}
+
+impl Trends {
+    fn record(&mut self, name: &str, v: u64) {
+        if let Some(h) = self.map.get_mut(name) {
+            h.saturating_record(v);
+        } else {
+            let mut h = new_latency_histogram();
+            h.saturating_record(v);
+            self.map.insert(name.to_owned(), h);
+        }
+    }
+}
+
+#[derive(Default)]
+struct IntervalAcc {
+    trends: Trends,
+    counters: BTreeMap<String, u64>,
+    gauges: BTreeMap<String, f64>,
+}
+
+struct Totals {
+    trends: Trends,
+    counters: BTreeMap<String, CounterStats>,
+    passes: u64,
+    fails: u64,
+    gauges: BTreeMap<String, GaugeStats>,
+}
+
+/// Precomputed metric names per query, so the hot loop formats nothing.
+struct QueryKeys {
+    duration: String,
+    service: String,
+    errors: String,
+}
+
+pub struct Aggregator {
+    cfg: AggregatorConfig,
+    keys: Vec<QueryKeys>,
+    open: BTreeMap<u64, IntervalAcc>,
+    series: Vec<Interval>,
+    finalized_through: u64,
+    totals: Totals,
+    late: u64,
+    aborted_by: Option<String>,
+    last_progress_len: usize,
+}
+
+impl Aggregator {
+    pub fn new(cfg: AggregatorConfig) -> Aggregator {
+        let keys = cfg
+            .query_names
+            .iter()
+            .map(|q| QueryKeys {
+                duration: format!("query_duration{{query:{q}}}"),
+                service: format!("service_time{{query:{q}}}"),
+                errors: format!("query_errors{{query:{q}}}"),
+            })
+            .collect();
+        let mut counters = BTreeMap::new();
+        for name in [
+            "iterations",
+            "queries",
+            "connection_errors",
+            "query_errors",
+            "tenant_violations",
+        ] {
+            counters.insert(name.to_owned(), CounterStats::default());
+        }
+        if cfg.open_model {
+            counters.insert("dropped_iterations".into(), CounterStats::default());
+        }
+        Aggregator {
+            cfg,
+            keys,
+            open: BTreeMap::new(),
+            series: Vec::new(),
+            finalized_through: 0,
+            totals: Totals {
+                trends: Trends::default(),
+                counters,
+                passes: 0,
+                fails: 0,
+                gauges: BTreeMap::new(),
+            },
+            late: 0,
+            aborted_by: None,
+            last_progress_len: 0,
+        }
+    }
+
+    /// Receives batches until every sender is gone, ticking once per interval.
+    pub async fn run(mut self, mut rx: UnboundedReceiver<Vec<Sample>>) -> Aggregated {
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::from_std(self.cfg.start + self.cfg.interval),
+            self.cfg.interval,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => self.ingest(batch),
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        self.finish()
+    }
+
+    fn interval_us(&self) -> u64 {
+        self.cfg.interval.as_micros() as u64
+    }
+
+    fn ingest(&mut self, batch: Vec<Sample>) {
+        let iv = self.interval_us();
+        for s in batch {
+            let idx = s.at_us / iv;
+            let late = idx < self.finalized_through;
+            if late {
+                self.late += 1;
+            }
+            let acc = if late {
+                None
+            } else {
+                Some(self.open.entry(idx).or_default())
+            };
+            record(&mut self.totals, acc, &self.keys, &s, self.cfg.open_model);
+            if late {
+                // Keep the interval's counts right even though its percentiles are closed.
+                if let Some(point) = self.series.get_mut(idx as usize) {
+                    count_only(point, &s);
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now_us = self.cfg.start.elapsed().as_micros() as u64;
+        let vus = self.cfg.vus.load(Ordering::Relaxed);
+        // Every interval gets a VU reading at its end, even one without samples.
+        let current = now_us / self.interval_us();
+        if current > 0 {
+            let acc = self.open.entry(current - 1).or_default();
+            acc.gauges.insert("vus".into(), vus as f64);
+        }
+        record_gauge(&mut self.totals, "vus", vus as f64);
+        self.finalize_until(now_us.saturating_sub(GRACE_US));
+        if self.cfg.progress {
+            self.print_progress(now_us, vus);
+        }
+        self.check_abort(now_us);
+    }
+
+    /// Closes every interval that ended before `until_us`.
+    fn finalize_until(&mut self, until_us: u64) {
+        let iv = self.interval_us();
+        while (self.finalized_through + 1) * iv <= until_us {
+            let idx = self.finalized_through;
+            let acc = self.open.remove(&idx).unwrap_or_default();
+            let len_s = self.cfg.interval.as_secs_f64();
+            let t_s = (idx + 1) as f64 * len_s;
+            let point = close_interval(acc, t_s, len_s, &self.series);
+            self.series.push(point);
+            self.finalized_through += 1;
+        }
+    }
+
+    fn print_progress(&mut self, now_us: u64, vus: u64) {
+        let Some(last) = self.series.last() else {
+            return;
+        };
+        let qps = last.counters.get("queries").copied().unwrap_or(0) as f64 / last.len_s;
+        let (p50, p99) = last
+            .trends
+            .get("query_duration")
+            .map(|t| (t.p50_us as f64 / 1e3, t.p99_us as f64 / 1e3))
+            .unwrap_or((0.0, 0.0));
+        let errors = self.totals.counters["connection_errors"].count
+            + self.totals.counters["query_errors"].count;
+        let line = format!(
+            "[{:>5.0}s/{:.0}s] vus {:>4}  queries/s {:>7.0}  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            now_us as f64 / 1e6,
+            self.cfg.planned.as_secs_f64(),
+            vus,
+            qps,
+            p50,
+            p99,
+            errors
+        );
+        let pad = self.last_progress_len.saturating_sub(line.len());
+        self.last_progress_len = line.len();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r{line}{}", " ".repeat(pad));
+        let _ = err.flush();
+    }
+
+    fn check_abort(&mut self, now_us: u64) {
+        if self.aborted_by.is_some() || self.cfg.abort_thresholds.is_empty() {
+            return;
+        }
+        let elapsed = Duration::from_micros(now_us);
+        let due: Vec<&Threshold> = self
+            .cfg
+            .abort_thresholds
+            .iter()
+            .filter(|t| elapsed >= t.delay_abort_eval)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let snapshot = crate::metrics::summary::Summary {
+            metrics: self.metrics(elapsed.as_secs_f64(), false),
+            ..crate::metrics::summary::Summary::empty()
+        };
+        for t in due {
+            let result = &gate::evaluate(std::slice::from_ref(t), &snapshot)[0];
+            // A metric without samples yet is not a reason to abort.
+            if result.observed.is_some() && !result.ok {
+                self.aborted_by = Some(format!(
+                    "threshold {t} failed (observed {:.3}) and has abort_on_fail",
+                    result.observed.unwrap_or_default()
+                ));
+                self.cfg.abort.cancel();
+                return;
+            }
+        }
+    }
+
+    /// Run totals as summary metrics; `with_histograms` adds the encoded histograms.
+    fn metrics(&self, duration_s: f64, with_histograms: bool) -> BTreeMap<String, Metric> {
+        let mut out = BTreeMap::new();
+        let per_s = |n: u64| {
+            if duration_s > 0.0 {
+                n as f64 / duration_s
+            } else {
+                0.0
+            }
+        };
+        for (name, h) in &self.totals.trends.map {
+            out.insert(
+                name.clone(),
+                Metric::Trend(trend_stats(h, per_s(h.len()), with_histograms)),
+            );
+        }
+        // Every query has a trend, even one that never succeeded: its threshold then fails
+        // for lack of samples instead of disappearing.
+        for k in &self.keys {
+            out.entry(k.duration.clone())
+                .or_insert_with(|| Metric::Trend(TrendStats::default()));
+        }
+        if !out.contains_key("query_duration") {
+            out.insert(
+                "query_duration".into(),
+                Metric::Trend(TrendStats::default()),
+            );
+        }
+        for (name, c) in &self.totals.counters {
+            let mut c = c.clone();
+            c.rate_per_s = per_s(c.count);
+            out.insert(name.clone(), Metric::Counter(c));
+        }
+        let total = self.totals.passes + self.totals.fails;
+        out.insert(
+            "success_rate".into(),
+            Metric::Rate(RateStats {
+                rate: if total > 0 {
+                    self.totals.passes as f64 / total as f64
+                } else {
+                    0.0
+                },
+                passes: self.totals.passes,
+                fails: self.totals.fails,
+            }),
+        );
+        for (name, g) in &self.totals.gauges {
+            out.insert(name.clone(), Metric::Gauge(g.clone()));
+        }
+        out
+    }
+
+    fn finish(mut self) -> Aggregated {
+        let now_us = self.cfg.start.elapsed().as_micros() as u64;
+        let iv = self.interval_us();
+        // Close everything, the last (partial) interval included.
+        let last_idx = self
+            .open
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(now_us / iv);
+        while self.finalized_through <= last_idx {
+            let idx = self.finalized_through;
+            let acc = self.open.remove(&idx).unwrap_or_default();
+            let start_s = idx as f64 * self.cfg.interval.as_secs_f64();
+            let end_s = ((idx + 1) as f64 * self.cfg.interval.as_secs_f64())
+                .min(now_us as f64 / 1e6)
+                .max(start_s + 1e-3);
+            let point = close_interval(acc, end_s, end_s - start_s, &self.series);
+            self.series.push(point);
+            self.finalized_through += 1;
+        }
+        if self.cfg.progress && self.last_progress_len > 0 {
+            eprintln!();
+        }
+        let duration_s = now_us as f64 / 1e6;
+        Aggregated {
+            metrics: self.metrics(duration_s, true),
+            time_series: self.series,
+            aborted_by: self.aborted_by,
+            late_samples: self.late,
+        }
+    }
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, name: &str, by: u64) {
+    if let Some(v) = map.get_mut(name) {
+        *v += by;
+    } else {
+        map.insert(name.to_owned(), by);
+    }
+}
+
+fn bump_total(totals: &mut Totals, name: &str, class: Option<&str>, by: u64) {
+    let c = match totals.counters.get_mut(name) {
+        Some(c) => c,
+        None => totals.counters.entry(name.to_owned()).or_default(),
+    };
+    c.count += by;
+    if let Some(class) = class {
+        *c.by_class.entry(class.to_owned()).or_default() += by;
+    }
+}
+
+fn record_gauge(totals: &mut Totals, name: &str, value: f64) {
+    let g = totals.gauges.entry(name.to_owned()).or_insert(GaugeStats {
+        last: value,
+        min: value,
+        max: value,
+        samples: 0,
+    });
+    g.last = value;
+    g.min = g.min.min(value);
+    g.max = g.max.max(value);
+    g.samples += 1;
+}
+
+/// Adds one sample to the totals and (unless late) to its interval.
+fn record(
+    totals: &mut Totals,
+    mut acc: Option<&mut IntervalAcc>,
+    keys: &[QueryKeys],
+    s: &Sample,
+    open_model: bool,
+) {
+    match &s.kind {
+        SampleKind::Query {
+            query,
+            response_us,
+            service_us,
+            lag_us,
+            tenant_violations,
+        } => {
+            let k = &keys[*query as usize];
+            let mut trend = |name: &str, v: u64| {
+                totals.trends.record(name, v);
+                if let Some(a) = acc.as_deref_mut() {
+                    a.trends.record(name, v);
+                }
+            };
+            trend("query_duration", *response_us);
+            trend(&k.duration, *response_us);
+            if open_model {
+                trend("service_time", *service_us);
+                trend(&k.service, *service_us);
+                if let Some(lag) = lag_us {
+                    trend("scheduling_lag", *lag);
+                }
+            }
+            bump_total(totals, "queries", None, 1);
+            if *tenant_violations > 0 {
+                bump_total(
+                    totals,
+                    "tenant_violations",
+                    None,
+                    u64::from(*tenant_violations),
+                );
+                totals.fails += 1;
+            } else {
+                totals.passes += 1;
+            }
+            if let Some(a) = acc {
+                bump(&mut a.counters, "queries", 1);
+                if *tenant_violations > 0 {
+                    bump(
+                        &mut a.counters,
+                        "tenant_violations",
+                        u64::from(*tenant_violations),
+                    );
+                }
+            }
+        }
+        SampleKind::Error { query, kind, class } => {
+            let counter = match kind {
+                ErrorKind::Connection => "connection_errors",
+                ErrorKind::Query => "query_errors",
+            };
+            bump_total(totals, counter, Some(class), 1);
+            if let (Some(q), ErrorKind::Query) = (query, kind) {
+                bump_total(totals, &keys[*q as usize].errors, Some(class), 1);
+            }
+            totals.fails += 1;
+            if let Some(a) = acc {
+                bump(&mut a.counters, counter, 1);
+            }
+        }
+        SampleKind::Iteration => {
+            bump_total(totals, "iterations", None, 1);
+            if let Some(a) = acc {
+                bump(&mut a.counters, "iterations", 1);
+            }
+        }
+        SampleKind::Dropped => {
+            bump_total(totals, "dropped_iterations", None, 1);
+            if let Some(a) = acc {
+                bump(&mut a.counters, "dropped_iterations", 1);
+            }
+        }
+        SampleKind::Incomplete { query, waited_us } => {
+            // The answer never came: its latency is at least what it waited, and it failed.
+            let k = &keys[*query as usize];
+            totals.trends.record("query_duration", *waited_us);
+            totals.trends.record(&k.duration, *waited_us);
+            bump_total(totals, "incomplete_iterations", None, 1);
+            totals.fails += 1;
+            if let Some(a) = acc {
+                a.trends.record("query_duration", *waited_us);
+                a.trends.record(&k.duration, *waited_us);
+                bump(&mut a.counters, "incomplete_iterations", 1);
+            }
+        }
+        SampleKind::Gauge { name, value } => {
+            record_gauge(totals, name, *value);
+            if let Some(a) = acc {
+                a.gauges.insert((*name).to_owned(), *value);
+            }
+        }
+    }
+}
+
+fn count_only(point: &mut Interval, s: &Sample) {
+    let name = match &s.kind {
+        SampleKind::Query { .. } => "queries",
+        SampleKind::Error {
+            kind: ErrorKind::Connection,
+            ..
+        } => "connection_errors",
+        SampleKind::Error { .. } => "query_errors",
+        SampleKind::Iteration => "iterations",
+        SampleKind::Dropped => "dropped_iterations",
+        SampleKind::Incomplete { .. } => "incomplete_iterations",
+        SampleKind::Gauge { .. } => return,
+    };
+    *point.counters.entry(name.to_owned()).or_default() += 1;
+}
+
+fn close_interval(acc: IntervalAcc, t_s: f64, len_s: f64, previous: &[Interval]) -> Interval {
+    let trends = acc
+        .trends
+        .map
+        .iter()
+        .map(|(name, h)| {
+            (
+                name.clone(),
+                IntervalTrend {
+                    count: h.len(),
+                    p50_us: h.value_at_quantile(0.5),
+                    p95_us: h.value_at_quantile(0.95),
+                    p99_us: h.value_at_quantile(0.99),
+                    max_us: h.max(),
+                    histogram: encode(h),
+                },
+            )
+        })
+        .collect();
+    let mut gauges = acc.gauges;
+    // VUs are sampled at interval ends; carry the previous reading over a missed tick.
+    let vus = match gauges.remove("vus") {
+        Some(v) => v as u64,
+        None => previous.last().map_or(0, |p| p.vus),
+    };
+    Interval {
+        t_s,
+        len_s,
+        vus,
+        counters: acc.counters,
+        trends,
+        gauges,
+    }
+}
+
+fn trend_stats(h: &Histogram<u64>, rate_per_s: f64, with_histogram: bool) -> TrendStats {
+    if h.is_empty() {
+        return TrendStats::default();
+    }
+    TrendStats {
+        count: h.len(),
+        rate_per_s,
+        min_us: h.min(),
+        mean_us: h.mean(),
+        p50_us: h.value_at_quantile(0.5),
+        p90_us: h.value_at_quantile(0.9),
+        p95_us: h.value_at_quantile(0.95),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+        histogram: if with_histogram {
+            encode(h)
+        } else {
+            String::new()
+        },
+        unit: "us".into(),
+    }
+}
+
+/// Whether the live progress line should be shown (stderr is a terminal and not `--quiet`).
+pub fn progress_wanted(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}

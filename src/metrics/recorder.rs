@@ -1,0 +1,127 @@
+//! The per-virtual-user recorder: a VU appends what happened to a buffer it owns (no lock, no
+//! shared state) and hands the buffer to the aggregator in batches.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::workload::ErrorKind;
+
+/// One thing a virtual user observed, stamped with when it completed.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Microseconds since the run started.
+    pub at_us: u64,
+    pub kind: SampleKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SampleKind {
+    /// A query that returned.
+    Query {
+        query: u16,
+        /// From the intended start (open model) or the send (closed model) to the answer.
+        response_us: u64,
+        /// From the actual send to the answer.
+        service_us: u64,
+        /// From the intended start to the actual send (open model only).
+        lag_us: Option<u64>,
+        tenant_violations: u32,
+    },
+    /// A query (or, with `query == None`, a connection attempt) that failed.
+    Error {
+        query: Option<u16>,
+        kind: ErrorKind,
+        class: Box<str>,
+    },
+    /// An iteration finished (successfully or not).
+    Iteration,
+    /// An open-model iteration that found no free VU and was not started.
+    Dropped,
+    /// A query still waiting for its answer when the run ended; `waited_us` is a lower bound of
+    /// its latency.
+    Incomplete { query: u16, waited_us: u64 },
+    /// A sampled value from outside the VUs (PgBouncer pool statistics, ...).
+    Gauge { name: &'static str, value: f64 },
+}
+
+/// Buffers samples and sends them in batches; flushes what is left when dropped, so a VU that
+/// is stopped mid-iteration loses nothing.
+pub struct Recorder {
+    start: Instant,
+    buf: Vec<Sample>,
+    oldest: Option<Instant>,
+    tx: UnboundedSender<Vec<Sample>>,
+    in_flight: Option<(u16, Instant)>,
+}
+
+/// How stale a buffer may grow before it is handed over.
+const MAX_AGE: Duration = Duration::from_millis(100);
+const MAX_LEN: usize = 256;
+
+impl Recorder {
+    pub fn new(start: Instant, tx: UnboundedSender<Vec<Sample>>) -> Recorder {
+        Recorder {
+            start,
+            buf: Vec::with_capacity(16),
+            oldest: None,
+            tx,
+            in_flight: None,
+        }
+    }
+
+    /// Microseconds since the run started.
+    pub fn since_start(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.start).as_micros() as u64
+    }
+
+    /// Notes that a query is outstanding since `intended`, so a run that ends (or a VU that is
+    /// stopped) before it answers still accounts for it.
+    pub fn begin(&mut self, query: u16, intended: Instant) {
+        self.in_flight = Some((query, intended));
+    }
+
+    pub fn push(&mut self, at: Instant, kind: SampleKind) {
+        if matches!(
+            kind,
+            SampleKind::Query { .. } | SampleKind::Error { query: Some(_), .. }
+        ) {
+            self.in_flight = None;
+        }
+        if self.oldest.is_none() {
+            self.oldest = Some(at);
+        }
+        self.buf.push(Sample {
+            at_us: self.since_start(at),
+            kind,
+        });
+    }
+
+    /// Hands the buffer over if it is old or long enough.
+    pub fn maybe_flush(&mut self, now: Instant) {
+        if self.buf.len() >= MAX_LEN || self.oldest.is_some_and(|o| now - o >= MAX_AGE) {
+            self.flush();
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(16));
+        self.oldest = None;
+        // The aggregator outlives every VU; if it is gone the run is over anyway.
+        let _ = self.tx.send(batch);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Some((query, since)) = self.in_flight.take() {
+            let now = Instant::now();
+            let waited_us = now.saturating_duration_since(since).as_micros() as u64;
+            self.push(now, SampleKind::Incomplete { query, waited_us });
+        }
+        self.flush();
+    }
+}

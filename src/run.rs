@@ -1,0 +1,386 @@
+//! One scenario run from start to finish: plan → target (embedded stack or `--target`) →
+//! execute → gate → reports. Reports are written whatever happens once load has started.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::dataset;
+use crate::executor::{self, Connector, RunContext};
+use crate::gate;
+use crate::metrics::aggregator::{progress_wanted, Aggregator, AggregatorConfig};
+use crate::metrics::summary::{ScenarioInfo, Summary, Verdict};
+use crate::report;
+use crate::scenario::{self, Plan, Protocol, Topology};
+use crate::stack::{self, Stack, StackOptions};
+use crate::workload::Workload;
+
+/// What the server in front of the database pools by, for refusing `protocol = "prepared"`
+/// where named statements cannot survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoolMode {
+    /// PgBouncer in transaction mode (the Arrakis setting, and the embedded stack's).
+    Transaction,
+    /// PgBouncer in session mode.
+    Session,
+    /// PostgreSQL itself, no pooler.
+    None,
+}
+
+/// Settings of one run, from the command line.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub scenario: PathBuf,
+    pub time_scale: Option<f64>,
+    pub quick: bool,
+    /// Application-role URL of an existing PgBouncer/PostgreSQL.
+    pub target: Option<String>,
+    /// Owner-role URL for migrations and seeding with `--target` (optional).
+    pub admin_url: Option<String>,
+    pub pool_mode: PoolMode,
+    pub report_dir: PathBuf,
+    pub summary_md: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Why a run could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The scenario or the flags are wrong (exit code 2).
+    #[error("{0}")]
+    BadInput(String),
+    /// The run could not be carried out (exit code 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<scenario::ScenarioError> for RunError {
+    fn from(e: scenario::ScenarioError) -> Self {
+        RunError::BadInput(e.to_string())
+    }
+}
+
+/// A finished run: its summary and where its reports went.
+pub struct RunResult {
+    pub summary: Summary,
+    pub report_dir: PathBuf,
+}
+
+/// Reads a scenario and applies `--quick`/`--time-scale`.
+pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
+    let mut plan = scenario::load(&opts.scenario)?;
+    if let Some(f) = opts.time_scale {
+        if !(f > 0.0 && f.is_finite()) {
+            return Err(RunError::BadInput(format!(
+                "--time-scale {f}: must be a positive number, e.g. 0.1 for a tenth of the time"
+            )));
+        }
+        plan.scale_time(f);
+    }
+    if opts.quick {
+        plan.quick();
+    }
+    if plan.protocol == Protocol::Prepared {
+        if opts.pool_mode == PoolMode::Transaction {
+            return Err(RunError::BadInput(format!(
+                "{}: protocol = \"prepared\" cannot work through PgBouncer in transaction mode: a named prepared statement lives on one server connection, and the next transaction may run on another (\"prepared statement does not exist\"). Use protocol = \"extended\" (unnamed statements) or \"simple\", or pass --pool-mode session|none if the target is not a transaction pooler.",
+                opts.scenario.display()
+            )));
+        }
+        if plan.connection.topology == Topology::Pooled {
+            return Err(RunError::BadInput(format!(
+                "{}: protocol = \"prepared\" is supported with topology = \"per-vu\" only",
+                opts.scenario.display()
+            )));
+        }
+    }
+    Ok(plan)
+}
+
+/// Where the load goes, and the stack to stop afterwards if this run started one.
+struct Target {
+    url: String,
+    admin_url: Option<String>,
+    owned_stack: Option<Stack>,
+}
+
+async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunError> {
+    if let Some(url) = &opts.target {
+        return Ok(Target {
+            url: url.clone(),
+            admin_url: opts.admin_url.clone(),
+            owned_stack: None,
+        });
+    }
+    if let Some(urls) = stack::running() {
+        eprintln!("thumper: using the stack that is up (`thumper stack down` stops it)");
+        return Ok(Target {
+            url: urls.database_url,
+            admin_url: Some(urls.admin_database_url),
+            owned_stack: None,
+        });
+    }
+    let options = stack_options(plan)?;
+    eprintln!("thumper: starting PostgreSQL + PgBouncer ...");
+    let s = Stack::start(&options)
+        .await
+        .map_err(|e| RunError::Failed(format!("the embedded stack did not start: {e}")))?;
+    Ok(Target {
+        url: s.urls().database_url.clone(),
+        admin_url: Some(s.urls().admin_database_url.clone()),
+        owned_stack: Some(s),
+    })
+}
+
+/// Stack options from the scenario's `[stack]` table.
+pub fn stack_options(plan: &Plan) -> Result<StackOptions, RunError> {
+    let mut options = StackOptions {
+        migrations_dir: default_migrations_dir(),
+        ..StackOptions::default()
+    };
+    if let Some(table) = &plan.stack {
+        for (key, value) in table {
+            match key.as_str() {
+                "pgbouncer" => {
+                    options.pgbouncer = value.clone().try_into().map_err(|e| {
+                        RunError::BadInput(format!("{}: [stack.pgbouncer]: {e}", plan.file))
+                    })?
+                }
+                other => {
+                    return Err(RunError::BadInput(format!(
+                        "{}: [stack]: unknown key `{other}`; expected [stack.pgbouncer]",
+                        plan.file
+                    )))
+                }
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// `migrations/` next to the scenarios: the working directory's, else the source tree's.
+pub fn default_migrations_dir() -> PathBuf {
+    let here = PathBuf::from("migrations");
+    if here.is_dir() {
+        here
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
+    }
+}
+
+/// Removes the password from a connection URL for display.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.rsplit_once('@') {
+            let user = creds.split(':').next().unwrap_or("");
+            return format!("{scheme}://{user}:***@{host}");
+        }
+    }
+    url.to_owned()
+}
+
+/// Checks the target answers as the application role before load starts, so a wrong URL is
+/// one clear error rather than thousands of counted ones.
+async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, RunError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| RunError::BadInput(format!("target URL {}: {e}", redact(url))))?;
+    config.connect_timeout(Duration::from_secs(10));
+    let (client, conn) = tokio::time::timeout(
+        Duration::from_secs(15),
+        config.connect(tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| RunError::Failed(format!("target {} did not answer within 15 s", redact(url))))?
+    .map_err(|e| {
+        RunError::Failed(format!(
+            "cannot log in to target {}: {}",
+            redact(url),
+            crate::workload::describe(&e)
+        ))
+    })?;
+    tokio::spawn(conn);
+    let mut notes = Vec::new();
+    let first = plan.dataset.community_id(0).to_string();
+    match client
+        .simple_query(&format!(
+            "SELECT 1 FROM communities WHERE id = '{first}'::uuid"
+        ))
+        .await
+    {
+        Ok(rows) => {
+            if !rows
+                .iter()
+                .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            {
+                notes.push(format!(
+                    "the target has no community {first}: it was not seeded with this scenario's dataset (seed {}), so lookups find nothing",
+                    plan.dataset.seed
+                ));
+            }
+        }
+        Err(e) => notes.push(format!(
+            "could not check the dataset on the target: {}",
+            crate::workload::describe(&e)
+        )),
+    }
+    Ok(notes)
+}
+
+/// Runs a scenario end to end. `interrupt` is cancelled on Ctrl-C.
+pub async fn run(opts: &RunOptions, interrupt: CancellationToken) -> Result<RunResult, RunError> {
+    let plan = load_plan(opts)?;
+    let target = resolve_target(&plan, opts).await?;
+    let result = run_on_target(&plan, opts, &target, interrupt).await;
+    if let Some(s) = target.owned_stack {
+        if let Err(e) = s.stop().await {
+            eprintln!("thumper: stopping the embedded stack: {e}");
+        }
+    }
+    result
+}
+
+async fn run_on_target(
+    plan: &Plan,
+    opts: &RunOptions,
+    target: &Target,
+    interrupt: CancellationToken,
+) -> Result<RunResult, RunError> {
+    if let Some(admin) = &target.admin_url {
+        if opts.target.is_some() {
+            crate::migrate::apply(admin, &default_migrations_dir())
+                .await
+                .map_err(|e| RunError::Failed(format!("applying migrations: {e}")))?;
+        }
+        let started = Instant::now();
+        dataset::seed::seed(admin, &plan.dataset)
+            .await
+            .map_err(|e| RunError::Failed(format!("seeding the dataset: {e}")))?;
+        tracing::info!(elapsed = ?started.elapsed(), "dataset ready");
+    }
+    let mut notes = preflight(&target.url, plan).await?;
+    let workload = Workload::new(&plan.queries, plan.dataset, plan.protocol);
+    let connector =
+        Connector::new(&target.url, plan).map_err(|e| RunError::BadInput(e.to_string()))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let start = Instant::now();
+    let started_at = time::OffsetDateTime::now_utc();
+    let vus = Arc::new(AtomicU64::new(0));
+    let stop = interrupt.child_token();
+    let abort = CancellationToken::new();
+    let open_model = matches!(plan.load, scenario::LoadShape::Open { .. });
+    let aggregator = Aggregator::new(AggregatorConfig {
+        start,
+        interval: Duration::from_secs(1),
+        planned: plan.load.duration(),
+        query_names: plan.queries.iter().map(|q| q.name.clone()).collect(),
+        open_model,
+        vus: vus.clone(),
+        progress: progress_wanted(opts.quiet),
+        abort_thresholds: plan
+            .thresholds
+            .iter()
+            .filter(|t| t.abort_on_fail)
+            .cloned()
+            .collect(),
+        abort: abort.clone(),
+    });
+    let aggregator = tokio::spawn(aggregator.run(rx));
+    let ctx = Arc::new(RunContext {
+        start,
+        workload,
+        connector,
+        think_time: plan.think_time,
+        min_backoff: plan.min_backoff,
+        max_backoff: plan.max_backoff,
+        samples: tx,
+    });
+    let exec_stop = stop.clone();
+    let abort_watch = abort.clone();
+    let relay = tokio::spawn(async move {
+        abort_watch.cancelled().await;
+        exec_stop.cancel();
+    });
+    executor::execute(plan, ctx, vus, stop.clone()).await;
+    relay.abort();
+    let aggregated = aggregator
+        .await
+        .map_err(|e| RunError::Failed(format!("metrics aggregation failed: {e}")))?;
+    let duration_s = start.elapsed().as_secs_f64();
+
+    let interrupted = interrupt.is_cancelled();
+    let stop_reason = if let Some(reason) = &aggregated.aborted_by {
+        Some(reason.clone())
+    } else if interrupted {
+        Some("interrupted by the user (Ctrl-C)".to_owned())
+    } else {
+        None
+    };
+    if aggregated.late_samples > 0 {
+        notes.push(format!(
+            "{} samples arrived after their interval closed (a stalled VU); they are in the totals and the interval counts, not in that interval's percentiles",
+            aggregated.late_samples
+        ));
+    }
+    let mut summary = Summary {
+        scenario: ScenarioInfo {
+            name: plan.name.clone(),
+            description: plan.description.clone(),
+            file: plan.file.clone(),
+            executor: plan.executor.clone(),
+        },
+        target: redact(&target.url),
+        started_at: started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        duration_s,
+        planned_duration_s: plan.load.duration().as_secs_f64(),
+        stop_reason,
+        metrics: aggregated.metrics,
+        time_series: aggregated.time_series,
+        notes,
+        ..Summary::empty()
+    };
+    summary.thresholds = gate::evaluate(&plan.thresholds, &summary);
+    summary.verdict = if aggregated.aborted_by.is_some() {
+        Verdict::Fail
+    } else {
+        gate::verdict(&summary.thresholds, interrupted)
+    };
+    let stamp = started_at
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let report_dir = opts.report_dir.join(format!("{}-{stamp}", plan.name));
+    write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
+    Ok(RunResult {
+        summary,
+        report_dir,
+    })
+}
+
+/// Writes every report format, and the Markdown summary to `--summary-md` if asked.
+pub fn write_reports(
+    summary: &Summary,
+    dir: &Path,
+    summary_md: Option<&Path>,
+) -> Result<(), RunError> {
+    report::write_all(summary, dir)
+        .map_err(|e| RunError::Failed(format!("writing reports: {e}")))?;
+    if let Some(path) = summary_md {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| RunError::Failed(format!("--summary-md {}: {e}", path.display())))?;
+        f.write_all(report::render_markdown(summary).as_bytes())
+            .map_err(|e| RunError::Failed(format!("--summary-md {}: {e}", path.display())))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! The query catalogue: the scenario's weighted query mix, parameters drawn from the dataset,
+//! execution in each wire protocol, error classification and the tenant check.
+
+mod errors;
+mod params;
+
+use std::sync::Arc;
+
+use futures_util::{pin_mut, TryStreamExt};
+use rand::Rng;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use uuid::Uuid;
+
+pub use errors::{classify, describe, ErrorKind, QueryFailure};
+pub use params::Draw;
+
+use crate::dataset::DatasetSpec;
+use crate::scenario::{ParamKind, Protocol, QueryDef};
+
+/// Statement that sets the tenant for the current transaction only (never the session), so the
+/// setting cannot leak to another client through transaction pooling.
+const SET_TENANT_SQL: &str = "SELECT set_tenant_context($1::uuid, false)";
+
+/// What one successful execution returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub rows: u64,
+    /// Rows of a tenant-scoped query that belong to another tenant.
+    pub tenant_violations: u64,
+}
+
+/// One query of the mix, ready to execute.
+#[derive(Debug)]
+pub struct CatalogQuery {
+    pub name: String,
+    sql: String,
+    params: Vec<ParamKind>,
+    types: Vec<Type>,
+    tenant_scoped: bool,
+    /// The SQL split around `$n` placeholders, for the simple protocol: parts[i] precedes $(idx[i]).
+    simple_parts: Vec<(String, usize)>,
+    simple_tail: String,
+}
+
+/// The query mix with its weights, shared read-only by every virtual user.
+#[derive(Debug)]
+pub struct Workload {
+    queries: Vec<CatalogQuery>,
+    /// Cumulative weights, for picking a query with one random number.
+    cumulative: Vec<u32>,
+    dataset: DatasetSpec,
+    protocol: Protocol,
+}
+
+/// Per-connection state a virtual user keeps: named statements for `protocol = "prepared"` and
+/// a reusable text buffer for the simple protocol.
+#[derive(Default)]
+pub struct ConnectionState {
+    prepared: Vec<Option<Statement>>,
+    set_tenant: Option<Statement>,
+    text: String,
+    wallet: String,
+}
+
+impl Workload {
+    pub fn new(defs: &[QueryDef], dataset: DatasetSpec, protocol: Protocol) -> Arc<Workload> {
+        let queries: Vec<CatalogQuery> = defs.iter().map(CatalogQuery::new).collect();
+        let mut total = 0;
+        let cumulative = defs
+            .iter()
+            .map(|d| {
+                total += d.weight;
+                total
+            })
+            .collect();
+        Arc::new(Workload {
+            queries,
+            cumulative,
+            dataset,
+            protocol,
+        })
+    }
+
+    pub fn queries(&self) -> &[CatalogQuery] {
+        &self.queries
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Picks a query index by weight.
+    pub fn pick(&self, rng: &mut impl Rng) -> usize {
+        let total = *self.cumulative.last().unwrap_or(&0);
+        if total == 0 {
+            return 0;
+        }
+        let x = rng.random_range(0..total);
+        self.cumulative.partition_point(|&c| c <= x)
+    }
+
+    /// Draws one random existing profile for a query's parameters.
+    pub fn draw(&self, rng: &mut impl Rng) -> Draw {
+        Draw {
+            community: rng.random_range(0..self.dataset.communities),
+            profile: rng.random_range(0..self.dataset.profiles_per_community),
+        }
+    }
+
+    /// Runs query `index` with parameters from `draw` on `client`.
+    pub async fn execute(
+        &self,
+        client: &Client,
+        state: &mut ConnectionState,
+        index: usize,
+        draw: Draw,
+    ) -> Result<Outcome, QueryFailure> {
+        let q = &self.queries[index];
+        // The wallet buffer is reused across executions; take it out of the state for the call.
+        let mut wallet = std::mem::take(&mut state.wallet);
+        let values = params::Values::new(&self.dataset, draw, &mut wallet);
+        let result = match (self.protocol, q.tenant_scoped) {
+            (Protocol::Simple, _) => self.execute_simple(client, state, q, &values).await,
+            (_, false) => self.execute_extended(client, state, index, &values).await,
+            (_, true) => {
+                self.execute_tenant_extended(client, state, index, &values)
+                    .await
+            }
+        };
+        state.wallet = wallet;
+        result.map_err(|e| classify(&e))
+    }
+
+    async fn execute_simple(
+        &self,
+        client: &Client,
+        state: &mut ConnectionState,
+        q: &CatalogQuery,
+        values: &params::Values<'_>,
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        use std::fmt::Write;
+        let text = &mut state.text;
+        text.clear();
+        if q.tenant_scoped {
+            let _ = write!(
+                text,
+                "BEGIN;SELECT set_tenant_context('{}'::uuid, false);",
+                values.community
+            );
+        }
+        for (part, idx) in &q.simple_parts {
+            text.push_str(part);
+            values.write_literal(q.params[*idx], text);
+        }
+        text.push_str(&q.simple_tail);
+        if q.tenant_scoped {
+            text.push_str(";COMMIT");
+        }
+        let stream = client.simple_query_raw(text).await?;
+        pin_mut!(stream);
+        let mut outcome = Outcome::default();
+        let tenant = values.community_text();
+        // A tenant-scoped batch returns set_tenant_context's row first: count rows from the
+        // second row description on.
+        let mut descriptions = 0;
+        while let Some(msg) = stream.try_next().await? {
+            match msg {
+                SimpleQueryMessage::RowDescription(_) => descriptions += 1,
+                SimpleQueryMessage::Row(row) => {
+                    if q.tenant_scoped {
+                        if descriptions < 2 {
+                            continue;
+                        }
+                        if row.get(0) != Some(tenant.as_str()) {
+                            outcome.tenant_violations += 1;
+                        }
+                    }
+                    outcome.rows += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn statement(
+        &self,
+        client: &Client,
+        state: &mut ConnectionState,
+        index: usize,
+    ) -> Result<Option<Statement>, tokio_postgres::Error> {
+        if self.protocol != Protocol::Prepared {
+            return Ok(None);
+        }
+        if state.prepared.len() < self.queries.len() {
+            state.prepared.resize(self.queries.len(), None);
+        }
+        if let Some(s) = &state.prepared[index] {
+            return Ok(Some(s.clone()));
+        }
+        let q = &self.queries[index];
+        let s = client.prepare_typed(&q.sql, &q.types).await?;
+        state.prepared[index] = Some(s.clone());
+        Ok(Some(s))
+    }
+
+    async fn run_rows(
+        &self,
+        client: &Client,
+        statement: Option<Statement>,
+        q: &CatalogQuery,
+        values: &params::Values<'_>,
+        check_tenant: Option<Uuid>,
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let mut outcome = Outcome::default();
+        let refs = values.refs(&q.params);
+        let mut count = |row: tokio_postgres::Row| {
+            if let Some(tenant) = check_tenant {
+                if row.try_get::<_, Uuid>(0).ok() != Some(tenant) {
+                    outcome.tenant_violations += 1;
+                }
+            }
+            outcome.rows += 1;
+        };
+        match statement {
+            Some(s) => {
+                let stream = client.query_raw(&s, refs.iter().map(|(v, _)| *v)).await?;
+                pin_mut!(stream);
+                while let Some(row) = stream.try_next().await? {
+                    count(row);
+                }
+            }
+            None => {
+                let typed = refs.iter().map(|(v, t)| (*v, t.clone()));
+                let stream = client.query_typed_raw(&q.sql, typed).await?;
+                pin_mut!(stream);
+                while let Some(row) = stream.try_next().await? {
+                    count(row);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn execute_extended(
+        &self,
+        client: &Client,
+        state: &mut ConnectionState,
+        index: usize,
+        values: &params::Values<'_>,
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let statement = self.statement(client, state, index).await?;
+        self.run_rows(client, statement, &self.queries[index], values, None)
+            .await
+    }
+
+    async fn execute_tenant_extended(
+        &self,
+        client: &Client,
+        state: &mut ConnectionState,
+        index: usize,
+        values: &params::Values<'_>,
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let statement = self.statement(client, state, index).await?;
+        let tenant_text = values.community_text();
+        client.batch_execute("BEGIN").await?;
+        let body = async {
+            let tenant_param: [(&(dyn ToSql + Sync), Type); 1] = [(&tenant_text, Type::TEXT)];
+            if self.protocol == Protocol::Prepared {
+                if state.set_tenant.is_none() {
+                    state.set_tenant =
+                        Some(client.prepare_typed(SET_TENANT_SQL, &[Type::TEXT]).await?);
+                }
+                let s = state.set_tenant.clone().expect("prepared above");
+                client.execute(&s, &[&tenant_text]).await?;
+            } else {
+                let stream = client
+                    .query_typed_raw(
+                        SET_TENANT_SQL,
+                        tenant_param.iter().map(|(v, t)| (*v, t.clone())),
+                    )
+                    .await?;
+                pin_mut!(stream);
+                while stream.try_next().await?.is_some() {}
+            }
+            self.run_rows(
+                client,
+                statement,
+                &self.queries[index],
+                values,
+                Some(values.community),
+            )
+            .await
+        }
+        .await;
+        match body {
+            Ok(outcome) => {
+                client.batch_execute("COMMIT").await?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                if !client.is_closed() {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl CatalogQuery {
+    fn new(def: &QueryDef) -> CatalogQuery {
+        let types = def.params.iter().map(|p| params::sql_type(*p)).collect();
+        // Split the SQL around $1..$n (longest numbers first so $10 is not read as $1).
+        let mut simple_parts = Vec::new();
+        let mut rest = def.sql.as_str();
+        loop {
+            let next = (1..=def.params.len())
+                .rev()
+                .filter_map(|n| {
+                    let pat = format!("${n}");
+                    rest.find(&pat).map(|pos| (pos, n, pat.len()))
+                })
+                .min_by_key(|(pos, n, _)| (*pos, usize::MAX - n));
+            match next {
+                Some((pos, n, len)) => {
+                    simple_parts.push((rest[..pos].to_owned(), n - 1));
+                    rest = &rest[pos + len..];
+                }
+                None => break,
+            }
+        }
+        CatalogQuery {
+            name: def.name.clone(),
+            sql: def.sql.clone(),
+            params: def.params.clone(),
+            types,
+            tenant_scoped: def.tenant_scoped,
+            simple_parts,
+            simple_tail: rest.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn def(name: &str, weight: u32) -> QueryDef {
+        QueryDef {
+            name: name.into(),
+            sql: "SELECT $1, $2, $10".into(),
+            weight,
+            params: vec![ParamKind::Wallet; 10],
+            tenant_scoped: false,
+        }
+    }
+
+    #[test]
+    fn picks_by_weight() {
+        let w = Workload::new(
+            &[def("a", 1), def("b", 0), def("c", 3)],
+            DatasetSpec::default(),
+            Protocol::Extended,
+        );
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let mut counts = [0u32; 3];
+        for _ in 0..40_000 {
+            counts[w.pick(&mut rng)] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        let share = f64::from(counts[2]) / 40_000.0;
+        assert!((0.72..0.78).contains(&share), "{counts:?}");
+    }
+
+    #[test]
+    fn splits_placeholders_for_the_simple_protocol() {
+        let q = CatalogQuery::new(&def("a", 1));
+        let idx: Vec<usize> = q.simple_parts.iter().map(|(_, i)| *i).collect();
+        assert_eq!(idx, [0, 1, 9]);
+        assert_eq!(q.simple_parts[0].0, "SELECT ");
+        assert_eq!(q.simple_tail, "");
+    }
+}

@@ -1,0 +1,81 @@
+//! Query parameters drawn from the dataset: all parameters of one execution describe the same
+//! random profile, so `community_id` + `wallet` find a row that exists.
+
+use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
+
+use crate::dataset::DatasetSpec;
+use crate::scenario::ParamKind;
+
+/// A random profile: community index and profile index within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Draw {
+    pub community: u32,
+    pub profile: u32,
+}
+
+/// The SQL type a parameter is sent as.
+pub fn sql_type(kind: ParamKind) -> Type {
+    match kind {
+        ParamKind::CommunityId | ParamKind::ProfileId => Type::UUID,
+        ParamKind::GuildId | ParamKind::DiscordUserId => Type::INT8,
+        ParamKind::Wallet => Type::TEXT,
+    }
+}
+
+/// The values of one draw.
+pub(crate) struct Values<'a> {
+    pub community: Uuid,
+    guild: i64,
+    profile: Uuid,
+    discord_user: i64,
+    wallet: &'a String,
+}
+
+impl<'a> Values<'a> {
+    pub fn new(spec: &DatasetSpec, draw: Draw, wallet_buf: &'a mut String) -> Values<'a> {
+        spec.write_wallet(draw.community, draw.profile, wallet_buf);
+        Values {
+            community: spec.community_id(draw.community),
+            guild: spec.guild_id(draw.community),
+            profile: spec.profile_id(draw.community, draw.profile),
+            discord_user: spec.discord_user_id(draw.community, draw.profile),
+            wallet: wallet_buf,
+        }
+    }
+
+    pub fn community_text(&self) -> String {
+        self.community.hyphenated().to_string()
+    }
+
+    fn value(&self, kind: ParamKind) -> &(dyn ToSql + Sync) {
+        match kind {
+            ParamKind::CommunityId => &self.community,
+            ParamKind::GuildId => &self.guild,
+            ParamKind::ProfileId => &self.profile,
+            ParamKind::DiscordUserId => &self.discord_user,
+            ParamKind::Wallet => self.wallet,
+        }
+    }
+
+    /// Parameter references with their types, in `$n` order.
+    pub fn refs(&self, kinds: &[ParamKind]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        kinds
+            .iter()
+            .map(|k| (self.value(*k), sql_type(*k)))
+            .collect()
+    }
+
+    /// Writes a parameter as a SQL literal (simple protocol). Values are generated uuids,
+    /// integers and hex strings, so quoting cannot be escaped; quotes are doubled anyway.
+    pub fn write_literal(&self, kind: ParamKind, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match kind {
+            ParamKind::CommunityId => write!(out, "'{}'::uuid", self.community),
+            ParamKind::ProfileId => write!(out, "'{}'::uuid", self.profile),
+            ParamKind::GuildId => write!(out, "{}", self.guild),
+            ParamKind::DiscordUserId => write!(out, "{}", self.discord_user),
+            ParamKind::Wallet => write!(out, "'{}'", self.wallet.replace('\'', "''")),
+        };
+    }
+}
