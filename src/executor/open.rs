@@ -102,8 +102,8 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
         }
         if !handed {
             recorder.push(Instant::now(), SampleKind::Dropped);
-            recorder.maybe_flush(Instant::now());
         }
+        recorder.maybe_flush(Instant::now());
         vus.store((slots.len() - idle.len()) as u64, Ordering::Relaxed);
         t += Duration::from_secs_f64(1.0 / rate_per_s);
         if t >= total {
@@ -143,7 +143,8 @@ async fn vu_loop(
             vu.recorder.flush();
             tokio::time::sleep(ctx.think_time).await;
         }
-        vu.recorder.maybe_flush(Instant::now());
+        // An idle VU may wait long for its next ticket: hand over what it holds now.
+        vu.recorder.flush();
         if idle.send(id).is_err() {
             break;
         }

@@ -168,7 +168,8 @@ impl Aggregator {
         self.cfg.interval.as_micros() as u64
     }
 
-    fn ingest(&mut self, batch: Vec<Sample>) {
+    /// Merges one batch of samples into the intervals and totals.
+    pub fn ingest(&mut self, batch: Vec<Sample>) {
         let iv = self.interval_us();
         for s in batch {
             let idx = s.at_us / iv;
@@ -208,8 +209,8 @@ impl Aggregator {
         self.check_abort(now_us);
     }
 
-    /// Closes every interval that ended before `until_us`.
-    fn finalize_until(&mut self, until_us: u64) {
+    /// Closes every interval that ended before `until_us` (microseconds since the start).
+    pub fn finalize_until(&mut self, until_us: u64) {
         let iv = self.interval_us();
         while (self.finalized_through + 1) * iv <= until_us {
             let idx = self.finalized_through;
