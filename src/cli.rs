@@ -87,6 +87,9 @@ pub struct RunArgs {
     /// Owner-role URL used with --target to apply migrations and seed the dataset first.
     #[arg(long, env = "ADMIN_DATABASE_URL", requires = "target")]
     pub admin_url: Option<String>,
+    /// PgBouncer admin console URL (db "pgbouncer"), polled once a second for pool statistics.
+    #[arg(long, env = "PGBOUNCER_ADMIN_URL")]
+    pub pgbouncer_admin: Option<String>,
     /// What --target is, for refusing protocol = "prepared" through a transaction pooler.
     #[arg(long, value_enum, default_value_t = PoolMode::Transaction)]
     pub pool_mode: PoolMode,
@@ -115,6 +118,7 @@ impl RunArgs {
             quick: self.quick,
             target: self.target,
             admin_url: self.admin_url,
+            pgbouncer_admin_url: self.pgbouncer_admin,
             pool_mode: self.pool_mode,
             report_dir: self.report_dir,
             summary_md: self.summary_md,

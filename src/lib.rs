@@ -14,6 +14,7 @@ pub mod gate;
 pub mod gateway;
 pub mod metrics;
 pub mod migrate;
+pub mod pgbouncer;
 pub mod report;
 pub mod run;
 pub mod scenario;

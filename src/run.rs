@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub target: Option<String>,
     /// Owner-role URL for migrations and seeding with `--target` (optional).
     pub admin_url: Option<String>,
+    /// PgBouncer admin console URL, polled once a second during the run.
+    pub pgbouncer_admin_url: Option<String>,
     pub pool_mode: PoolMode,
     pub report_dir: PathBuf,
     pub summary_md: Option<PathBuf>,
@@ -105,6 +107,7 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
 struct Target {
     url: String,
     admin_url: Option<String>,
+    pgbouncer_admin_url: Option<String>,
     owned_stack: Option<Stack>,
 }
 
@@ -113,6 +116,7 @@ async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunErr
         return Ok(Target {
             url: url.clone(),
             admin_url: opts.admin_url.clone(),
+            pgbouncer_admin_url: opts.pgbouncer_admin_url.clone(),
             owned_stack: None,
         });
     }
@@ -121,6 +125,7 @@ async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunErr
         return Ok(Target {
             url: urls.database_url,
             admin_url: Some(urls.admin_database_url),
+            pgbouncer_admin_url: Some(urls.pgbouncer_admin_url),
             owned_stack: None,
         });
     }
@@ -132,6 +137,7 @@ async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunErr
     Ok(Target {
         url: s.urls().database_url.clone(),
         admin_url: Some(s.urls().admin_database_url.clone()),
+        pgbouncer_admin_url: Some(s.urls().pgbouncer_admin_url.clone()),
         owned_stack: Some(s),
     })
 }
@@ -290,6 +296,22 @@ async fn run_on_target(
         abort: abort.clone(),
     });
     let aggregator = tokio::spawn(aggregator.run(rx));
+    let poll_stop = CancellationToken::new();
+    let poller = target.pgbouncer_admin_url.clone().map(|admin| {
+        let database = target
+            .url
+            .parse::<tokio_postgres::Config>()
+            .ok()
+            .and_then(|c| c.get_dbname().map(str::to_owned));
+        tokio::spawn(crate::pgbouncer::poll(
+            admin,
+            database,
+            start,
+            Duration::from_secs(1),
+            tx.clone(),
+            poll_stop.clone(),
+        ))
+    });
     let ctx = Arc::new(RunContext {
         start,
         workload,
@@ -307,6 +329,10 @@ async fn run_on_target(
     });
     executor::execute(plan, ctx, vus, stop.clone()).await;
     relay.abort();
+    poll_stop.cancel();
+    if let Some(p) = poller {
+        let _ = p.await;
+    }
     let aggregated = aggregator
         .await
         .map_err(|e| RunError::Failed(format!("metrics aggregation failed: {e}")))?;
