@@ -46,6 +46,27 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Deep health check: a real login through PgBouncer, a query, a tenant query under RLS, pool waits.
+    Health {
+        /// Application-role URL through PgBouncer; defaults to DATABASE_URL, else the stack that is up.
+        #[arg(long, env = "DATABASE_URL")]
+        target: Option<String>,
+        /// PgBouncer admin console URL; defaults to PGBOUNCER_ADMIN_URL, else the stack that is up.
+        #[arg(long, env = "PGBOUNCER_ADMIN_URL")]
+        admin: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Time allowed for each check, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        /// Most clients allowed to wait for a server connection.
+        #[arg(long, default_value_t = 50.0)]
+        max_waiting: f64,
+        /// Longest wait for a server connection allowed, in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        max_wait: f64,
+    },
     /// Re-render every report format from a summary.json.
     Report {
         summary: PathBuf,

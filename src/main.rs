@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use thumper::cli::{bundled_scenario, Cli, Command, StackAction};
 use thumper::metrics::summary::Verdict;
 use thumper::run::{self, RunError};
-use thumper::{console, migrate, report, stack};
+use thumper::{console, health, migrate, report, stack};
 
 /// Exit codes (documented in the README).
 mod exit {
@@ -69,6 +69,47 @@ async fn dispatch(command: Command) -> u8 {
                     eprintln!("thumper migrate: {e}");
                     exit::FAILED
                 }
+            }
+        }
+        Command::Health {
+            target,
+            admin,
+            json,
+            timeout,
+            max_waiting,
+            max_wait,
+        } => {
+            let running = stack::running();
+            let Some(target) = target.or_else(|| running.as_ref().map(|u| u.database_url.clone()))
+            else {
+                eprintln!("thumper health: no target: pass --target URL or set DATABASE_URL, or start one with `thumper stack up`");
+                return exit::BAD_INPUT;
+            };
+            let admin = admin.or_else(|| running.map(|u| u.pgbouncer_admin_url));
+            if !(timeout > 0.0 && timeout.is_finite()) {
+                eprintln!("thumper health: --timeout must be a positive number of seconds");
+                return exit::BAD_INPUT;
+            }
+            let report = health::check(&health::HealthOptions {
+                target,
+                admin,
+                timeout: std::time::Duration::from_secs_f64(timeout),
+                max_waiting,
+                max_wait_s: max_wait,
+            })
+            .await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", health::render(&report));
+            }
+            if report.healthy {
+                exit::PASS
+            } else {
+                exit::FAILED
             }
         }
         Command::Report {

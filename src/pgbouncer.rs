@@ -39,7 +39,12 @@ pub async fn connect(admin_url: &str, timeout: Duration) -> Result<Client, Strin
     let (client, conn) = tokio::time::timeout(timeout, config.connect(NoTls))
         .await
         .map_err(|_| format!("PgBouncer console did not answer within {timeout:?}"))?
-        .map_err(|e| format!("cannot log in to the PgBouncer console: {}", crate::workload::describe(&e)))?;
+        .map_err(|e| {
+            format!(
+                "cannot log in to the PgBouncer console: {}",
+                crate::workload::describe(&e)
+            )
+        })?;
     tokio::spawn(conn);
     Ok(client)
 }
@@ -106,7 +111,13 @@ pub async fn snapshot(client: &Client, database: Option<&str>) -> Result<PoolSna
 
 /// Gauges from two consecutive snapshots `dt` apart.
 pub fn gauges(prev: &PoolSnapshot, cur: &PoolSnapshot, dt: f64) -> Vec<(&'static str, f64)> {
-    let per_s = |a: f64, b: f64| if dt > 0.0 { ((b - a) / dt).max(0.0) } else { 0.0 };
+    let per_s = |a: f64, b: f64| {
+        if dt > 0.0 {
+            ((b - a) / dt).max(0.0)
+        } else {
+            0.0
+        }
+    };
     let xacts = (cur.total_xact_count - prev.total_xact_count).max(0.0);
     let avg_wait = if xacts > 0.0 {
         (cur.total_wait_time_us - prev.total_wait_time_us).max(0.0) / xacts
@@ -119,8 +130,14 @@ pub fn gauges(prev: &PoolSnapshot, cur: &PoolSnapshot, dt: f64) -> Vec<(&'static
         ("pgbouncer_sv_active", cur.sv_active),
         ("pgbouncer_sv_idle", cur.sv_idle),
         ("pgbouncer_maxwait", cur.maxwait_s),
-        ("pgbouncer_xact_per_s", per_s(prev.total_xact_count, cur.total_xact_count)),
-        ("pgbouncer_query_per_s", per_s(prev.total_query_count, cur.total_query_count)),
+        (
+            "pgbouncer_xact_per_s",
+            per_s(prev.total_xact_count, cur.total_xact_count),
+        ),
+        (
+            "pgbouncer_query_per_s",
+            per_s(prev.total_query_count, cur.total_query_count),
+        ),
         ("pgbouncer_avg_wait_us", avg_wait),
     ]
 }
@@ -146,11 +163,17 @@ pub async fn poll(
             _ = stop.cancelled() => break,
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = connect(&admin_url, every.max(Duration::from_secs(1))).await.ok();
+            client = connect(&admin_url, every.max(Duration::from_secs(1)))
+                .await
+                .ok();
             prev = None;
         }
         let Some(c) = &client else { continue };
-        let snap = tokio::time::timeout(every.max(Duration::from_secs(1)), snapshot(c, database.as_deref())).await;
+        let snap = tokio::time::timeout(
+            every.max(Duration::from_secs(1)),
+            snapshot(c, database.as_deref()),
+        )
+        .await;
         let now = Instant::now();
         match snap {
             Ok(Ok(cur)) => {

@@ -1,0 +1,220 @@
+//! The deep health check: what `pg_isready` misses. `pg_isready` never logs in, so it calls a
+//! PgBouncer healthy while the database behind it is down. This check logs in through
+//! PgBouncer as the application role, runs a query that needs a server connection, runs a
+//! tenant-scoped query under row-level security, and reads the pool's waiting clients, longest
+//! wait and server connections from the admin console. Every step has a timeout: PgBouncer can
+//! queue a client for `query_wait_timeout` (120 s by default).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use crate::pgbouncer;
+use crate::workload::describe;
+
+/// Limits for the console checks.
+#[derive(Debug, Clone)]
+pub struct HealthOptions {
+    pub target: String,
+    pub admin: Option<String>,
+    pub timeout: Duration,
+    pub max_waiting: f64,
+    pub max_wait_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    pub elapsed_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub healthy: bool,
+    pub checks: Vec<Check>,
+}
+
+impl HealthReport {
+    /// The first failing check's name.
+    pub fn failing(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| !c.ok)
+    }
+}
+
+async fn timed<F, T>(timeout: Duration, f: F) -> (Result<T, String>, f64)
+where
+    F: std::future::Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    let r = match tokio::time::timeout(timeout, f).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    };
+    (r, started.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Runs every check; stops after the first failing database check (the later ones depend on it).
+pub async fn check(opts: &HealthOptions) -> HealthReport {
+    let mut checks = Vec::new();
+    let t = opts.timeout;
+    let (login, ms) = timed(t, async {
+        let config: tokio_postgres::Config = opts
+            .target
+            .parse()
+            .map_err(|e| format!("target URL is not valid: {e}"))?;
+        let (client, conn) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
+        tokio::spawn(conn);
+        Ok(client)
+    })
+    .await;
+    let client = match login {
+        Ok(c) => {
+            checks.push(Check {
+                name: "login",
+                ok: true,
+                detail: "logged in as the application role".into(),
+                elapsed_ms: ms,
+            });
+            Some(c)
+        }
+        Err(e) => {
+            checks.push(Check {
+                name: "login",
+                ok: false,
+                detail: e,
+                elapsed_ms: ms,
+            });
+            None
+        }
+    };
+    if let Some(client) = &client {
+        // A login through PgBouncer needs no server connection; a query does.
+        let (r, ms) = timed(t, async {
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| describe(&e))
+        })
+        .await;
+        let query_ok = r.is_ok();
+        checks.push(Check {
+            name: "query",
+            ok: query_ok,
+            detail: r
+                .map(|_| "SELECT 1 answered by PostgreSQL".into())
+                .unwrap_or_else(|e| e),
+            elapsed_ms: ms,
+        });
+        if query_ok {
+            let (r, ms) = timed(t, async {
+                let msgs = client
+                    .simple_query("SELECT id::text FROM communities ORDER BY id LIMIT 1")
+                    .await
+                    .map_err(|e| describe(&e))?;
+                let tenant = msgs.iter().find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                });
+                let Some(tenant) = tenant else {
+                    return Ok("no communities yet: RLS not exercised".to_owned());
+                };
+                let msgs = client
+                    .simple_query(&format!(
+                        "BEGIN; SELECT set_tenant_context('{tenant}'::uuid, false); \
+                         SELECT count(*) FILTER (WHERE community_id <> '{tenant}'::uuid), count(*) FROM profiles; COMMIT"
+                    ))
+                    .await
+                    .map_err(|e| describe(&e))?;
+                let counts: Vec<(i64, i64)> = msgs
+                    .iter()
+                    .filter_map(|m| match m {
+                        SimpleQueryMessage::Row(r) if r.len() == 2 => Some((
+                            r.get(0).and_then(|v| v.parse().ok()).unwrap_or(-1),
+                            r.get(1).and_then(|v| v.parse().ok()).unwrap_or(-1),
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                match counts.first() {
+                    Some((0, n)) => Ok(format!("tenant {tenant} sees {n} profiles, none of another tenant")),
+                    Some((foreign, _)) => Err(format!("tenant {tenant} sees {foreign} rows of other tenants: RLS is not isolating")),
+                    None => Err("tenant query returned no result".into()),
+                }
+            })
+            .await;
+            checks.push(Check {
+                name: "tenant_rls",
+                ok: r.is_ok(),
+                detail: r.unwrap_or_else(|e| e),
+                elapsed_ms: ms,
+            });
+        }
+    }
+    if let Some(admin) = &opts.admin {
+        let database = opts
+            .target
+            .parse::<tokio_postgres::Config>()
+            .ok()
+            .and_then(|c| c.get_dbname().map(str::to_owned));
+        let (r, ms) = timed(t, async {
+            let c = pgbouncer::connect(admin, t).await?;
+            pgbouncer::snapshot(&c, database.as_deref()).await
+        })
+        .await;
+        match r {
+            Err(e) => checks.push(Check {
+                name: "pgbouncer_console",
+                ok: false,
+                detail: e,
+                elapsed_ms: ms,
+            }),
+            Ok(s) => {
+                checks.push(Check {
+                    name: "pool_waiting",
+                    ok: s.cl_waiting <= opts.max_waiting && s.maxwait_s <= opts.max_wait_s,
+                    detail: format!(
+                        "{} clients waiting (limit {}), longest wait {:.3} s (limit {} s)",
+                        s.cl_waiting, opts.max_waiting, s.maxwait_s, opts.max_wait_s
+                    ),
+                    elapsed_ms: ms,
+                });
+                let servers = s.sv_active + s.sv_idle + s.sv_used;
+                checks.push(Check {
+                    name: "server_connections",
+                    ok: !(servers == 0.0 && s.cl_waiting > 0.0),
+                    detail: format!(
+                        "{} active, {} idle, {} used, {} logging in",
+                        s.sv_active, s.sv_idle, s.sv_used, s.sv_login
+                    ),
+                    elapsed_ms: ms,
+                });
+            }
+        }
+    }
+    HealthReport {
+        healthy: checks.iter().all(|c| c.ok),
+        checks,
+    }
+}
+
+/// Human-readable report lines.
+pub fn render(report: &HealthReport) -> String {
+    let mut out = String::new();
+    for c in &report.checks {
+        out.push_str(&format!(
+            "{} {:<20} {:>8.1} ms  {}\n",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.name,
+            c.elapsed_ms,
+            c.detail
+        ));
+    }
+    match report.failing() {
+        None => out.push_str("healthy\n"),
+        Some(c) => out.push_str(&format!("unhealthy: {} failed: {}\n", c.name, c.detail)),
+    }
+    out
+}
