@@ -1,9 +1,10 @@
 //! The open model (k6's `constant-arrival-rate`/`ramping-arrival-rate`): a scheduler starts
 //! iterations at `start + i / rate` whatever the responses, handing each a ticket that carries
 //! its intended start to a free VU. With no free VU and `max_vus` reached the iteration is
-//! dropped and counted; latency is measured from the intended start, which is the whole
+//! dropped and counted (k6), or with `on_busy = "queue"` waits for one (pgbench `-R`); latency is measured from the intended start, which is the whole
 //! coordinated-omission correction.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use super::closed::finish;
 use super::vu::VirtualUser;
 use super::RunContext;
 use crate::metrics::recorder::{Recorder, SampleKind};
-use crate::scenario::{LoadShape, Plan};
+use crate::scenario::{LoadShape, OnBusy, Plan};
 
 /// The scheduled start of one iteration.
 struct Ticket {
@@ -34,6 +35,7 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
         time_unit,
         pre_allocated_vus,
         max_vus,
+        on_busy,
         ..
     } = plan.load
     else {
@@ -41,33 +43,27 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
     };
     let total = plan.load.duration();
     let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut handles: Vec<JoinHandle<()>> = Vec::new();
-    let mut idle: Vec<usize> = Vec::new();
-    let mut recorder = Recorder::new(ctx.start, ctx.samples.clone());
-
-    let spawn =
-        |id: usize, warm: bool, slots: &mut Vec<Slot>, handles: &mut Vec<JoinHandle<()>>| {
-            let (tx, rx) = mpsc::channel(1);
-            slots.push(Slot { tx });
-            handles.push(tokio::spawn(vu_loop(
-                ctx.clone(),
-                id,
-                rx,
-                idle_tx.clone(),
-                warm,
-            )));
-        };
-    for id in 0..pre_allocated_vus as usize {
-        spawn(id, true, &mut slots, &mut handles);
+    let mut pool = VuPool {
+        slots: Vec::new(),
+        handles: Vec::new(),
+        idle: Vec::new(),
+        backlog: VecDeque::new(),
+        max_vus: max_vus as usize,
+        on_busy,
+        ctx: ctx.clone(),
+        idle_tx,
+        recorder: Recorder::new(ctx.start, ctx.samples.clone()),
+    };
+    for _ in 0..pre_allocated_vus {
+        pool.spawn(true);
     }
-    // Pre-allocated VUs connect before the first iteration is due; they announce themselves
+    // Pre-allocated VUs connect before the first iteration is due and announce themselves
     // as idle when ready.
     let unit = time_unit.as_secs_f64();
     let mut t = Duration::ZERO;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
-    loop {
+    'schedule: loop {
         let rate_per_s = plan.load.target_at(t) / unit;
         if rate_per_s <= 0.0 {
             t += Duration::from_millis(1);
@@ -77,44 +73,112 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
             continue;
         }
         let intended = ctx.start + t;
-        if intended > Instant::now() {
-            sleep
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(intended));
+        sleep
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(intended));
+        // Wait for the ticket's time, serving VUs that become free meanwhile.
+        loop {
             tokio::select! {
-                _ = &mut sleep => {}
-                _ = stop.cancelled() => break,
+                biased;
+                _ = stop.cancelled() => break 'schedule,
+                Some(id) = idle_rx.recv() => pool.on_idle(id),
+                _ = &mut sleep => break,
             }
-        } else if stop.is_cancelled() {
-            break;
         }
-        while let Ok(id) = idle_rx.try_recv() {
-            idle.push(id);
-        }
-        let ticket = Ticket { intended };
-        let mut handed = false;
-        if let Some(id) = idle.pop() {
-            handed = slots[id].tx.try_send(ticket).is_ok();
-        } else if slots.len() < max_vus as usize {
-            let id = slots.len();
-            spawn(id, false, &mut slots, &mut handles);
-            handed = slots[id].tx.try_send(Ticket { intended }).is_ok();
-        }
-        if !handed {
-            recorder.push(Instant::now(), SampleKind::Dropped);
-        }
-        recorder.maybe_flush(Instant::now());
-        vus.store((slots.len() - idle.len()) as u64, Ordering::Relaxed);
+        pool.dispatch(Ticket { intended });
+        vus.store(pool.busy() as u64, Ordering::Relaxed);
         t += Duration::from_secs_f64(1.0 / rate_per_s);
         if t >= total {
             break;
         }
     }
-    recorder.flush();
-    drop(recorder);
+    // Queued iterations were due within the run: they get graceful_stop to start and finish.
+    let deadline = tokio::time::Instant::now() + plan.graceful_stop;
+    while !pool.backlog.is_empty() && !stop.is_cancelled() {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+            Some(id) = idle_rx.recv() => pool.on_idle(id),
+        }
+        vus.store(pool.busy() as u64, Ordering::Relaxed);
+    }
+    // Iterations scheduled but never started are reported, not silently dropped.
+    let now = Instant::now();
+    for ticket in pool.backlog.drain(..) {
+        let waited_us = now.saturating_duration_since(ticket.intended).as_micros() as u64;
+        pool.recorder.push(
+            now,
+            SampleKind::Incomplete {
+                query: None,
+                waited_us,
+            },
+        );
+    }
+    pool.recorder.flush();
+    let handles = std::mem::take(&mut pool.handles);
     // No more tickets: VUs finish the one they hold, then see their channel closed.
-    drop(slots);
+    drop(pool);
     finish(handles, plan.graceful_stop, &stop, &vus).await;
+}
+
+/// The scheduler's view of its VUs: who is idle, and the tickets waiting for one.
+struct VuPool {
+    slots: Vec<Slot>,
+    handles: Vec<JoinHandle<()>>,
+    /// Idle VUs, most recently freed last (their connections are the warmest).
+    idle: Vec<usize>,
+    /// Tickets waiting for a VU (`on_busy = "queue"`), oldest first.
+    backlog: VecDeque<Ticket>,
+    max_vus: usize,
+    on_busy: OnBusy,
+    ctx: Arc<RunContext>,
+    idle_tx: mpsc::UnboundedSender<usize>,
+    recorder: Recorder,
+}
+
+impl VuPool {
+    fn spawn(&mut self, warm: bool) -> usize {
+        let id = self.slots.len();
+        let (tx, rx) = mpsc::channel(1);
+        self.slots.push(Slot { tx });
+        self.handles.push(tokio::spawn(vu_loop(
+            self.ctx.clone(),
+            id,
+            rx,
+            self.idle_tx.clone(),
+            warm,
+        )));
+        id
+    }
+
+    fn busy(&self) -> usize {
+        self.slots.len() - self.idle.len()
+    }
+
+    fn on_idle(&mut self, id: usize) {
+        match self.backlog.pop_front() {
+            Some(ticket) => {
+                let _ = self.slots[id].tx.try_send(ticket);
+            }
+            None => self.idle.push(id),
+        }
+    }
+
+    /// Starts a ticket on a free VU, a new VU below `max_vus`, or queues or drops it.
+    fn dispatch(&mut self, ticket: Ticket) {
+        let now = Instant::now();
+        if let Some(id) = self.idle.pop() {
+            let _ = self.slots[id].tx.try_send(ticket);
+        } else if self.slots.len() < self.max_vus {
+            let id = self.spawn(false);
+            let _ = self.slots[id].tx.try_send(ticket);
+        } else if self.on_busy == OnBusy::Queue {
+            self.backlog.push_back(ticket);
+        } else {
+            self.recorder.push(now, SampleKind::Dropped);
+        }
+        self.recorder.maybe_flush(now);
+    }
 }
 
 async fn vu_loop(

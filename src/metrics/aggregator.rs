@@ -120,6 +120,7 @@ impl Aggregator {
             "connection_errors",
             "query_errors",
             "tenant_violations",
+            "incomplete_iterations",
         ] {
             counters.insert(name.to_owned(), CounterStats::default());
         }
@@ -486,14 +487,18 @@ fn record(
         }
         SampleKind::Incomplete { query, waited_us } => {
             // The answer never came: its latency is at least what it waited, and it failed.
-            let k = &keys[*query as usize];
+            let key = query.map(|q| keys[q as usize].duration.as_str());
             totals.trends.record("query_duration", *waited_us);
-            totals.trends.record(&k.duration, *waited_us);
+            if let Some(k) = key {
+                totals.trends.record(k, *waited_us);
+            }
             bump_total(totals, "incomplete_iterations", None, 1);
             totals.fails += 1;
             if let Some(a) = acc {
                 a.trends.record("query_duration", *waited_us);
-                a.trends.record(&k.duration, *waited_us);
+                if let Some(k) = key {
+                    a.trends.record(k, *waited_us);
+                }
                 bump(&mut a.counters, "incomplete_iterations", 1);
             }
         }

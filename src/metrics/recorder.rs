@@ -38,9 +38,9 @@ pub enum SampleKind {
     Iteration,
     /// An open-model iteration that found no free VU and was not started.
     Dropped,
-    /// A query still waiting for its answer when the run ended; `waited_us` is a lower bound of
-    /// its latency.
-    Incomplete { query: u16, waited_us: u64 },
+    /// An iteration still waiting when the run ended (for its answer, or queued for a VU with
+    /// no query chosen yet: `query == None`); `waited_us` is a lower bound of its latency.
+    Incomplete { query: Option<u16>, waited_us: u64 },
     /// A sampled value from outside the VUs (PgBouncer pool statistics, ...).
     Gauge { name: &'static str, value: f64 },
 }
@@ -120,7 +120,13 @@ impl Drop for Recorder {
         if let Some((query, since)) = self.in_flight.take() {
             let now = Instant::now();
             let waited_us = now.saturating_duration_since(since).as_micros() as u64;
-            self.push(now, SampleKind::Incomplete { query, waited_us });
+            self.push(
+                now,
+                SampleKind::Incomplete {
+                    query: Some(query),
+                    waited_us,
+                },
+            );
         }
         self.flush();
     }

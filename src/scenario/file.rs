@@ -24,6 +24,7 @@ pub(crate) struct ScenarioFile {
     pub time_unit: Option<String>,
     pub pre_allocated_vus: Option<u32>,
     pub max_vus: Option<u32>,
+    pub on_busy: Option<super::plan::OnBusy>,
     // Both.
     #[serde(default)]
     pub stages: Vec<StageDef>,

@@ -8,7 +8,7 @@ pub mod plan;
 use std::path::{Path, PathBuf};
 
 pub use file::{ConnectionDef, ParamKind, Protocol, QueryDef, Topology};
-pub use plan::{LoadShape, Plan, Stage};
+pub use plan::{LoadShape, OnBusy, Plan, Stage};
 
 /// A scenario file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]

@@ -37,7 +37,21 @@ pub enum LoadShape {
         time_unit: Duration,
         pre_allocated_vus: u32,
         max_vus: u32,
+        on_busy: OnBusy,
     },
+}
+
+/// What the open model does with an iteration that is due when every VU is busy and
+/// `max_vus` are running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBusy {
+    /// Drop it and count it in `dropped_iterations` (k6's arrival-rate executors).
+    #[default]
+    Drop,
+    /// Queue it until a VU is free; its latency still counts from its scheduled start
+    /// (pgbench `-R`). What is still queued when the run ends is reported as incomplete.
+    Queue,
 }
 
 impl LoadShape {
@@ -272,6 +286,7 @@ pub(crate) fn validate(raw: ScenarioFile, src: &str, path: &Path) -> Result<Plan
                 time_unit: dur(&raw.time_unit, "1s", "time_unit")?,
                 pre_allocated_vus: pre,
                 max_vus,
+                on_busy: raw.on_busy.unwrap_or_default(),
             }
         }
         other => {
@@ -291,12 +306,12 @@ pub(crate) fn validate(raw: ScenarioFile, src: &str, path: &Path) -> Result<Plan
             "the stages add up to zero time",
         ));
     }
-    if !open && (raw.rate.is_some() || raw.pre_allocated_vus.is_some()) {
+    if !open && (raw.rate.is_some() || raw.pre_allocated_vus.is_some() || raw.on_busy.is_some()) {
         return Err(invalid(
             path,
             top("rate").max(top("pre_allocated_vus")),
             "executor",
-            "rate/pre_allocated_vus apply only to the arrival-rate executors",
+            "rate, pre_allocated_vus and on_busy apply only to the arrival-rate executors",
         ));
     }
     let think_default = if open { "0s" } else { "100ms" };
