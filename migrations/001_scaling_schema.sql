@@ -1,8 +1,8 @@
 -- 001_scaling_schema.sql: sprint S-1.5's scaling schema: community tiers and settings,
 -- eligibility rules, audit logs, the scaling indexes, and row-level tenant isolation.
 --
--- Idempotent: every step is guarded (IF NOT EXISTS, catalog checks, CREATE OR REPLACE), so
--- running the file again changes nothing. Run as the owner role; the roles arrakis_app and
+-- Idempotent: every step is guarded by a catalog check, so running the file again changes
+-- nothing and takes no table locks. Run as the owner role; the roles arrakis_app and
 -- arrakis_admin must exist (see migrations/README.md).
 --
 -- Isolation model: the tenant is the transaction-local setting app.current_tenant, set with
@@ -25,9 +25,24 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 -- communities: theme, subscription tier (enforced), settings
 -- ---------------------------------------------------------------------------------------------
-ALTER TABLE communities ADD COLUMN IF NOT EXISTS theme_id text;
-ALTER TABLE communities ADD COLUMN IF NOT EXISTS subscription_tier text NOT NULL DEFAULT 'free';
-ALTER TABLE communities ADD COLUMN IF NOT EXISTS settings jsonb NOT NULL DEFAULT '{}'::jsonb;
+-- (Guarded by catalog checks rather than ADD COLUMN IF NOT EXISTS, which still takes an ACCESS
+-- EXCLUSIVE lock on a live table when the column exists.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'communities'::regclass
+                   AND attname = 'theme_id' AND NOT attisdropped) THEN
+        ALTER TABLE communities ADD COLUMN theme_id text;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'communities'::regclass
+                   AND attname = 'subscription_tier' AND NOT attisdropped) THEN
+        ALTER TABLE communities ADD COLUMN subscription_tier text NOT NULL DEFAULT 'free';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'communities'::regclass
+                   AND attname = 'settings' AND NOT attisdropped) THEN
+        ALTER TABLE communities ADD COLUMN settings jsonb NOT NULL DEFAULT '{}'::jsonb;
+    END IF;
+END
+$$;
 
 DO $$
 BEGIN
@@ -79,109 +94,159 @@ CREATE TABLE IF NOT EXISTS audit_logs (
 -- ---------------------------------------------------------------------------------------------
 -- indexes for scaling
 -- ---------------------------------------------------------------------------------------------
--- One community per guild; the gateway resolves guild -> community on every event.
-CREATE UNIQUE INDEX IF NOT EXISTS idx_communities_guild_id ON communities (discord_guild_id);
--- Wallet verification: a profile by (community, wallet).
-CREATE INDEX IF NOT EXISTS idx_profiles_community_wallet ON profiles (community_id, wallet_address);
--- Only enabled rules are ever evaluated.
-CREATE INDEX IF NOT EXISTS idx_eligibility_rules_community ON eligibility_rules (community_id)
-    WHERE enabled;
--- A tenant's recent audit trail.
-CREATE INDEX IF NOT EXISTS idx_audit_logs_community_time ON audit_logs (community_id, created_at DESC);
+-- (Guarded by name: CREATE INDEX IF NOT EXISTS still locks the table against writes.)
+DO $$
+BEGIN
+    -- One community per guild; the gateway resolves guild -> community on every event.
+    IF to_regclass('idx_communities_guild_id') IS NULL THEN
+        CREATE UNIQUE INDEX idx_communities_guild_id ON communities (discord_guild_id);
+    END IF;
+    -- Wallet verification: a profile by (community, wallet).
+    IF to_regclass('idx_profiles_community_wallet') IS NULL THEN
+        CREATE INDEX idx_profiles_community_wallet ON profiles (community_id, wallet_address);
+    END IF;
+    -- Only enabled rules are ever evaluated.
+    IF to_regclass('idx_eligibility_rules_community') IS NULL THEN
+        CREATE INDEX idx_eligibility_rules_community ON eligibility_rules (community_id)
+            WHERE enabled;
+    END IF;
+    -- A tenant's recent audit trail.
+    IF to_regclass('idx_audit_logs_community_time') IS NULL THEN
+        CREATE INDEX idx_audit_logs_community_time ON audit_logs (community_id, created_at DESC);
+    END IF;
+END
+$$;
 
 -- ---------------------------------------------------------------------------------------------
--- functions (all SECURITY INVOKER, each with a pinned search_path)
+-- functions (all SECURITY INVOKER, each with a pinned search_path; created when missing)
 -- ---------------------------------------------------------------------------------------------
 
 -- The current tenant, or NULL when none is set. After a transaction-local setting ends,
 -- current_setting() returns '' rather than NULL: casting that to uuid would raise, so '' and
 -- NULL both become NULL here, and "community_id = NULL" matches no row.
-CREATE OR REPLACE FUNCTION app_current_tenant() RETURNS uuid
-    LANGUAGE sql STABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT NULLIF(current_setting('app.current_tenant', true), '')::uuid
-$$;
+DO $do$
+BEGIN
+    IF to_regprocedure('app_current_tenant()') IS NULL THEN
+        CREATE FUNCTION app_current_tenant() RETURNS uuid
+            LANGUAGE sql STABLE PARALLEL SAFE
+            SET search_path = pg_catalog, pg_temp
+        AS $fn$
+            SELECT NULLIF(current_setting('app.current_tenant', true), '')::uuid
+        $fn$;
+    END IF;
+END
+$do$;
 
 -- Whether this transaction runs with the admin bypass: the flag alone is not enough, the
 -- current role must also be a member of arrakis_admin.
-CREATE OR REPLACE FUNCTION app_is_admin() RETURNS boolean
-    LANGUAGE sql STABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(current_setting('app.is_admin', true), '') = 'true'
-       AND pg_has_role(current_user, 'arrakis_admin', 'MEMBER')
-$$;
+DO $do$
+BEGIN
+    IF to_regprocedure('app_is_admin()') IS NULL THEN
+        CREATE FUNCTION app_is_admin() RETURNS boolean
+            LANGUAGE sql STABLE PARALLEL SAFE
+            SET search_path = pg_catalog, pg_temp
+        AS $fn$
+            SELECT coalesce(current_setting('app.is_admin', true), '') = 'true'
+               AND pg_has_role(current_user, 'arrakis_admin', 'MEMBER')
+        $fn$;
+    END IF;
+END
+$do$;
 
 -- Sets the tenant (and optionally the admin flag) for the current transaction only
 -- (set_config(..., is_local => true)), so the setting cannot outlive the transaction on a
 -- pooled server connection. Asking for admin without arrakis_admin membership is refused.
-CREATE OR REPLACE FUNCTION set_tenant_context(p_community_id uuid, p_is_admin boolean DEFAULT false)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
+DO $do$
 BEGIN
-    IF coalesce(p_is_admin, false) AND NOT pg_has_role(current_user, 'arrakis_admin', 'MEMBER') THEN
-        RAISE EXCEPTION 'role % may not use the admin bypass', current_user
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'the admin bypass needs membership of arrakis_admin';
+    IF to_regprocedure('set_tenant_context(uuid, boolean)') IS NULL THEN
+        CREATE FUNCTION set_tenant_context(p_community_id uuid, p_is_admin boolean DEFAULT false)
+            RETURNS void
+            LANGUAGE plpgsql VOLATILE
+            SET search_path = pg_catalog, pg_temp
+        AS $fn$
+        BEGIN
+            IF coalesce(p_is_admin, false)
+               AND NOT pg_has_role(current_user, 'arrakis_admin', 'MEMBER') THEN
+                RAISE EXCEPTION 'role % may not use the admin bypass', current_user
+                    USING ERRCODE = 'insufficient_privilege',
+                          HINT = 'the admin bypass needs membership of arrakis_admin';
+            END IF;
+            PERFORM set_config('app.current_tenant', coalesce(p_community_id::text, ''), true);
+            PERFORM set_config('app.is_admin', CASE WHEN p_is_admin THEN 'true' ELSE '' END, true);
+        END
+        $fn$;
     END IF;
-    PERFORM set_config('app.current_tenant', coalesce(p_community_id::text, ''), true);
-    PERFORM set_config('app.is_admin', CASE WHEN p_is_admin THEN 'true' ELSE '' END, true);
 END
-$$;
+$do$;
 
 -- Clears the tenant and admin flag, including any session-level value a careless client left
 -- behind on a pooled server connection.
-CREATE OR REPLACE FUNCTION clear_tenant_context() RETURNS void
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
+DO $do$
 BEGIN
-    PERFORM set_config('app.current_tenant', '', false);
-    PERFORM set_config('app.is_admin', '', false);
+    IF to_regprocedure('clear_tenant_context()') IS NULL THEN
+        CREATE FUNCTION clear_tenant_context() RETURNS void
+            LANGUAGE plpgsql VOLATILE
+            SET search_path = pg_catalog, pg_temp
+        AS $fn$
+        BEGIN
+            PERFORM set_config('app.current_tenant', '', false);
+            PERFORM set_config('app.is_admin', '', false);
+        END
+        $fn$;
+    END IF;
 END
-$$;
+$do$;
 
 -- Records an action against the current tenant (or p_community_id, which row-level security
 -- then checks like any insert). The actor defaults to the database role. Returns the row's id.
-CREATE OR REPLACE FUNCTION audit_action(
-    p_action       text,
-    p_target       text  DEFAULT NULL,
-    p_metadata     jsonb DEFAULT '{}'::jsonb,
-    p_actor        text  DEFAULT NULL,
-    p_community_id uuid  DEFAULT NULL
-) RETURNS uuid
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = public, pg_temp
-AS $$
-DECLARE
-    v_community uuid := coalesce(p_community_id, app_current_tenant());
-    v_id        uuid;
+DO $do$
 BEGIN
-    IF v_community IS NULL THEN
-        RAISE EXCEPTION 'audit_action: no tenant'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'call set_tenant_context() in this transaction first';
+    IF to_regprocedure('audit_action(text, text, jsonb, text, uuid)') IS NULL THEN
+        CREATE FUNCTION audit_action(
+            p_action       text,
+            p_target       text  DEFAULT NULL,
+            p_metadata     jsonb DEFAULT '{}'::jsonb,
+            p_actor        text  DEFAULT NULL,
+            p_community_id uuid  DEFAULT NULL
+        ) RETURNS uuid
+            LANGUAGE plpgsql VOLATILE
+            SET search_path = public, pg_temp
+        AS $fn$
+        DECLARE
+            v_community uuid := coalesce(p_community_id, app_current_tenant());
+            v_id        uuid;
+        BEGIN
+            IF v_community IS NULL THEN
+                RAISE EXCEPTION 'audit_action: no tenant'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'call set_tenant_context() in this transaction first';
+            END IF;
+            INSERT INTO audit_logs (community_id, actor, action, target, metadata)
+            VALUES (v_community, coalesce(p_actor, session_user::text), p_action, p_target,
+                    coalesce(p_metadata, '{}'::jsonb))
+            RETURNING id INTO v_id;
+            RETURN v_id;
+        END
+        $fn$;
     END IF;
-    INSERT INTO audit_logs (community_id, actor, action, target, metadata)
-    VALUES (v_community, coalesce(p_actor, session_user::text), p_action, p_target,
-            coalesce(p_metadata, '{}'::jsonb))
-    RETURNING id INTO v_id;
-    RETURN v_id;
 END
-$$;
+$do$;
 
-CREATE OR REPLACE FUNCTION update_updated_at_column() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
+DO $do$
 BEGIN
-    NEW.updated_at := now();
-    RETURN NEW;
+    IF to_regprocedure('update_updated_at_column()') IS NULL THEN
+        CREATE FUNCTION update_updated_at_column() RETURNS trigger
+            LANGUAGE plpgsql
+            SET search_path = pg_catalog, pg_temp
+        AS $fn$
+        BEGIN
+            NEW.updated_at := now();
+            RETURN NEW;
+        END
+        $fn$;
+    END IF;
 END
-$$;
+$do$;
 
 DO $$
 DECLARE
@@ -218,8 +283,10 @@ BEGIN
                        WHERE polrelid = t::regclass AND polname = 'tenant_isolation') THEN
             EXECUTE format(
                 'CREATE POLICY tenant_isolation ON %I FOR ALL TO PUBLIC '
-                'USING (community_id = (SELECT app_current_tenant()) OR (SELECT app_is_admin())) '
-                'WITH CHECK (community_id = (SELECT app_current_tenant()) OR (SELECT app_is_admin()))',
+                'USING (community_id = (SELECT app_current_tenant()) '
+                '       OR (SELECT app_is_admin())) '
+                'WITH CHECK (community_id = (SELECT app_current_tenant()) '
+                '            OR (SELECT app_is_admin()))',
                 t);
         END IF;
     END LOOP;
@@ -230,6 +297,23 @@ $$;
 -- privileges of the application role: it owns nothing; it reads communities (guild lookup) and
 -- reads and writes the tenant tables under row-level security.
 -- ---------------------------------------------------------------------------------------------
-GRANT USAGE ON SCHEMA public TO arrakis_app;
-GRANT SELECT ON communities TO arrakis_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON profiles, badges, eligibility_rules, audit_logs TO arrakis_app;
+DO $$
+DECLARE
+    t text;
+    p text;
+BEGIN
+    IF NOT has_schema_privilege('arrakis_app', 'public', 'USAGE') THEN
+        GRANT USAGE ON SCHEMA public TO arrakis_app;
+    END IF;
+    IF NOT has_table_privilege('arrakis_app', 'communities', 'SELECT') THEN
+        GRANT SELECT ON communities TO arrakis_app;
+    END IF;
+    FOREACH t IN ARRAY ARRAY['profiles', 'badges', 'eligibility_rules', 'audit_logs'] LOOP
+        FOREACH p IN ARRAY ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'] LOOP
+            IF NOT has_table_privilege('arrakis_app', t, p) THEN
+                EXECUTE format('GRANT %s ON %I TO arrakis_app', p, t);
+            END IF;
+        END LOOP;
+    END LOOP;
+END
+$$;
