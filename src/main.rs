@@ -28,7 +28,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    thumper::stack::raise_fd_limit();
+    // Many VUs need many sockets; raise the soft open-file limit to the hard one.
+    let _ = thumper::stack::process::raise_open_file_limit(0);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,7 +62,19 @@ async fn dispatch(command: Command) -> u8 {
             match migrate::apply(&url, &dir).await {
                 Ok(outcomes) => {
                     for o in outcomes {
-                        println!("{o}");
+                        match o.status {
+                            migrate::MigrationStatus::Applied(d) => {
+                                println!(
+                                    "applied  {} ({}, {:.0} ms)",
+                                    o.name,
+                                    o.checksum,
+                                    d.as_secs_f64() * 1e3
+                                )
+                            }
+                            migrate::MigrationStatus::AlreadyApplied => {
+                                println!("present  {} ({})", o.name, o.checksum)
+                            }
+                        }
                     }
                     exit::PASS
                 }
