@@ -18,7 +18,7 @@ use md5::{Digest, Md5};
 use tokio_postgres::{Client, NoTls};
 
 /// Advisory lock key held while migrating (`'thumper'` in ASCII).
-const LOCK_KEY: i64 = 0x7468_756d_7065_72;
+const LOCK_KEY: i64 = 0x0074_6875_6d70_6572;
 
 /// The bookkeeping table.
 pub const MIGRATIONS_TABLE: &str = "thumper_schema_migrations";
