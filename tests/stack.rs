@@ -38,6 +38,19 @@ async fn start_serves_all_three_urls_and_stop_leaves_nothing_behind() {
     assert!(!pools.is_empty());
     drop((app, owner, console));
 
+    // PgBouncer inherited an open-file limit above max_client_conn.
+    let limits = std::fs::read_to_string(format!("/proc/{bouncer}/limits")).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        soft > u64::from(stack.pgbouncer_settings().max_client_conn),
+        "{soft}"
+    );
+
     stack.stop().await.unwrap();
     assert!(!alive(pg), "postgres {pg} still running");
     assert!(!alive(bouncer), "pgbouncer {bouncer} still running");
