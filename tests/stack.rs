@@ -116,6 +116,8 @@ async fn faults_stop_and_start_each_server() {
     assert!(tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
         .is_err());
+    // PgBouncer can be restarted while PostgreSQL is down (readiness is then its console).
+    stack.restart_pgbouncer().await.unwrap();
     stack.start_postgres().await.unwrap();
     // PgBouncer reconnects to the restarted server for a new client.
     let mut ok = false;
