@@ -70,7 +70,7 @@ fn postgres_bindirs() -> Vec<PathBuf> {
                 Some((version, e.path().join("bin")))
             })
             .collect();
-        versioned.sort_by(|a, b| b.0.cmp(&a.0));
+        versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
         dirs.extend(versioned.into_iter().map(|(_, dir)| dir));
     }
     dirs

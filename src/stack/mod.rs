@@ -363,10 +363,7 @@ impl Stack {
                 "postgres://{OWNER_ROLE}:{}@127.0.0.1:{}/{DATABASE}",
                 stack.creds.owner, stack.postgres_port
             ),
-            pgbouncer_admin_url: format!(
-                "postgres://{CONSOLE_USER}:{}@127.0.0.1:{}/pgbouncer",
-                stack.creds.console, stack.pgbouncer_port
-            ),
+            pgbouncer_admin_url: stack.console_url(),
         };
         crate::migrate::apply(&stack.urls.admin_database_url, &migrations_dir).await?;
         tracing::info!(
@@ -428,7 +425,8 @@ impl Stack {
     }
 
     /// Starts PgBouncer again on the same port and waits until the app role can log in through
-    /// it. No-op if it is running.
+    /// it (or, while PostgreSQL is stopped, until its console accepts a login). No-op if it is
+    /// running.
     pub async fn start_pgbouncer(&self) -> Result<(), StackError> {
         let mut slot = self.pgbouncer.lock().await;
         if let Some(server) = slot.as_mut() {
@@ -444,8 +442,18 @@ impl Stack {
             .command(&self.binaries.pgbouncer, &self.base, &log)?;
         cmd.arg(self.pgbouncer_config());
         let server = slot.insert(Server::spawn("pgbouncer", cmd)?);
-        let url = self.app_url();
-        wait_ready(server, self.pgbouncer_port, &log, offset, &url).await
+        let postgres_up = self
+            .postgres
+            .lock()
+            .await
+            .as_mut()
+            .is_some_and(|pg| pg.exited().is_none());
+        let (url, probe) = if postgres_up {
+            (self.app_url(), "SELECT 1")
+        } else {
+            (self.console_url(), "SHOW VERSION")
+        };
+        wait_ready(server, self.pgbouncer_port, &log, offset, &url, probe).await
     }
 
     /// Restarts PgBouncer (clients see their connections drop).
@@ -482,7 +490,7 @@ impl Stack {
             .arg(self.postgres_port.to_string());
         let server = slot.insert(Server::spawn("postgres", cmd)?);
         let url = self.superuser_url();
-        wait_ready(server, self.postgres_port, &log, offset, &url).await
+        wait_ready(server, self.postgres_port, &log, offset, &url, "SELECT 1").await
     }
 
     /// Restarts PostgreSQL.
@@ -522,6 +530,13 @@ impl Stack {
         )
     }
 
+    fn console_url(&self) -> String {
+        format!(
+            "postgres://{CONSOLE_USER}:{}@127.0.0.1:{}/pgbouncer",
+            self.creds.console, self.pgbouncer_port
+        )
+    }
+
     fn write_pgbouncer_config(&self) -> Result<(), StackError> {
         let text = pgbouncer::config(
             &self.settings,
@@ -553,14 +568,15 @@ impl Drop for Stack {
     }
 }
 
-/// Waits until `url` accepts a login and answers `SELECT 1`, watching `server` for an early
-/// exit (a port taken by someone else shows up as an exit with "Address already in use").
+/// Waits until `url` accepts a login and answers `probe`, watching `server` for an early exit
+/// (a port taken by someone else shows up as an exit with "Address already in use").
 async fn wait_ready(
     server: &mut Server,
     port: u16,
     log: &Path,
     log_offset: u64,
     url: &str,
+    probe: &str,
 ) -> Result<(), StackError> {
     let started = Instant::now();
     let mut last_error: String;
@@ -582,7 +598,7 @@ async fn wait_ready(
             });
         }
         match postgres::connect(url).await {
-            Ok(client) => match client.simple_query("SELECT 1").await {
+            Ok(client) => match client.simple_query(probe).await {
                 Ok(_) => return Ok(()),
                 Err(e) => last_error = DbError(e).to_string(),
             },

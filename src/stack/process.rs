@@ -100,12 +100,18 @@ impl ServiceUser {
 /// checks it covers `needed` descriptors (PgBouncer needs one per client and server connection).
 pub fn raise_open_file_limit(needed: u64) -> Result<u64, StackError> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(StackError::Rlimit)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(StackError::Rlimit)?;
+    let (soft, mut hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(StackError::Rlimit)?;
+    if hard < needed && nix::unistd::geteuid().is_root() {
+        // Root may raise the hard limit too (up to the kernel's nr_open).
+        if setrlimit(Resource::RLIMIT_NOFILE, needed, needed).is_ok() {
+            hard = needed;
+        }
     }
     if hard < needed {
         return Err(StackError::FileLimit { needed, hard });
+    }
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(StackError::Rlimit)?;
     }
     Ok(hard)
 }
