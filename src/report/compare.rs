@@ -18,13 +18,20 @@
 //!    throughput change smaller than [`THROUGHPUT_FLOOR_PER_S`], is within noise whatever its
 //!    percentage, so microsecond jitter on a fast query never fails a gate.
 //! 4. **Relative limit.** Beyond the floor, a change worse than `max_regression_pct` percent
-//!    (latency up, throughput down) is a regression; better by as much is an improvement.
+//!    (latency up, throughput down) is a regression; better by as much is an improvement...
+//! 5. **...if it is not sampling noise.** A percentile estimated from n samples is uncertain: the
+//!    sample at rank n·q moves by about √(n·q·(1−q)) ranks between runs of the same system. Each
+//!    run's percentile gets a distribution-free 95 % confidence interval from its full-run
+//!    histogram (the values at ranks n·q ± 1.96·√(n·q·(1−q))), and a change counts only when the
+//!    two intervals do not overlap. Without this a p99 from 1,500 samples moves 15 % between two
+//!    runs of the same code. Throughput has no interval; the floor and the limit judge it.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use super::markdown::escape;
 use super::model;
+use crate::metrics::codec;
 use crate::metrics::summary::{Summary, TrendStats, Verdict};
 
 /// Exit code for a regression beyond the limit (the same as a failed threshold).
@@ -37,6 +44,8 @@ pub const DEFAULT_MAX_REGRESSION_PCT: f64 = 10.0;
 pub const MIN_SAMPLES: u64 = 1_000;
 /// Samples at or beyond a percentile (and samples for a throughput) needed to judge it.
 pub const MIN_TAIL_SAMPLES: f64 = 10.0;
+/// z for the two-sided 95 % confidence interval of a percentile.
+pub const CONFIDENCE_Z: f64 = 1.96;
 /// Latency changes smaller than this (µs) are noise.
 pub const LATENCY_FLOOR_US: f64 = 200.0;
 /// Throughput changes smaller than this (per second) are noise.
@@ -103,13 +112,47 @@ impl Stat {
             LATENCY_FLOOR_US
         }
     }
+}
 
-    fn of(self, t: &TrendStats) -> f64 {
-        match self {
-            Stat::P50 => t.p50_us as f64,
-            Stat::P95 => t.p95_us as f64,
-            Stat::P99 => t.p99_us as f64,
-            Stat::Throughput => t.rate_per_s,
+/// A statistic of one run with its 95 % confidence interval (`low == high == value` when there is
+/// none: throughput, or a trend without a histogram).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Estimate {
+    /// A value without an interval.
+    pub fn exact(value: f64) -> Estimate {
+        Estimate {
+            value,
+            low: value,
+            high: value,
+        }
+    }
+
+    /// The statistic of a trend, with the interval read from its histogram when it has one.
+    pub fn of(stat: Stat, t: &TrendStats) -> Estimate {
+        let (value, q) = match stat {
+            Stat::P50 => (t.p50_us as f64, 0.5),
+            Stat::P95 => (t.p95_us as f64, 0.95),
+            Stat::P99 => (t.p99_us as f64, 0.99),
+            Stat::Throughput => return Estimate::exact(t.rate_per_s),
+        };
+        let Ok(h) = codec::decode(&t.histogram) else {
+            return Estimate::exact(value);
+        };
+        let n = h.len() as f64;
+        if n == 0.0 {
+            return Estimate::exact(value);
+        }
+        let spread = CONFIDENCE_Z * (q * (1.0 - q) / n).sqrt();
+        Estimate {
+            value,
+            low: (h.value_at_quantile((q - spread).max(0.0)) as f64).min(value),
+            high: (h.value_at_quantile((q + spread).min(1.0)) as f64).max(value),
         }
     }
 }
@@ -119,8 +162,8 @@ impl Stat {
 pub struct ComparisonRow {
     pub metric: String,
     pub stat: Stat,
-    pub baseline: f64,
-    pub current: f64,
+    pub baseline: Estimate,
+    pub current: Estimate,
     /// (current − baseline) / baseline in percent; `None` when the baseline is 0.
     pub change_pct: Option<f64>,
     pub verdict: Change,
@@ -152,8 +195,8 @@ impl Comparison {
 }
 
 /// The verdict on one statistic: the criterion-style pure function behind every row.
-pub fn judge(stat: Stat, baseline: f64, current: f64, max_regression_pct: f64) -> Change {
-    let delta = current - baseline;
+pub fn judge(stat: Stat, baseline: Estimate, current: Estimate, max_regression_pct: f64) -> Change {
+    let delta = current.value - baseline.value;
     if delta.abs() < stat.floor() || delta == 0.0 {
         return Change::WithinNoise;
     }
@@ -162,21 +205,18 @@ pub fn judge(stat: Stat, baseline: f64, current: f64, max_regression_pct: f64) -
     } else {
         delta
     };
-    if baseline <= 0.0 {
-        // Beyond the floor from nothing: the direction is all there is to judge.
-        return if worse > 0.0 {
-            Change::Regressed
-        } else {
-            Change::Improved
-        };
+    // The intervals must not overlap for the change to be more than sampling noise.
+    let separated = current.low > baseline.high || current.high < baseline.low;
+    if !separated {
+        return Change::WithinNoise;
     }
-    let pct = worse / baseline * 100.0;
-    if pct > max_regression_pct {
-        Change::Regressed
-    } else if pct < -max_regression_pct {
-        Change::Improved
-    } else {
-        Change::WithinNoise
+    // Beyond the floor from nothing, the direction is all there is to judge.
+    let beyond_limit =
+        baseline.value <= 0.0 || (worse / baseline.value * 100.0).abs() > max_regression_pct;
+    match (beyond_limit, worse > 0.0) {
+        (false, _) => Change::WithinNoise,
+        (true, true) => Change::Regressed,
+        (true, false) => Change::Improved,
     }
 }
 
@@ -215,7 +255,8 @@ pub fn compare(baseline: &Summary, current: &Summary, max_regression_pct: f64) -
                     c.refused = Some(format!(
                         "the {which} has {} `{bn}` samples; at least {} are needed to judge a p99 \
                          (run longer, or at a higher rate)",
-                        t.count, MIN_SAMPLES
+                        model::count(t.count),
+                        model::count(MIN_SAMPLES)
                     ));
                     return c;
                 }
@@ -254,7 +295,7 @@ pub fn compare(baseline: &Summary, current: &Summary, max_regression_pct: f64) -
             continue;
         };
         for stat in [Stat::P50, Stat::P95, Stat::P99, Stat::Throughput] {
-            let (bv, cv) = (stat.of(b), stat.of(cur));
+            let (bv, cv) = (Estimate::of(stat, b), Estimate::of(stat, cur));
             let needed = stat.samples_needed();
             let verdict = if b.count < needed || cur.count < needed {
                 Change::Insufficient
@@ -266,7 +307,7 @@ pub fn compare(baseline: &Summary, current: &Summary, max_regression_pct: f64) -
                 stat,
                 baseline: bv,
                 current: cv,
-                change_pct: (bv > 0.0).then(|| (cv - bv) / bv * 100.0),
+                change_pct: (bv.value > 0.0).then(|| (cv.value - bv.value) / bv.value * 100.0),
                 verdict,
             });
         }
@@ -282,10 +323,16 @@ pub fn compare(baseline: &Summary, current: &Summary, max_regression_pct: f64) -
     c
 }
 
-fn value(stat: Stat, v: f64) -> String {
+fn value(stat: Stat, e: Estimate) -> String {
     match stat {
-        Stat::Throughput => format!("{} /s", model::number(v)),
-        _ => format!("{} ms", model::ms(v)),
+        Stat::Throughput => format!("{} /s", model::number(e.value)),
+        _ if e.low == e.high => format!("{} ms", model::ms(e.value)),
+        _ => format!(
+            "{} ms ({}–{})",
+            model::ms(e.value),
+            model::ms(e.low),
+            model::ms(e.high)
+        ),
     }
 }
 
@@ -311,12 +358,24 @@ pub fn comparison_markdown(c: &Comparison) -> String {
     );
     let _ = writeln!(
         md,
-        "Limit: {}% worse · noise floor {floor} ms (latency), {} /s (throughput) · percentiles \
-         need {} samples beyond them\n",
+        "Limit: {}% worse · noise floor {floor} ms (latency), {} /s (throughput) · a change \
+         counts only when the 95 % confidence intervals (in brackets) do not overlap\n",
         model::number(c.max_regression_pct),
         model::number(THROUGHPUT_FLOOR_PER_S),
-        MIN_TAIL_SAMPLES
     );
+    let tally: Vec<String> = [
+        Change::Regressed,
+        Change::Improved,
+        Change::WithinNoise,
+        Change::Insufficient,
+    ]
+    .iter()
+    .filter_map(|v| {
+        let n = c.rows.iter().filter(|r| r.verdict == *v).count();
+        (n > 0).then(|| format!("{n} {}", v.label()))
+    })
+    .collect();
+    let _ = writeln!(md, "**{}**\n", tally.join(" · "));
     let _ = writeln!(
         md,
         "| Metric | Stat | Baseline | Current | Change | Verdict |"
@@ -354,29 +413,43 @@ pub fn comparison_markdown(c: &Comparison) -> String {
 mod tests {
     use super::*;
 
+    fn j(stat: Stat, b: f64, c: f64) -> Change {
+        judge(stat, Estimate::exact(b), Estimate::exact(c), 10.0)
+    }
+
     #[test]
     fn judges_relative_change_beyond_the_floor() {
+        assert_eq!(j(Stat::P99, 10_000.0, 12_000.0), Change::Regressed);
+        assert_eq!(j(Stat::P99, 10_000.0, 10_900.0), Change::WithinNoise);
+        assert_eq!(j(Stat::P99, 10_000.0, 8_000.0), Change::Improved);
+        // 100% slower, but only 150 µs: noise.
+        assert_eq!(j(Stat::P50, 150.0, 300.0), Change::WithinNoise);
+        assert_eq!(j(Stat::Throughput, 1000.0, 800.0), Change::Regressed);
+        assert_eq!(j(Stat::Throughput, 1000.0, 1200.0), Change::Improved);
+        assert_eq!(j(Stat::Throughput, 5.0, 4.5), Change::WithinNoise);
+        assert_eq!(j(Stat::P99, 0.0, 5_000.0), Change::Regressed);
+    }
+
+    #[test]
+    fn overlapping_intervals_are_noise() {
+        let base = Estimate {
+            value: 10_000.0,
+            low: 8_000.0,
+            high: 14_000.0,
+        };
+        let slower = |low| Estimate {
+            value: 13_000.0,
+            low,
+            high: 16_000.0,
+        };
         assert_eq!(
-            judge(Stat::P99, 10_000.0, 12_000.0, 10.0),
-            Change::Regressed
-        );
-        assert_eq!(
-            judge(Stat::P99, 10_000.0, 10_900.0, 10.0),
+            judge(Stat::P99, base, slower(11_000.0), 10.0),
             Change::WithinNoise
         );
-        assert_eq!(judge(Stat::P99, 10_000.0, 8_000.0, 10.0), Change::Improved);
-        // 100% slower, but only 150 µs: noise.
-        assert_eq!(judge(Stat::P50, 150.0, 300.0, 10.0), Change::WithinNoise);
         assert_eq!(
-            judge(Stat::Throughput, 1000.0, 800.0, 10.0),
+            judge(Stat::P99, base, slower(14_500.0), 10.0),
             Change::Regressed
         );
-        assert_eq!(
-            judge(Stat::Throughput, 1000.0, 1200.0, 10.0),
-            Change::Improved
-        );
-        assert_eq!(judge(Stat::Throughput, 5.0, 4.5, 5.0), Change::WithinNoise);
-        assert_eq!(judge(Stat::P99, 0.0, 5_000.0, 10.0), Change::Regressed);
     }
 
     #[test]

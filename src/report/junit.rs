@@ -79,7 +79,7 @@ fn render(s: &Summary) -> String {
             t.expression,
             observed(t),
             if t.abort_on_fail {
-                " (aborted the run)"
+                " [abort_on_fail]"
             } else {
                 ""
             }

@@ -128,6 +128,8 @@ pub(crate) fn number(v: f64) -> String {
     let a = v.abs();
     if v == 0.0 {
         "0".to_owned()
+    } else if v.fract() == 0.0 && a < 1e15 {
+        format!("{v:.0}")
     } else if a < 1.0 {
         format!("{v:.3}")
     } else if a < 10.0 {
@@ -223,6 +225,8 @@ mod tests {
         assert_eq!(ms(1_234_000.0), "1234");
         assert_eq!(count(1_234_567), "1,234,567");
         assert_eq!(count(12), "12");
+        assert_eq!(number(4.0), "4");
+        assert_eq!(number(4.5), "4.50");
         assert_eq!(duration(12.34), "12.3 s");
         assert_eq!(duration(125.0), "2m 05s");
         assert_eq!(duration(3723.0), "1h 02m 03s");
