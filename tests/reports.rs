@@ -913,3 +913,17 @@ fn compare_refuses_too_few_samples() {
     let c = compare::compare(&baseline, &other, 10.0);
     assert!(c.refused.unwrap().contains("spike"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// For eyes: `THUMPER_REPORT_DIR=/tmp/r cargo test --test reports write_fixture_reports` writes
+// the fixture reports (steady, gateway) there to open in a browser.
+
+#[test]
+fn write_fixture_reports() {
+    let Some(dir) = std::env::var_os("THUMPER_REPORT_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    report::write_all(&steady(), &dir.join("steady")).unwrap();
+    report::write_all(&gateway_summary(), &dir.join("gateway")).unwrap();
+}

@@ -120,15 +120,21 @@ impl Chart {
             );
         }
         // X ticks.
-        for &t in &x_ticks {
+        for (k, &t) in x_ticks.iter().enumerate() {
             let x = sx(t);
+            // The last percentile label (99.99%) is wide: keep it inside the frame.
+            let anchor = if self.x_axis == XAxis::Percentile && k + 1 == x_ticks.len() {
+                "end"
+            } else {
+                "middle"
+            };
             let label = match self.x_axis {
                 XAxis::Linear => tick_label(t, &x_ticks),
                 XAxis::Percentile => percentile_label(t as u32),
             };
             let _ = write!(
                 out,
-                r#"<line class="axis" x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}"/><text class="tick" x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
+                r#"<line class="axis" x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}"/><text class="tick" x="{x:.1}" y="{:.1}" text-anchor="{anchor}">{label}</text>"#,
                 TOP + plot_h,
                 TOP + plot_h + 4.0,
                 TOP + plot_h + 17.0,
