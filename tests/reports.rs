@@ -927,3 +927,30 @@ fn write_fixture_reports() {
     report::write_all(&steady(), &dir.join("steady")).unwrap();
     report::write_all(&gateway_summary(), &dir.join("gateway")).unwrap();
 }
+
+#[test]
+fn compare_cli_reads_files_and_returns_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, s: &Summary| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, render("summary.json", s)).unwrap();
+        p
+    };
+    let base = write("base.json", &steady());
+    let slow = write(
+        "slow.json",
+        &build(&Run {
+            slowdown: 1.5,
+            seed: 11,
+            ..Run::steady()
+        }),
+    );
+    let md = dir.path().join("compare.md");
+    assert_eq!(compare::run_cli(&base, &slow, 10.0, Some(&md)), 99);
+    assert!(std::fs::read_to_string(&md).unwrap().contains("regression"));
+    assert_eq!(compare::run_cli(&base, &base, 10.0, None), 0);
+    assert_eq!(
+        compare::run_cli(&base, &dir.path().join("nope.json"), 10.0, None),
+        2
+    );
+}

@@ -1,6 +1,6 @@
 //! `thumper compare BASELINE CURRENT`: is the current run slower than the baseline by more than
-//! the allowed margin? Pure functions over two summaries; the CLI prints
-//! [`comparison_markdown`] and exits with [`Comparison::exit_code`].
+//! the allowed margin? [`compare`] is a pure function over two summaries; [`run_cli`] reads the
+//! files, prints [`comparison_markdown`] and returns the exit code.
 //!
 //! What is compared: for every latency trend both runs have (`query_duration`, each
 //! `query_duration{query:NAME}`, `service_time…`, `event_latency…`; not `scheduling_lag`, which
@@ -28,16 +28,22 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
+use std::path::Path;
 
 use super::markdown::escape;
-use super::model;
+use super::{model, read_summary};
 use crate::metrics::codec;
 use crate::metrics::summary::{Summary, TrendStats, Verdict};
 
 /// Exit code for a regression beyond the limit (the same as a failed threshold).
-pub const EXIT_REGRESSION: i32 = 99;
-/// Exit code when the runs cannot be compared (too few samples, different scenarios).
-pub const EXIT_REFUSED: i32 = 98;
+pub const EXIT_REGRESSION: u8 = 99;
+/// Exit code when the runs cannot be compared (too few samples, different scenarios): distinct
+/// from a regression so a CI job can tell "slower" from "no verdict".
+pub const EXIT_REFUSED: u8 = 98;
+/// Exit code when a summary cannot be read (missing file, bad JSON, other schema version).
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code when the Markdown file cannot be written.
+pub const EXIT_FAILED: u8 = 1;
 /// `--max-regression` when not given, in percent.
 pub const DEFAULT_MAX_REGRESSION_PCT: f64 = 10.0;
 /// Samples the main trend of each run needs before anything is judged.
@@ -183,7 +189,7 @@ pub struct Comparison {
 
 impl Comparison {
     /// 0, [`EXIT_REGRESSION`] or [`EXIT_REFUSED`].
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         if self.refused.is_some() {
             EXIT_REFUSED
         } else if self.regressed {
@@ -407,6 +413,41 @@ pub fn comparison_markdown(c: &Comparison) -> String {
         let _ = writeln!(md);
     }
     md
+}
+
+/// `thumper compare`: reads both summaries, prints the Markdown comparison on stdout (and to
+/// `markdown` when given) and returns the exit code: 0, [`EXIT_REGRESSION`], [`EXIT_REFUSED`],
+/// [`EXIT_BAD_INPUT`] for an unreadable summary, [`EXIT_FAILED`] when the Markdown file cannot be
+/// written.
+pub fn run_cli(
+    baseline: &Path,
+    current: &Path,
+    max_regression_pct: f64,
+    markdown: Option<&Path>,
+) -> u8 {
+    let read = |p: &Path| {
+        read_summary(p).map_err(|e| {
+            eprintln!("thumper compare: {e}");
+            EXIT_BAD_INPUT
+        })
+    };
+    let (b, c) = match (read(baseline), read(current)) {
+        (Ok(b), Ok(c)) => (b, c),
+        _ => return EXIT_BAD_INPUT,
+    };
+    let comparison = compare(&b, &c, max_regression_pct);
+    let md = comparison_markdown(&comparison);
+    print!("{md}");
+    if let Some(path) = markdown {
+        if let Err(e) = std::fs::write(path, &md) {
+            eprintln!("thumper compare: {}: {e}", path.display());
+            return EXIT_FAILED;
+        }
+    }
+    if let Some(reason) = &comparison.refused {
+        eprintln!("thumper compare: not judged: {reason}");
+    }
+    comparison.exit_code()
 }
 
 #[cfg(test)]

@@ -143,11 +143,19 @@ fn header(s: &Summary, out: &mut String) {
     out.push_str("</header>\n");
 }
 
-/// Is a counter a kind of failure (plotted in the errors chart, summed in the errors tile)?
+/// Is a counter a kind of failure (summed in the errors tile)?
 fn is_error_counter(name: &str) -> bool {
     ["error", "violation", "dropped", "lost", "duplicated"]
         .iter()
         .any(|w| name.contains(w))
+}
+
+/// Counters of work done, drawn in the throughput chart; every other counter (errors, dropped or
+/// incomplete iterations, reconnects, ...) goes in the errors and disruptions chart.
+const WORK_COUNTERS: [&str; 4] = ["iterations", "queries", "events_sent", "events_delivered"];
+
+fn is_work_counter(name: &str) -> bool {
+    WORK_COUNTERS.contains(&name)
 }
 
 fn tiles(s: &Summary, out: &mut String) {
@@ -534,7 +542,7 @@ fn charts(s: &Summary, warnings: &mut Vec<String>) -> Vec<Chart> {
         };
         let work: Vec<Series> = counter_names
             .iter()
-            .filter(|n| !is_error_counter(n))
+            .filter(|n| is_work_counter(n))
             .map(|n| time_series(s, n, per_second(n)))
             .collect();
         if !work.is_empty() {
@@ -577,20 +585,20 @@ fn charts(s: &Summary, warnings: &mut Vec<String>) -> Vec<Chart> {
             charts.push(chart);
         }
 
-        // Failures: every error-like counter the run knows, zero where an interval has none.
+        // Every other counter the run knows, zero where an interval has none.
         let mut error_names: BTreeSet<&String> = counter_names
             .iter()
             .copied()
-            .filter(|n| is_error_counter(n))
+            .filter(|n| !is_work_counter(n))
             .collect();
         error_names.extend(s.metrics.iter().filter_map(|(n, m)| {
-            (matches!(m, Metric::Counter(_)) && !n.contains('{') && is_error_counter(n))
+            (matches!(m, Metric::Counter(_)) && !n.contains('{') && !is_work_counter(n))
                 .then_some(n)
         }));
         if !error_names.is_empty() {
             charts.push(time_chart(
                 slug("chart-", "errors", &mut used),
-                "Errors over time".to_owned(),
+                "Errors and disruptions over time".to_owned(),
                 "per second",
                 error_names
                     .iter()
