@@ -954,3 +954,20 @@ fn compare_cli_reads_files_and_returns_exit_codes() {
         2
     );
 }
+
+#[test]
+fn an_empty_run_still_gets_every_format() {
+    let mut s = steady();
+    s.metrics.clear();
+    s.time_series.clear();
+    s.thresholds.clear();
+    s.notes.clear();
+    s.verdict = Verdict::Interrupted;
+    s.stop_reason = Some("the target refused every connection".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(report::write_all(&s, dir.path()).unwrap().len(), 5);
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("recorded no time series") && html.contains("refused every connection"));
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(junit.contains(r#"tests="1""#) && junit.contains("<error "));
+}

@@ -181,12 +181,14 @@ impl Chart {
                     );
                     continue;
                 }
+                let screen: Vec<(f64, f64)> =
+                    segment.iter().map(|(x, y)| (sx(*x), sy(*y))).collect();
                 out.push_str(r#"<polyline fill="none" stroke-width="1.6" points=""#);
-                for (j, (x, y)) in segment.iter().enumerate() {
+                for (j, (x, y)) in decimate(&screen).iter().enumerate() {
                     if j > 0 {
                         out.push(' ');
                     }
-                    let _ = write!(out, "{:.1},{:.1}", sx(*x), sy(*y));
+                    let _ = write!(out, "{x:.1},{y:.1}");
                 }
                 out.push_str(r#""/>"#);
             }
@@ -224,6 +226,35 @@ impl Chart {
         }
         out.push_str("</ul></figure>\n");
     }
+}
+
+/// Screen points reduced to what a pixel column can show: for a long run (an hour is 3,600
+/// intervals) each column keeps its first, lowest, highest and last point, so spikes survive and
+/// the page stays small.
+fn decimate(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    if points.len() <= 2 * (W - LEFT - RIGHT) as usize {
+        return points.to_vec();
+    }
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for column in points.chunk_by(|a, b| a.0.floor() == b.0.floor()) {
+        let by_y = |a: &&(f64, f64), b: &&(f64, f64)| a.1.total_cmp(&b.1);
+        let (first, last) = (column[0], column[column.len() - 1]);
+        let low = *column.iter().min_by(by_y).unwrap_or(&first);
+        let high = *column.iter().max_by(by_y).unwrap_or(&first);
+        // Keep the extremes in the order they happened.
+        let (a, b) =
+            if column.iter().position(|p| *p == low) < column.iter().position(|p| *p == high) {
+                (low, high)
+            } else {
+                (high, low)
+            };
+        for p in [first, a, b, last] {
+            if out.last() != Some(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// Ticks at 1, 2, 2.5 or 5 × 10ⁿ covering [lo, hi], with the axis's ends.
@@ -292,6 +323,18 @@ mod tests {
         let (t, _, hi) = nice_ticks(0.0, 0.11);
         assert!(hi >= 0.11);
         assert_eq!(tick_label(t[1], &t), "0.025");
+    }
+
+    #[test]
+    fn long_series_keep_their_spikes() {
+        let points: Vec<(f64, f64)> = (0..36_000)
+            .map(|i| (i as f64 / 100.0, if i == 12_345 { 1.0 } else { 100.0 }))
+            .collect();
+        let kept = decimate(&points);
+        assert!(kept.len() <= 4 * 360 + 4, "{}", kept.len());
+        assert!(kept.contains(&(123.45, 1.0)));
+        assert_eq!(kept.first(), points.first());
+        assert_eq!(kept.last(), points.last());
     }
 
     #[test]
