@@ -1,0 +1,119 @@
+//! `junit.xml`: the gate in a CI system's test view. One suite per run, one test case per
+//! threshold; a failed threshold is a `<failure>` whose message gives the expression and the
+//! observed value. A run that stopped early adds a test case with an `<error>` saying why, so an
+//! interrupted run never shows as green.
+
+use std::fmt::Write;
+
+use super::model::number;
+use super::{Escaped, ReportError, ReportFormat};
+use crate::metrics::summary::{Summary, ThresholdResult, Verdict};
+
+pub(crate) struct Junit;
+
+impl ReportFormat for Junit {
+    fn file_name(&self) -> &'static str {
+        "junit.xml"
+    }
+
+    fn render(&self, summary: &Summary) -> Result<Vec<u8>, ReportError> {
+        Ok(render(summary).into_bytes())
+    }
+}
+
+fn observed(t: &ThresholdResult) -> String {
+    t.observed.map_or_else(|| "no samples".to_owned(), number)
+}
+
+fn render(s: &Summary) -> String {
+    let suite = format!("thumper.{}", s.scenario.name);
+    let interrupted = s.verdict == Verdict::Interrupted || s.stop_reason.is_some();
+    let failures = s.thresholds.iter().filter(|t| !t.ok).count();
+    let errors = usize::from(interrupted);
+    let tests = s.thresholds.len() + errors;
+    let time = format!("{:.3}", s.duration_s);
+
+    let mut x = String::new();
+    // Writing into a String cannot fail; the results are ignored for that reason.
+    let _ = writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let _ = writeln!(
+        x,
+        r#"<testsuites name="thumper" tests="{tests}" failures="{failures}" errors="{errors}" time="{time}">"#
+    );
+    let _ = writeln!(
+        x,
+        r#"  <testsuite name="{}" tests="{tests}" failures="{failures}" errors="{errors}" skipped="0" time="{time}" timestamp="{}">"#,
+        Escaped(&suite),
+        Escaped(&s.started_at)
+    );
+    let _ = writeln!(x, "    <properties>");
+    for (name, value) in [
+        ("scenario", s.scenario.name.as_str()),
+        ("executor", s.scenario.executor.as_str()),
+        ("target", s.target.as_str()),
+        ("thumper_version", s.thumper_version.as_str()),
+        ("verdict", s.verdict.as_str()),
+    ] {
+        let _ = writeln!(
+            x,
+            r#"      <property name="{name}" value="{}"/>"#,
+            Escaped(value)
+        );
+    }
+    let _ = writeln!(x, "    </properties>");
+    for t in &s.thresholds {
+        let name = format!("{}: {}", t.metric, t.expression);
+        let _ = write!(
+            x,
+            r#"    <testcase classname="{}" name="{}" time="0">"#,
+            Escaped(&suite),
+            Escaped(&name)
+        );
+        if t.ok {
+            let _ = writeln!(x, "</testcase>");
+            continue;
+        }
+        let message = format!(
+            "{} {} failed: observed {}{}",
+            t.metric,
+            t.expression,
+            observed(t),
+            if t.abort_on_fail {
+                " [abort_on_fail]"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(x);
+        let _ = writeln!(
+            x,
+            r#"      <failure type="threshold" message="{m}">{m}</failure>"#,
+            m = Escaped(&message)
+        );
+        let _ = writeln!(x, "    </testcase>");
+    }
+    if interrupted {
+        let reason = s
+            .stop_reason
+            .as_deref()
+            .unwrap_or("the run was interrupted");
+        let _ = writeln!(
+            x,
+            r#"    <testcase classname="{}" name="run completed as planned" time="{time}">"#,
+            Escaped(&suite)
+        );
+        let message = format!(
+            "stopped after {:.1} s of {:.1} s planned: {reason}",
+            s.duration_s, s.planned_duration_s
+        );
+        let _ = writeln!(
+            x,
+            r#"      <error type="interrupted" message="{m}">{m}</error>"#,
+            m = Escaped(&message)
+        );
+        let _ = writeln!(x, "    </testcase>");
+    }
+    let _ = writeln!(x, "  </testsuite>");
+    let _ = writeln!(x, "</testsuites>");
+    x
+}

@@ -1,0 +1,161 @@
+//! `summary.md`: the verdict, thresholds and per-query table in compact Markdown, for a CI job
+//! summary (`--summary-md "$GITHUB_STEP_SUMMARY"`) or a pull-request comment.
+
+use std::fmt::Write;
+
+use super::model::{self, number};
+use super::{ReportError, ReportFormat};
+use crate::metrics::summary::{Summary, Verdict};
+
+pub(crate) struct Markdown;
+
+impl ReportFormat for Markdown {
+    fn file_name(&self) -> &'static str {
+        "summary.md"
+    }
+
+    fn render(&self, summary: &Summary) -> Result<Vec<u8>, ReportError> {
+        Ok(render_markdown(summary).into_bytes())
+    }
+}
+
+/// Text that renders as itself in GitHub-flavoured Markdown, table cells included.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '#' | '|' | '~' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // GitHub renders inline HTML, so angle brackets become entities.
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn verdict_mark(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "✅",
+        Verdict::Fail => "❌",
+        Verdict::Interrupted => "⚠️",
+    }
+}
+
+/// The Markdown summary (also written as `summary.md`).
+pub fn render_markdown(s: &Summary) -> String {
+    let mut md = String::new();
+    // Writing into a String cannot fail; the results are ignored for that reason.
+    let _ = writeln!(
+        md,
+        "### {} thumper {}: {}\n",
+        verdict_mark(s.verdict),
+        escape(&s.scenario.name),
+        s.verdict.as_str()
+    );
+    let _ = writeln!(
+        md,
+        "{} · {} · started {} · ran {} of {} planned · thumper {}\n",
+        escape(&s.scenario.executor),
+        escape(&s.target),
+        escape(&s.started_at),
+        model::duration(s.duration_s),
+        model::duration(s.planned_duration_s),
+        escape(&s.thumper_version)
+    );
+    if let Some(reason) = &s.stop_reason {
+        let _ = writeln!(md, "> **Stopped early:** {}\n", escape(reason));
+    }
+
+    if s.thresholds.is_empty() {
+        let _ = writeln!(md, "No thresholds were set.\n");
+    } else {
+        let _ = writeln!(md, "| Threshold | Observed | Result |");
+        let _ = writeln!(md, "|---|---:|:---|");
+        for t in &s.thresholds {
+            let _ = writeln!(
+                md,
+                "| {} {} | {} | {} |",
+                escape(&t.metric),
+                escape(&t.expression),
+                t.observed.map_or_else(|| "no samples".to_owned(), number),
+                if t.ok { "✅ pass" } else { "❌ fail" }
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    let rows = model::query_rows(s);
+    if !rows.is_empty() {
+        let _ = writeln!(
+            md,
+            "| Query | Count | Rate /s | p50 ms | p95 ms | p99 ms | max ms | Errors |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---|");
+        for r in &rows {
+            let t = r.trend;
+            let errors = if r.errors_by_class.is_empty() {
+                model::count(r.errors)
+            } else {
+                format!(
+                    "{} ({})",
+                    model::count(r.errors),
+                    escape(&model::classes(&r.errors_by_class))
+                )
+            };
+            let label = if r.label == "all queries" {
+                "**all queries**".to_owned()
+            } else {
+                escape(&r.label)
+            };
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {} | {} | {} | {} | {errors} |",
+                model::count(t.count),
+                number(t.rate_per_s),
+                model::ms(t.p50_us as f64),
+                model::ms(t.p95_us as f64),
+                model::ms(t.p99_us as f64),
+                model::ms(t.max_us as f64),
+            );
+        }
+        let _ = writeln!(md);
+    } else if let Some((name, t)) = model::primary_trend(s) {
+        let unit = model::trend_unit(t);
+        let _ = writeln!(
+            md,
+            "{}: {} samples, p50 {} {unit}, p95 {} {unit}, p99 {} {unit}, max {} {unit}\n",
+            escape(name),
+            model::count(t.count),
+            model::trend_value(t, t.p50_us as f64),
+            model::trend_value(t, t.p95_us as f64),
+            model::trend_value(t, t.p99_us as f64),
+            model::trend_value(t, t.max_us as f64),
+        );
+    }
+
+    for note in &s.notes {
+        let _ = writeln!(md, "- {}", escape(note));
+    }
+    if !s.notes.is_empty() {
+        let _ = writeln!(md);
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_table_breakers_and_html() {
+        assert_eq!(escape("a|b <script>"), "a\\|b &lt;script&gt;");
+        assert_eq!(escape("query_duration"), "query\\_duration");
+        assert_eq!(escape("two\nlines"), "two lines");
+    }
+}

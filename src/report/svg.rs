@@ -1,0 +1,372 @@
+//! A small SVG line-chart writer for the HTML report: labelled axes with "nice" ticks, several
+//! series, horizontal threshold lines, gaps where an interval had no samples, and a log-scaled
+//! percentile axis the way HdrHistogram plots a latency distribution. A plotting crate would bring
+//! fonts and a raster back end we do not need; this stays under a few hundred lines.
+//!
+//! The chart is inline SVG without `xmlns` (HTML5 does not need it) and styled by the page's
+//! CSS, so it follows the page into print. The legend is HTML under the chart so it wraps in a
+//! narrow window.
+
+use std::fmt::Write;
+
+use super::Escaped;
+
+const W: f64 = 640.0;
+const H: f64 = 300.0;
+const LEFT: f64 = 62.0;
+const RIGHT: f64 = 18.0;
+const TOP: f64 = 14.0;
+const BOTTOM: f64 = 46.0;
+
+/// Colour-blind-safe series colours (Okabe–Ito, without the yellow that vanishes on white).
+const PALETTE: [&str; 8] = [
+    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#666666", "#8C564B",
+];
+const THRESHOLD_COLOUR: &str = "#C00000";
+
+/// How the x axis is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum XAxis {
+    /// Plain numbers (seconds, arrivals per second).
+    Linear,
+    /// x = log10(1 / (1 − q)) for quantile q, labelled 0%, 90%, 99%, 99.9%, ...
+    Percentile,
+}
+
+/// One line. A point whose y is NaN ends a segment (an interval without samples).
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A horizontal reference line, such as a threshold's limit.
+#[derive(Debug, Clone)]
+pub(crate) struct RefLine {
+    pub label: String,
+    pub y: f64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Chart {
+    /// DOM id of the chart's `<figure>`.
+    pub id: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub x_axis: XAxis,
+    pub series: Vec<Series>,
+    pub ref_lines: Vec<RefLine>,
+}
+
+impl Chart {
+    /// Points with a finite value, over all series.
+    pub fn point_count(&self) -> usize {
+        self.series
+            .iter()
+            .flat_map(|s| &s.points)
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .count()
+    }
+
+    /// Appends the chart as a `<figure>` holding the SVG and its legend.
+    pub fn render(&self, out: &mut String) {
+        let finite = || {
+            self.series
+                .iter()
+                .flat_map(|s| &s.points)
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+        };
+        let x_max = finite().map(|p| p.0).fold(0.0_f64, f64::max);
+        let x_min = finite().map(|p| p.0).fold(0.0_f64, f64::min);
+        let y_max = finite()
+            .map(|p| p.1)
+            .chain(self.ref_lines.iter().map(|r| r.y))
+            .fold(0.0_f64, f64::max);
+        let y_min = finite().map(|p| p.1).fold(0.0_f64, f64::min);
+
+        let (x_ticks, x_lo, x_hi) = match self.x_axis {
+            XAxis::Linear => nice_ticks(x_min, x_max),
+            XAxis::Percentile => {
+                let hi = x_max.ceil().max(1.0);
+                ((0..=hi as u32).map(f64::from).collect(), 0.0, hi)
+            }
+        };
+        let (y_ticks, y_lo, y_hi) = nice_ticks(y_min, y_max);
+        let plot_w = W - LEFT - RIGHT;
+        let plot_h = H - TOP - BOTTOM;
+        let sx = |x: f64| LEFT + (x - x_lo) / (x_hi - x_lo) * plot_w;
+        let sy = |y: f64| TOP + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h;
+
+        let title = Escaped(&self.title);
+        // Writing into a String cannot fail; the results are ignored for that reason.
+        let _ = write!(
+            out,
+            r#"<figure class="chart" id="{id}"><figcaption>{title}</figcaption><svg viewBox="0 0 {W} {H}" role="img" aria-label="{title}" data-points="{n}" preserveAspectRatio="xMidYMid meet">"#,
+            id = Escaped(&self.id),
+            n = self.point_count(),
+        );
+
+        // Grid and y ticks.
+        for &t in &y_ticks {
+            let y = sy(t);
+            let _ = write!(
+                out,
+                r#"<line class="grid" x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}"/><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                W - RIGHT,
+                LEFT - 6.0,
+                y + 4.0,
+                tick_label(t, &y_ticks),
+            );
+        }
+        // X ticks.
+        for (k, &t) in x_ticks.iter().enumerate() {
+            let x = sx(t);
+            // The last percentile label (99.99%) is wide: keep it inside the frame.
+            let anchor = if self.x_axis == XAxis::Percentile && k + 1 == x_ticks.len() {
+                "end"
+            } else {
+                "middle"
+            };
+            let label = match self.x_axis {
+                XAxis::Linear => tick_label(t, &x_ticks),
+                XAxis::Percentile => percentile_label(t as u32),
+            };
+            let _ = write!(
+                out,
+                r#"<line class="axis" x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}"/><text class="tick" x="{x:.1}" y="{:.1}" text-anchor="{anchor}">{label}</text>"#,
+                TOP + plot_h,
+                TOP + plot_h + 4.0,
+                TOP + plot_h + 17.0,
+            );
+        }
+        // Axes and their labels.
+        let _ = write!(
+            out,
+            r#"<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{:.1}"/><line class="axis" x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}"/>"#,
+            TOP + plot_h,
+            W - RIGHT,
+            TOP + plot_h,
+            TOP + plot_h,
+        );
+        let _ = write!(
+            out,
+            r#"<text class="label" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text class="label" transform="translate(14 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            LEFT + plot_w / 2.0,
+            H - 6.0,
+            Escaped(&self.x_label),
+            TOP + plot_h / 2.0,
+            Escaped(&self.y_label),
+        );
+
+        for (i, s) in self.series.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            let _ = write!(
+                out,
+                r#"<g class="series" data-name="{}" stroke="{colour}" fill="{colour}"><title>{}</title>"#,
+                Escaped(&s.name),
+                Escaped(&s.name)
+            );
+            for segment in s
+                .points
+                .split(|(x, y)| !x.is_finite() || !y.is_finite())
+                .filter(|seg| !seg.is_empty())
+            {
+                if let [(x, y)] = segment {
+                    let _ = write!(
+                        out,
+                        r#"<circle cx="{:.1}" cy="{:.1}" r="2.5"/>"#,
+                        sx(*x),
+                        sy(*y)
+                    );
+                    continue;
+                }
+                let screen: Vec<(f64, f64)> =
+                    segment.iter().map(|(x, y)| (sx(*x), sy(*y))).collect();
+                out.push_str(r#"<polyline fill="none" stroke-width="1.6" points=""#);
+                for (j, (x, y)) in decimate(&screen).iter().enumerate() {
+                    if j > 0 {
+                        out.push(' ');
+                    }
+                    let _ = write!(out, "{x:.1},{y:.1}");
+                }
+                out.push_str(r#""/>"#);
+            }
+            out.push_str("</g>");
+        }
+
+        for r in &self.ref_lines {
+            let y = sy(r.y);
+            let _ = write!(
+                out,
+                r#"<g class="threshold"><line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{THRESHOLD_COLOUR}" stroke-width="1.4" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="{THRESHOLD_COLOUR}">{}</text></g>"#,
+                W - RIGHT,
+                W - RIGHT - 2.0,
+                y - 4.0,
+                Escaped(&r.label)
+            );
+        }
+        out.push_str("</svg>");
+
+        out.push_str(r#"<ul class="legend">"#);
+        for (i, s) in self.series.iter().enumerate() {
+            let _ = write!(
+                out,
+                r#"<li><span class="swatch" style="background:{}"></span>{}</li>"#,
+                PALETTE[i % PALETTE.len()],
+                Escaped(&s.name)
+            );
+        }
+        for r in &self.ref_lines {
+            let _ = write!(
+                out,
+                r#"<li><span class="swatch dashed"></span>threshold {}</li>"#,
+                Escaped(&r.label)
+            );
+        }
+        out.push_str("</ul></figure>\n");
+    }
+}
+
+/// Screen points reduced to what a pixel column can show: for a long run (an hour is 3,600
+/// intervals) each column keeps its first, lowest, highest and last point, so spikes survive and
+/// the page stays small.
+fn decimate(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    if points.len() <= 2 * (W - LEFT - RIGHT) as usize {
+        return points.to_vec();
+    }
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for column in points.chunk_by(|a, b| a.0.floor() == b.0.floor()) {
+        let by_y = |a: &&(f64, f64), b: &&(f64, f64)| a.1.total_cmp(&b.1);
+        let (first, last) = (column[0], column[column.len() - 1]);
+        let low = *column.iter().min_by(by_y).unwrap_or(&first);
+        let high = *column.iter().max_by(by_y).unwrap_or(&first);
+        // Keep the extremes in the order they happened.
+        let (a, b) =
+            if column.iter().position(|p| *p == low) < column.iter().position(|p| *p == high) {
+                (low, high)
+            } else {
+                (high, low)
+            };
+        for p in [first, a, b, last] {
+            if out.last() != Some(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Ticks at 1, 2, 2.5 or 5 × 10ⁿ covering [lo, hi], with the axis's ends.
+fn nice_ticks(lo: f64, hi: f64) -> (Vec<f64>, f64, f64) {
+    let (lo, hi) = if hi - lo > 0.0 {
+        (lo, hi)
+    } else {
+        (lo, lo + 1.0)
+    };
+    let raw = (hi - lo) / 5.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude);
+    let first = (lo / step).floor() * step;
+    let last = (hi / step).ceil() * step;
+    let n = ((last - first) / step).round() as usize;
+    let ticks = (0..=n).map(|i| first + i as f64 * step).collect();
+    (ticks, first, last)
+}
+
+/// A tick's label with as many decimals as the step needs.
+fn tick_label(v: f64, ticks: &[f64]) -> String {
+    let step = match ticks {
+        [a, b, ..] => b - a,
+        _ => 1.0,
+    };
+    let mut decimals = 0;
+    while decimals < 6
+        && ((step * 10f64.powi(decimals)).round() - step * 10f64.powi(decimals)).abs() > 1e-6
+    {
+        decimals += 1;
+    }
+    let v = if v.abs() < step * 1e-9 { 0.0 } else { v };
+    format!("{v:.*}", decimals as usize)
+}
+
+/// 0 → `0%`, 1 → `90%`, 2 → `99%`, 3 → `99.9%`, ...
+fn percentile_label(k: u32) -> String {
+    match k {
+        0 => "0%".to_owned(),
+        1 => "90%".to_owned(),
+        2 => "99%".to_owned(),
+        k => format!("99.{}%", "9".repeat(k as usize - 2)),
+    }
+}
+
+/// The x coordinate of quantile `q` on a percentile axis.
+pub(crate) fn percentile_x(q: f64) -> f64 {
+    (1.0 / (1.0 - q)).log10()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nice_ticks_cover_the_range() {
+        let (t, lo, hi) = nice_ticks(0.0, 9.3);
+        assert_eq!((lo, hi), (0.0, 10.0));
+        assert_eq!(t, vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        let (_, lo, hi) = nice_ticks(0.0, 0.0);
+        assert_eq!((lo, hi), (0.0, 1.0));
+        let (t, _, hi) = nice_ticks(0.0, 0.11);
+        assert!(hi >= 0.11);
+        assert_eq!(tick_label(t[1], &t), "0.025");
+    }
+
+    #[test]
+    fn long_series_keep_their_spikes() {
+        let points: Vec<(f64, f64)> = (0..36_000)
+            .map(|i| (i as f64 / 100.0, if i == 12_345 { 1.0 } else { 100.0 }))
+            .collect();
+        let kept = decimate(&points);
+        assert!(kept.len() <= 4 * 360 + 4, "{}", kept.len());
+        assert!(kept.contains(&(123.45, 1.0)));
+        assert_eq!(kept.first(), points.first());
+        assert_eq!(kept.last(), points.last());
+    }
+
+    #[test]
+    fn percentile_axis_labels() {
+        assert_eq!(percentile_label(0), "0%");
+        assert_eq!(percentile_label(3), "99.9%");
+        assert!((percentile_x(0.99) - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gaps_split_lines_and_escape_names() {
+        let chart = Chart {
+            id: "c".into(),
+            title: "<b>".into(),
+            x_label: "t".into(),
+            y_label: "ms".into(),
+            x_axis: XAxis::Linear,
+            series: vec![Series {
+                name: "<script>".into(),
+                points: vec![(1.0, 1.0), (2.0, 2.0), (3.0, f64::NAN), (4.0, 3.0)],
+            }],
+            ref_lines: vec![RefLine {
+                label: "p(99) < 2".into(),
+                y: 2.0,
+            }],
+        };
+        let mut out = String::new();
+        chart.render(&mut out);
+        assert_eq!(chart.point_count(), 3);
+        assert_eq!(out.matches("<polyline").count(), 1);
+        assert_eq!(out.matches("<circle").count(), 1);
+        assert!(!out.contains("<script>"));
+        assert!(out.contains("&lt;b&gt;"));
+    }
+}
