@@ -268,6 +268,12 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 -- The policy's function calls are wrapped in scalar subqueries so PostgreSQL evaluates them once
 -- per statement (an InitPlan), and the tenant predicate can drive an index scan.
+--
+-- The admin bypass is a second policy that applies only to members of arrakis_admin. Permissive
+-- policies are OR-ed, and "community_id = $tenant OR $is_admin" in one policy defeats the index:
+-- measured with the default dataset, the tenant read became a sequential scan of all 100k
+-- profiles (23 ms instead of 0.1 ms). With the bypass in its own policy, the application role's
+-- queries carry the tenant predicate alone.
 DO $$
 DECLARE
     t text;
@@ -283,10 +289,16 @@ BEGIN
                        WHERE polrelid = t::regclass AND polname = 'tenant_isolation') THEN
             EXECUTE format(
                 'CREATE POLICY tenant_isolation ON %I FOR ALL TO PUBLIC '
-                'USING (community_id = (SELECT app_current_tenant()) '
-                '       OR (SELECT app_is_admin())) '
-                'WITH CHECK (community_id = (SELECT app_current_tenant()) '
-                '            OR (SELECT app_is_admin()))',
+                'USING (community_id = (SELECT app_current_tenant())) '
+                'WITH CHECK (community_id = (SELECT app_current_tenant()))',
+                t);
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_policy
+                       WHERE polrelid = t::regclass AND polname = 'admin_bypass') THEN
+            EXECUTE format(
+                'CREATE POLICY admin_bypass ON %I FOR ALL TO arrakis_admin '
+                'USING ((SELECT app_is_admin())) '
+                'WITH CHECK ((SELECT app_is_admin()))',
                 t);
         END IF;
     END LOOP;
