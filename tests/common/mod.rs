@@ -53,3 +53,4 @@ pub async fn seed_small(stack: &Stack) -> DatasetSpec {
         .unwrap_or_else(|e| panic!("seeding failed: {e}"));
     spec
 }
+pub mod cli;
