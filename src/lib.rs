@@ -8,6 +8,7 @@
 pub mod dataset;
 pub mod discord;
 pub mod gateway;
+pub mod gateway_load;
 pub mod metrics;
 pub mod migrate;
 pub mod report;

@@ -130,6 +130,8 @@ pub struct FakeStats {
     pub events_skipped: u64,
     pub identifies: u64,
     pub resumes: u64,
+    /// Dispatches replayed to resuming clients (the events of the gaps).
+    pub replayed: u64,
     /// Sessions established (identify or resume) after each shard's first identify.
     pub reconnects: u64,
     /// Shards with a session and a connection serving it.

@@ -148,6 +148,7 @@ impl FakeDiscord {
             stats.events_skipped += st.events_skipped;
             stats.identifies += st.identifies;
             stats.resumes += st.resumes;
+            stats.replayed += st.replayed;
             stats.reconnects += (st.identifies + st.resumes).saturating_sub(1);
             stats.active_shards += u64::from(st.session.is_some() && st.connection.is_some());
         }
@@ -338,9 +339,11 @@ async fn handshake(shared: &Shared, ws: &mut Ws, link: impl Fn() -> ConnectionLi
                     if !session.can_resume_from(resume.seq) {
                         return false;
                     }
+                    let missed = session.seq - resume.seq;
                     session.rewind_to(resume.seq);
                     session.push_with(payload::resumed);
                     st.resumes += 1;
+                    st.replayed += missed;
                     let link = link();
                     link.wake.notify_one();
                     st.attach(link);

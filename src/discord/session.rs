@@ -109,6 +109,8 @@ pub(crate) struct ShardState {
     /// Identifies and resumes that succeeded.
     pub identifies: u64,
     pub resumes: u64,
+    /// Dispatches written again because a client resumed from before them.
+    pub replayed: u64,
 }
 
 impl ShardState {
