@@ -117,3 +117,25 @@ async fn rejected_token_is_fatal() {
     assert!(stderr.contains("4004"), "{stderr}");
     fake.shutdown().await;
 }
+
+#[test]
+fn shipped_config_file_and_scenario_parse() {
+    use std::collections::HashMap;
+    use thumper::gateway::GatewayConfig;
+
+    let env: HashMap<&str, &str> = [("DISCORD_TOKEN", "t"), URL].into_iter().collect();
+    let config = GatewayConfig::load(Some(std::path::Path::new("config/gateway.yaml")), |k| {
+        env.get(k).map(|v| v.to_string())
+    })
+    .expect("config/gateway.yaml loads");
+    assert_eq!(config.shards.total, 1);
+
+    let scenario: toml::Value =
+        toml::from_str(&std::fs::read_to_string("scenarios/gateway.toml").unwrap()).unwrap();
+    let workload: thumper::gateway_load::GatewayWorkload = scenario["gateway"]
+        .clone()
+        .try_into()
+        .expect("[gateway] is a GatewayWorkload");
+    workload.validate().unwrap();
+    assert_eq!((workload.guilds, workload.members_per_guild), (1000, 100));
+}

@@ -286,6 +286,12 @@ fn fake_deltas(before: &FakeStats, now: &FakeStats) -> BTreeMap<String, u64> {
     ])
 }
 
+fn record_all(recorder: &mut Recorder, msgs: &[async_nats::Message]) {
+    for msg in msgs {
+        recorder.record(&msg.payload, unix_micros());
+    }
+}
+
 /// Runs one gateway load test.
 pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
     let workload = &cfg.workload;
@@ -320,11 +326,14 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
         .connect(&nats_url)
         .await
         .with_context(|| format!("connecting to NATS at {nats_url}"))?;
-    let mut subscription = client
+    let subscription = client
         .subscribe(format!("{prefix}.>"))
         .await
         .context("subscribing to the gateway's subjects")?;
     client.flush().await.context("flushing the subscription")?;
+    // Whatever has arrived is taken in one go, so the select below runs once per burst rather
+    // than once per message.
+    let mut subscription = subscription.ready_chunks(4096);
 
     let identify = match workload.identify_concurrency {
         IdentifyConcurrency::Unlimited => "unlimited".to_owned(),
@@ -360,8 +369,8 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
     let mut stop_reason = None;
     while recorder.guilds_loaded() < world.guilds as usize {
         tokio::select! {
-            msg = subscription.next() => match msg {
-                Some(msg) => recorder.record(&msg.payload, unix_micros()),
+            msgs = subscription.next() => match msgs {
+                Some(msgs) => record_all(&mut recorder, &msgs),
                 None => bail!("the NATS subscription ended while loading guilds"),
             },
             _ = tokio::time::sleep_until(load_deadline) => bail!(
@@ -406,8 +415,11 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
         tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
     if stop_reason.is_none() {
         fake.start_events(&cfg.rate_stages);
+        let end_sleep = tokio::time::sleep_until(end);
+        tokio::pin!(end_sleep);
+        let fault_sleep = tokio::time::sleep_until(faults.peek().map_or(end, |f| started + f.at));
+        tokio::pin!(fault_sleep);
         loop {
-            let next_fault = faults.peek().map(|f| started + f.at);
             tokio::select! {
                 biased;
                 _ = cfg.cancel.cancelled() => {
@@ -422,8 +434,11 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
                     notes.push(format!("gateway log tail:\n{}", gateway.log_tail()));
                     break;
                 }
-                _ = tokio::time::sleep_until(next_fault.unwrap_or(end)), if next_fault.is_some() => {
+                _ = &mut fault_sleep, if faults.peek().is_some() => {
                     let fault = faults.next().expect("peeked");
+                    if let Some(next) = faults.peek() {
+                        fault_sleep.as_mut().reset(started + next.at);
+                    }
                     let injected = fake.inject(fault.shard, fault.kind);
                     notes.push(format!(
                         "fault {} on shard {} at {:.1} s{}",
@@ -446,9 +461,9 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
                     last_tick = now;
                     last_stats = stats;
                 }
-                _ = tokio::time::sleep_until(end) => break,
-                msg = subscription.next() => match msg {
-                    Some(msg) => recorder.record(&msg.payload, unix_micros()),
+                _ = &mut end_sleep => break,
+                msgs = subscription.next() => match msgs {
+                    Some(msgs) => record_all(&mut recorder, &msgs),
                     None => {
                         stop_reason = Some("the NATS subscription ended".to_owned());
                         break;
@@ -465,9 +480,9 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
     let mut idle_deadline = Instant::now() + workload.drain_timeout;
     while recorder.totals().delivered < sent_total && stop_reason.is_none() {
         tokio::select! {
-            msg = subscription.next() => match msg {
-                Some(msg) => {
-                    recorder.record(&msg.payload, unix_micros());
+            msgs = subscription.next() => match msgs {
+                Some(msgs) => {
+                    record_all(&mut recorder, &msgs);
                     idle_deadline = Instant::now() + workload.drain_timeout;
                 }
                 None => break,
