@@ -55,7 +55,13 @@ pub struct FakeDiscord {
     shared: Arc<Shared>,
     addr: SocketAddr,
     accept: JoinHandle<()>,
-    events: Mutex<Option<CancellationToken>>,
+    events: Mutex<Option<EventDrive>>,
+}
+
+/// The event drivers in progress.
+struct EventDrive {
+    stop: CancellationToken,
+    drivers: Vec<JoinHandle<()>>,
 }
 
 impl FakeDiscord {
@@ -94,37 +100,48 @@ impl FakeDiscord {
     }
 
     /// Starts driving member events on every shard, each taking an equal share of the rate
-    /// stages. Replaces any drive in progress.
-    pub fn start_events(&self, stages: &[(Duration, u32)]) {
+    /// stages; returns the instant the stages count from. Stops any drive in progress.
+    pub async fn start_events(&self, stages: &[(Duration, u32)]) -> Instant {
+        self.stop_events().await;
         let stop = self.shared.shutdown.child_token();
-        if let Some(old) = self
-            .events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(stop.clone())
-        {
-            old.cancel();
-        }
         let shards = self.shared.shards.len() as u32;
         let start = Instant::now();
         let start_unix = unix_micros();
-        for shard in 0..shards {
-            let schedule = RateSchedule::new(stages, 1.0 / f64::from(shards));
-            tokio::spawn(drive_events(
-                Arc::clone(&self.shared),
-                shard,
-                schedule,
-                start,
-                start_unix,
-                stop.clone(),
-            ));
+        let drivers = (0..shards)
+            .map(|shard| {
+                let schedule = RateSchedule::new(stages, 1.0 / f64::from(shards));
+                tokio::spawn(drive_events(
+                    Arc::clone(&self.shared),
+                    shard,
+                    schedule,
+                    start,
+                    start_unix,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(EventDrive { stop, drivers });
+        start
+    }
+
+    /// Waits until every driver has sent the last event of its stages.
+    pub async fn finish_events(&self) {
+        let drive = self.events.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(drive) = drive {
+            for driver in drive.drivers {
+                let _ = driver.await;
+            }
         }
     }
 
-    /// Stops driving member events.
-    pub fn stop_events(&self) {
-        if let Some(stop) = self.events.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            stop.cancel();
+    /// Stops driving member events now; once it returns, no further event is sent.
+    pub async fn stop_events(&self) {
+        let drive = self.events.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(drive) = drive {
+            drive.stop.cancel();
+            for driver in drive.drivers {
+                let _ = driver.await;
+            }
         }
     }
 

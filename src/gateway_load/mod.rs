@@ -407,14 +407,16 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
     let mut faults = faults.into_iter().peekable();
     // Counters cover the whole run, loading included (a reconnect while loading counts too).
     let mut last_stats = FakeStats::default();
-    let started = Instant::now();
-    let end = started + schedule.duration();
+    let mut started = Instant::now();
     let mut duration_s = 0.0;
+    if stop_reason.is_none() {
+        started = fake.start_events(&cfg.rate_stages).await;
+    }
+    let end = started + schedule.duration();
     let mut last_tick = started;
     let mut ticker =
         tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
     if stop_reason.is_none() {
-        fake.start_events(&cfg.rate_stages);
         let end_sleep = tokio::time::sleep_until(end);
         tokio::pin!(end_sleep);
         let fault_sleep = tokio::time::sleep_until(faults.peek().map_or(end, |f| started + f.at));
@@ -471,8 +473,13 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
                 },
             }
         }
+        if stop_reason.is_none() {
+            // The drivers end on their own with the stages' last event (moments from now).
+            fake.finish_events().await;
+        } else {
+            fake.stop_events().await;
+        }
         duration_s = started.elapsed().as_secs_f64();
-        fake.stop_events();
     }
 
     // Drain: wait for in-flight events until all arrived or nothing arrives for a while.
