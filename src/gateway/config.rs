@@ -124,14 +124,6 @@ impl ShardRange {
     pub fn ids(&self) -> std::ops::RangeInclusive<u32> {
         self.first..=self.last
     }
-
-    pub fn len(&self) -> u32 {
-        self.last - self.first + 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
 }
 
 /// A validated gateway configuration.
