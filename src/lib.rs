@@ -12,6 +12,7 @@ pub mod discord;
 pub mod executor;
 pub mod gate;
 pub mod gateway;
+pub mod gateway_load;
 pub mod health;
 pub mod metrics;
 pub mod migrate;
