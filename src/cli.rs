@@ -25,6 +25,17 @@ pub enum Command {
     Steady(RunArgs),
     /// Run scenarios/spike.toml: 50 VUs, burst to 200, back to 50.
     Spike(RunArgs),
+    /// Run scenarios/gateway.toml (or --scenario FILE): the Twilight gateway driven by the fake Discord server, measured through NATS.
+    Gateway {
+        /// A gateway scenario file.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// An existing NATS server; without it thumper starts nats-server on a free port.
+        #[arg(long, env = "NATS_URL")]
+        nats: Option<String>,
+        #[command(flatten)]
+        args: RunArgs,
+    },
     /// Run any scenario file.
     Run {
         /// Scenario file (TOML), e.g. scenarios/steady.toml.

@@ -51,6 +51,15 @@ async fn dispatch(command: Command) -> u8 {
             scenario: path,
             args,
         } => scenario(args.into_options(path)).await,
+        Command::Gateway {
+            scenario: path,
+            nats,
+            args,
+        } => {
+            let opts = args.into_options(path.unwrap_or_else(|| bundled_scenario("gateway")));
+            let gateway = run::GatewayOptions { nats_url: nats };
+            finish_run(run::run_gateway(&opts, &gateway, interrupt_on_ctrl_c()).await)
+        }
         Command::Stack { action } => stack_command(action).await,
         Command::Migrate { target, dir } => {
             let Some(url) = target.or_else(|| stack::running().map(|u| u.admin_database_url))
@@ -164,6 +173,11 @@ async fn dispatch(command: Command) -> u8 {
 }
 
 async fn scenario(opts: run::RunOptions) -> u8 {
+    finish_run(run::run(&opts, interrupt_on_ctrl_c()).await)
+}
+
+/// A token cancelled by the first Ctrl-C; a second one quits at once.
+fn interrupt_on_ctrl_c() -> CancellationToken {
     let interrupt = CancellationToken::new();
     let on_signal = interrupt.clone();
     tokio::spawn(async move {
@@ -175,7 +189,12 @@ async fn scenario(opts: run::RunOptions) -> u8 {
             }
         }
     });
-    match run::run(&opts, interrupt).await {
+    interrupt
+}
+
+/// Prints a run's end summary and maps its outcome to an exit code.
+fn finish_run(result: Result<run::RunResult, RunError>) -> u8 {
+    match result {
         Ok(result) => {
             print!("{}", console::render(&result.summary, &result.report_dir));
             match result.summary.verdict {

@@ -377,17 +377,150 @@ async fn run_on_target(
     } else {
         gate::verdict(&summary.thresholds, interrupted)
     };
-    let stamp = started_at
-        .format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .unwrap_or_default();
-    let report_dir = opts.report_dir.join(format!("{}-{stamp}", plan.name));
+    let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
     write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
     Ok(RunResult {
         summary,
         report_dir,
     })
+}
+
+/// Options of `thumper gateway` beyond a run's.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// An existing NATS server; without it thumper starts `nats-server`.
+    pub nats_url: Option<String>,
+}
+
+/// Runs a gateway scenario: the fake Discord server drives the real gateway binary, whose
+/// envelopes thumper receives from NATS.
+pub async fn run_gateway(
+    opts: &RunOptions,
+    gateway: &GatewayOptions,
+    interrupt: CancellationToken,
+) -> Result<RunResult, RunError> {
+    use crate::gateway_load::{self, GatewayRunConfig, GatewayWorkload};
+    let original = scenario::load(&opts.scenario)?.load.duration();
+    let plan = load_plan(opts)?;
+    let factor = plan.load.duration().as_secs_f64() / original.as_secs_f64();
+    let table = plan.gateway.clone().ok_or_else(|| {
+        RunError::BadInput(format!(
+            "{}: not a gateway scenario (it has no [gateway] table); see scenarios/gateway.toml",
+            plan.file
+        ))
+    })?;
+    let mut workload: GatewayWorkload = table
+        .try_into()
+        .map_err(|e| RunError::BadInput(format!("{}: [gateway]: {e}", plan.file)))?;
+    workload
+        .validate()
+        .map_err(|e| RunError::BadInput(format!("{}: [gateway]: {e}", plan.file)))?;
+    // Faults happen at points of the timeline: scale them with it.
+    for f in &mut workload.faults {
+        f.at = Duration::from_secs_f64(f.at.as_secs_f64() * factor);
+    }
+    let scenario::LoadShape::Open { stages, .. } = &plan.load else {
+        return Err(RunError::BadInput(format!(
+            "{}: a gateway scenario drives events at a rate: use executor = \"ramping-arrival-rate\" or \"constant-arrival-rate\" (targets are events per second)",
+            plan.file
+        )));
+    };
+    let rate_stages = stages.iter().map(|s| (s.duration, s.target)).collect();
+    let gateway_bin = gateway_binary().await?;
+    let started_at = time::OffsetDateTime::now_utc();
+    let outcome = gateway_load::run(GatewayRunConfig {
+        workload,
+        rate_stages,
+        nats_url: gateway.nats_url.clone(),
+        gateway_bin,
+        cancel: interrupt.clone(),
+        // The gateway's own JSON log is for debugging the harness: THUMPER_GATEWAY_LOG=1.
+        quiet: opts.quiet || std::env::var_os("THUMPER_GATEWAY_LOG").is_none(),
+    })
+    .await
+    .map_err(|e| RunError::Failed(format!("gateway run: {e:#}")))?;
+    let interrupted = interrupt.is_cancelled();
+    let mut summary = Summary {
+        scenario: ScenarioInfo {
+            name: plan.name.clone(),
+            description: plan.description.clone(),
+            file: plan.file.clone(),
+            executor: plan.executor.clone(),
+        },
+        target: gateway
+            .nats_url
+            .clone()
+            .unwrap_or_else(|| "gateway → embedded nats-server".to_owned()),
+        started_at: started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        duration_s: outcome.duration_s,
+        planned_duration_s: plan.load.duration().as_secs_f64(),
+        stop_reason: outcome
+            .stop_reason
+            .or_else(|| interrupted.then(|| "interrupted by the user (Ctrl-C)".to_owned())),
+        metrics: outcome.metrics,
+        time_series: outcome.time_series,
+        notes: outcome.notes,
+        ..Summary::empty()
+    };
+    summary.thresholds = gate::evaluate(&plan.thresholds, &summary);
+    summary.verdict = gate::verdict(&summary.thresholds, interrupted);
+    let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
+    write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
+    Ok(RunResult {
+        summary,
+        report_dir,
+    })
+}
+
+/// The gateway binary next to thumper's own. Under `cargo run` it may not be built yet (cargo
+/// builds only the binary it runs): then it is built with the same cargo and profile.
+async fn gateway_binary() -> Result<PathBuf, RunError> {
+    let me = std::env::current_exe()
+        .map_err(|e| RunError::Failed(format!("cannot locate the thumper binary: {e}")))?;
+    let dir = me.parent().unwrap_or(Path::new("."));
+    let bin = dir.join("gateway");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let (Some(cargo), Some(manifest)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return Err(RunError::Failed(format!(
+            "the gateway binary is not at {}; build it with `cargo build --release --bin gateway`",
+            bin.display()
+        )));
+    };
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    eprintln!("thumper: building the gateway binary (first run only) ...");
+    let mut cmd = tokio::process::Command::new(cargo);
+    cmd.args(["build", "--bin", "gateway"])
+        .current_dir(manifest);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| RunError::Failed(format!("cannot run cargo to build the gateway: {e}")))?;
+    if !status.success() || !bin.is_file() {
+        return Err(RunError::Failed(format!(
+            "building the gateway binary failed ({status}); try `cargo build --release --bin gateway`"
+        )));
+    }
+    Ok(bin)
+}
+
+/// `DIR/<scenario>-<UTC timestamp>`.
+fn report_folder(dir: &Path, name: &str, started_at: time::OffsetDateTime) -> PathBuf {
+    let stamp = started_at
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    dir.join(format!("{name}-{stamp}"))
 }
 
 /// Writes every report format, and the Markdown summary to `--summary-md` if asked.

@@ -265,9 +265,14 @@ pub(crate) fn validate(raw: ScenarioFile, src: &str, path: &Path) -> Result<Plan
                 }
                 stage_list
             };
-            let pre = raw.pre_allocated_vus.ok_or_else(|| {
-                invalid(path, top("executor"), "pre_allocated_vus", "arrival-rate executors need `pre_allocated_vus = N` (VUs connected before the start)")
-            })?;
+            // A gateway scenario's rate is events per second, driven by the fake Discord
+            // server, not by VUs.
+            let gateway = raw.gateway.is_some();
+            let pre = match raw.pre_allocated_vus {
+                Some(p) => p,
+                None if gateway => 1,
+                None => return Err(invalid(path, top("executor"), "pre_allocated_vus", "arrival-rate executors need `pre_allocated_vus = N` (VUs connected before the start)")),
+            };
             let max_vus = raw.max_vus.unwrap_or(pre);
             if max_vus < pre {
                 return Err(invalid(path, top("max_vus"), "max_vus", format!("must be at least pre_allocated_vus ({pre})")));
