@@ -36,6 +36,31 @@ pub enum Command {
         #[command(flatten)]
         args: RunArgs,
     },
+    /// Find the highest arrival rate the target sustains with p99 under the SLO.
+    Capacity {
+        /// Scenario whose query mix is used (default scenarios/steady-rate.toml).
+        scenario: Option<PathBuf>,
+        /// p99 limit, in milliseconds.
+        #[arg(long, default_value_t = 10.0)]
+        slo_p99: f64,
+        /// First arrival rate tried (iterations per second); doubled while steps pass.
+        #[arg(long, default_value_t = 250)]
+        start_rate: u32,
+        /// Highest arrival rate tried.
+        #[arg(long, default_value_t = 64_000)]
+        max_rate: u32,
+        /// Length of each step.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        step: std::time::Duration,
+        /// Most errors a passing step may have.
+        #[arg(long, default_value_t = 10)]
+        max_errors: u64,
+        /// Bisection steps between the last passing and the first failing rate.
+        #[arg(long, default_value_t = 3)]
+        refine: u32,
+        #[command(flatten)]
+        args: RunArgs,
+    },
     /// Run any scenario file.
     Run {
         /// Scenario file (TOML), e.g. scenarios/steady.toml.
@@ -170,4 +195,8 @@ pub fn bundled_scenario(name: &str) -> PathBuf {
             .join("scenarios")
             .join(format!("{name}.toml"))
     }
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::scenario::duration::parse(text)
 }

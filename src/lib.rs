@@ -5,6 +5,7 @@
 //! report → exit code. Each stage lives in its own module.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 pub mod cli;
 pub mod console;
 pub mod dataset;

@@ -51,6 +51,27 @@ async fn dispatch(command: Command) -> u8 {
             scenario: path,
             args,
         } => scenario(args.into_options(path)).await,
+        Command::Capacity {
+            scenario: path,
+            slo_p99,
+            start_rate,
+            max_rate,
+            step,
+            max_errors,
+            refine,
+            args,
+        } => {
+            let opts = args.into_options(path.unwrap_or_else(|| bundled_scenario("steady-rate")));
+            let capacity = thumper::capacity::CapacityOptions {
+                slo_p99_ms: slo_p99,
+                start_rate,
+                max_rate,
+                step,
+                max_errors,
+                refine_steps: refine,
+            };
+            finish_run(thumper::capacity::run(&opts, &capacity, interrupt_on_ctrl_c()).await)
+        }
         Command::Gateway {
             scenario: path,
             nats,

@@ -104,14 +104,14 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
 }
 
 /// Where the load goes, and the stack to stop afterwards if this run started one.
-struct Target {
-    url: String,
+pub(crate) struct Target {
+    pub(crate) url: String,
     admin_url: Option<String>,
     pgbouncer_admin_url: Option<String>,
-    owned_stack: Option<Stack>,
+    pub(crate) owned_stack: Option<Stack>,
 }
 
-async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunError> {
+pub(crate) async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunError> {
     if let Some(url) = &opts.target {
         return Ok(Target {
             url: url.clone(),
@@ -191,7 +191,7 @@ pub fn redact(url: &str) -> String {
 
 /// Checks the target answers as the application role before load starts, so a wrong URL is
 /// one clear error rather than thousands of counted ones.
-async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, RunError> {
+pub(crate) async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, RunError> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| RunError::BadInput(format!("target URL {}: {e}", redact(url))))?;
@@ -256,6 +256,23 @@ async fn run_on_target(
     target: &Target,
     interrupt: CancellationToken,
 ) -> Result<RunResult, RunError> {
+    prepare_target(plan, opts, target).await?;
+    let notes = preflight(&target.url, plan).await?;
+    let (summary, started_at) = measure(plan, opts, target, notes, interrupt).await?;
+    let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
+    write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
+    Ok(RunResult {
+        summary,
+        report_dir,
+    })
+}
+
+/// Applies the migrations (to a `--target` given with `--admin-url`) and seeds the dataset.
+pub(crate) async fn prepare_target(
+    plan: &Plan,
+    opts: &RunOptions,
+    target: &Target,
+) -> Result<(), RunError> {
     if let Some(admin) = &target.admin_url {
         if opts.target.is_some() {
             crate::migrate::apply(admin, &default_migrations_dir())
@@ -268,7 +285,17 @@ async fn run_on_target(
             .map_err(|e| RunError::Failed(format!("seeding the dataset: {e}")))?;
         tracing::info!(elapsed = ?started.elapsed(), "dataset ready");
     }
-    let mut notes = preflight(&target.url, plan).await?;
+    Ok(())
+}
+
+/// Drives the plan's load against the target and returns the gated summary.
+pub(crate) async fn measure(
+    plan: &Plan,
+    opts: &RunOptions,
+    target: &Target,
+    mut notes: Vec<String>,
+    interrupt: CancellationToken,
+) -> Result<(Summary, time::OffsetDateTime), RunError> {
     let workload = Workload::new(&plan.queries, plan.dataset, plan.protocol);
     let connector =
         Connector::new(&target.url, plan).map_err(|e| RunError::BadInput(e.to_string()))?;
@@ -377,12 +404,7 @@ async fn run_on_target(
     } else {
         gate::verdict(&summary.thresholds, interrupted)
     };
-    let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
-    write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
-    Ok(RunResult {
-        summary,
-        report_dir,
-    })
+    Ok((summary, started_at))
 }
 
 /// Options of `thumper gateway` beyond a run's.
@@ -514,7 +536,7 @@ async fn gateway_binary() -> Result<PathBuf, RunError> {
 }
 
 /// `DIR/<scenario>-<UTC timestamp>`.
-fn report_folder(dir: &Path, name: &str, started_at: time::OffsetDateTime) -> PathBuf {
+pub(crate) fn report_folder(dir: &Path, name: &str, started_at: time::OffsetDateTime) -> PathBuf {
     let stamp = started_at
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"

@@ -230,3 +230,39 @@ async fn a_run_survives_a_pgbouncer_restart_and_a_postgres_restart() {
     );
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capacity_reports_a_sustained_rate_and_the_latency_curve() {
+    let _serial = serial();
+    let stack = common::start_default().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let body = format!(
+        "name = \"cap\"\nexecutor = \"constant-arrival-rate\"\nrate = 1\nduration = \"1s\"\npre_allocated_vus = 5\nmax_vus = 50\n{DATASET}\
+         [[queries]]\nname = \"health\"\nsql = \"SELECT 1\"\n"
+    );
+    let file = scenario_file(tmp.path(), "cap", &body);
+    let reports = tmp.path().join("r");
+    let urls = stack.urls();
+    let mut c = thumper();
+    c.arg("capacity")
+        .arg(&file)
+        .args(["--step", "1s", "--start-rate", "50", "--max-rate", "200", "--refine", "0"])
+        .args(["--slo-p99", "1000"])
+        .args(["--target", &urls.database_url, "--admin-url", &urls.admin_database_url])
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--quiet");
+    let o = output(c);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (dir, s) = summary(&reports);
+    // 50, 100 and 200 per second all pass a 1 s SLO: the search stops at --max-rate.
+    match s.metrics.get("capacity_rate") {
+        Some(Metric::Gauge(g)) => assert_eq!(g.last, 200.0),
+        other => panic!("capacity_rate: {other:?}"),
+    }
+    let curve = &s.curves[0];
+    assert_eq!(curve.series["p99"].len(), 3);
+    assert!(curve.series["p99"].iter().all(|(_, p99)| *p99 > 0.0));
+    assert!(std::fs::read_to_string(dir.join("report.html")).unwrap().contains("arrival rate"));
+    stack.stop().await.unwrap();
+}
