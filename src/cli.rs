@@ -129,7 +129,11 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum StackAction {
     /// Start a stack that stays up and print DATABASE_URL, ADMIN_DATABASE_URL, PGBOUNCER_ADMIN_URL.
-    Up,
+    Up {
+        /// Take PgBouncer's settings from this scenario's [stack.pgbouncer] table.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
     /// Print the URLs of the stack that is up (exit 1 if none).
     Status,
     /// Stop the stack that is up.

@@ -510,7 +510,7 @@ mod tests {
             ok: false,
             ..ok.clone()
         };
-        assert_eq!(verdict(&[ok.clone()], false), Verdict::Pass);
+        assert_eq!(verdict(std::slice::from_ref(&ok), false), Verdict::Pass);
         assert_eq!(verdict(&[ok.clone(), bad], false), Verdict::Fail);
         assert_eq!(verdict(&[ok], true), Verdict::Interrupted);
     }

@@ -237,10 +237,28 @@ fn finish_run(result: Result<run::RunResult, RunError>) -> u8 {
 
 async fn stack_command(action: StackAction) -> u8 {
     match action {
-        StackAction::Up => {
-            let options = stack::StackOptions {
-                migrations_dir: run::default_migrations_dir(),
-                ..Default::default()
+        StackAction::Up { scenario } => {
+            let options = match scenario {
+                None => stack::StackOptions {
+                    migrations_dir: run::default_migrations_dir(),
+                    ..Default::default()
+                },
+                Some(path) => {
+                    let plan = match thumper::scenario::load(&path) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            eprintln!("thumper stack up: {e}");
+                            return exit::BAD_INPUT;
+                        }
+                    };
+                    match run::stack_options(&plan) {
+                        Ok(o) => o,
+                        Err(e) => {
+                            eprintln!("thumper stack up: {e}");
+                            return exit::BAD_INPUT;
+                        }
+                    }
+                }
             };
             match stack::up(&options).await {
                 Ok(urls) => {

@@ -3,18 +3,14 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::cli::{count, output, run_against, scenario_file, spawn, summary, text, thumper};
 use thumper::metrics::summary::{Metric, Summary};
 use thumper::stack::PgBouncerSettings;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Load tests share two cores: run them one at a time so each gets the machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn gauge_max(s: &Summary, name: &str) -> f64 {
     match s.metrics.get(name) {
@@ -27,7 +23,7 @@ const DATASET: &str = "[dataset]\ncommunities = 20\nprofiles_per_community = 10\
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fixed_rate_is_achieved_and_drops_are_reported_when_vus_run_out() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let stack = common::start_default().await;
     let tmp = tempfile::tempdir().unwrap();
     let body = format!(
@@ -70,7 +66,7 @@ async fn a_fixed_rate_is_achieved_and_drops_are_reported_when_vus_run_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stall_shows_in_response_time_but_not_in_service_time() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     // min_pool_size = 0: with the seed's 5, a PAUSE turns into a 15 s outage (see the README).
     let stack = common::start(PgBouncerSettings {
         min_pool_size: 0,
@@ -123,7 +119,7 @@ async fn a_stall_shows_in_response_time_but_not_in_service_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pool_statistics_show_clients_waiting_when_vus_exceed_the_pool() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let stack = common::start(PgBouncerSettings {
         default_pool_size: 2,
         min_pool_size: 0,
@@ -159,7 +155,7 @@ async fn pool_statistics_show_clients_waiting_when_vus_exceed_the_pool() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_fails_naming_the_check_when_postgres_is_down_behind_pgbouncer() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let stack = common::start_default().await;
     common::seed_small(&stack).await;
     let health = |extra: &[&str]| {
@@ -190,7 +186,7 @@ async fn health_fails_naming_the_check_when_postgres_is_down_behind_pgbouncer() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_survives_a_pgbouncer_restart_and_a_postgres_restart() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     // A server login that fails while PostgreSQL restarts makes PgBouncer wait
     // server_login_retry (15 s by default) before trying again; 1 s keeps the test short.
     let stack = common::start(PgBouncerSettings {
@@ -233,7 +229,7 @@ async fn a_run_survives_a_pgbouncer_restart_and_a_postgres_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capacity_reports_a_sustained_rate_and_the_latency_curve() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let stack = common::start_default().await;
     let tmp = tempfile::tempdir().unwrap();
     let body = format!(
@@ -246,9 +242,23 @@ async fn capacity_reports_a_sustained_rate_and_the_latency_curve() {
     let mut c = thumper();
     c.arg("capacity")
         .arg(&file)
-        .args(["--step", "1s", "--start-rate", "50", "--max-rate", "200", "--refine", "0"])
+        .args([
+            "--step",
+            "1s",
+            "--start-rate",
+            "50",
+            "--max-rate",
+            "200",
+            "--refine",
+            "0",
+        ])
         .args(["--slo-p99", "1000"])
-        .args(["--target", &urls.database_url, "--admin-url", &urls.admin_database_url])
+        .args([
+            "--target",
+            &urls.database_url,
+            "--admin-url",
+            &urls.admin_database_url,
+        ])
         .arg("--report-dir")
         .arg(&reports)
         .arg("--quiet");
@@ -263,6 +273,8 @@ async fn capacity_reports_a_sustained_rate_and_the_latency_curve() {
     let curve = &s.curves[0];
     assert_eq!(curve.series["p99"].len(), 3);
     assert!(curve.series["p99"].iter().all(|(_, p99)| *p99 > 0.0));
-    assert!(std::fs::read_to_string(dir.join("report.html")).unwrap().contains("arrival rate"));
+    assert!(std::fs::read_to_string(dir.join("report.html"))
+        .unwrap()
+        .contains("arrival rate"));
     stack.stop().await.unwrap();
 }

@@ -4,18 +4,13 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cli::{count, output, run_against, scenario_file, spawn, summary, text, thumper};
 use thumper::metrics::summary::{Metric, Summary, Verdict};
 
 /// Load tests share two cores: run them one at a time so each gets the machine.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// VUs at the end of the interval closest to `t` seconds.
 fn vus_at(s: &Summary, t: f64) -> u64 {
@@ -49,7 +44,7 @@ fn assert_every_query_ran(s: &Summary) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn steady_and_spike_follow_their_stages_on_a_real_stack() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let stack = common::start_default().await;
     let tmp = tempfile::tempdir().unwrap();
 
@@ -132,7 +127,7 @@ tenant_scoped = true
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_threshold_exits_99_and_every_report_says_so() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let stack = common::start_default().await;
     let tmp = tempfile::tempdir().unwrap();
     let text_ = format!("{SMALL}[thresholds]\nquery_duration = [\"p(99) < 0.001\"]\nquery_errors = [\"count == 0\"]\n");
@@ -261,7 +256,7 @@ fn an_unreachable_target_exits_1_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pgbouncer_dying_mid_run_is_counted_and_the_summary_still_written() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let stack = common::start_default().await;
     let tmp = tempfile::tempdir().unwrap();
     let body =
@@ -296,7 +291,7 @@ async fn pgbouncer_dying_mid_run_is_counted_and_the_summary_still_written() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_stops_the_run_and_writes_reports_marked_interrupted() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let stack = common::start_default().await;
     let tmp = tempfile::tempdir().unwrap();
     let file = scenario_file(tmp.path(), "small", &SMALL.replace("\"2s\"", "\"60s\""));
@@ -327,7 +322,7 @@ async fn ctrl_c_stops_the_run_and_writes_reports_marked_interrupted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_abort_on_fail_threshold_stops_the_run_early_with_99() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let stack = common::start_default().await;
     let tmp = tempfile::tempdir().unwrap();
     let body = SMALL.replace("\"2s\"", "\"60s\"")

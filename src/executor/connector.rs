@@ -19,8 +19,14 @@ pub enum ConnectorError {
 }
 
 pub enum Connector {
-    PerVu { config: Config, timeout: Duration },
-    Pooled { pools: Vec<Pool>, timeout: Duration },
+    PerVu {
+        config: Box<Config>,
+        timeout: Duration,
+    },
+    Pooled {
+        pools: Vec<Pool>,
+        timeout: Duration,
+    },
 }
 
 impl Connector {
@@ -32,7 +38,10 @@ impl Connector {
         }
         let timeout = plan.connect_timeout;
         Ok(match plan.connection.topology {
-            Topology::PerVu => Connector::PerVu { config, timeout },
+            Topology::PerVu => Connector::PerVu {
+                config: Box::new(config),
+                timeout,
+            },
             Topology::Pooled => {
                 let pools = (0..plan.connection.pools)
                     .map(|_| {
