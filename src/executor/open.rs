@@ -59,49 +59,36 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
     }
     // Pre-allocated VUs connect before the first iteration is due and announce themselves
     // as idle when ready.
-    let unit = time_unit.as_secs_f64();
-    let mut t = Duration::ZERO;
-    let sleep = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(sleep);
-    'schedule: loop {
-        let rate_per_s = plan.load.target_at(t) / unit;
-        if rate_per_s <= 0.0 {
-            t += Duration::from_millis(1);
-            if t >= total {
-                break;
-            }
-            continue;
+    //
+    // The schedule runs on a thread of its own: tokio's timer rounds sleeps up to the next
+    // millisecond, which would start every iteration up to 1 ms late; a thread sleeping with
+    // the OS timer starts them within tens of microseconds.
+    let load = plan.load.clone();
+    let graceful_stop = plan.graceful_stop;
+    let sched_stop = stop.clone();
+    let sched_vus = vus.clone();
+    let scheduled = tokio::task::spawn_blocking(move || {
+        schedule(
+            &load,
+            total,
+            time_unit,
+            &mut pool,
+            &mut idle_rx,
+            &sched_stop,
+            &sched_vus,
+        );
+        // Queued iterations were due within the run: they get graceful_stop to start.
+        let deadline = Instant::now() + graceful_stop;
+        while !pool.backlog.is_empty() && !sched_stop.is_cancelled() && Instant::now() < deadline {
+            serve_idle(&mut pool, &mut idle_rx);
+            sched_vus.store(pool.busy() as u64, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(500));
         }
-        let intended = ctx.start + t;
-        sleep
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(intended));
-        // Wait for the ticket's time, serving VUs that become free meanwhile.
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break 'schedule,
-                Some(id) = idle_rx.recv() => pool.on_idle(id),
-                _ = &mut sleep => break,
-            }
-        }
-        pool.dispatch(Ticket { intended });
-        vus.store(pool.busy() as u64, Ordering::Relaxed);
-        t += Duration::from_secs_f64(1.0 / rate_per_s);
-        if t >= total {
-            break;
-        }
-    }
-    // Queued iterations were due within the run: they get graceful_stop to start and finish.
-    let deadline = tokio::time::Instant::now() + plan.graceful_stop;
-    while !pool.backlog.is_empty() && !stop.is_cancelled() {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep_until(deadline) => break,
-            Some(id) = idle_rx.recv() => pool.on_idle(id),
-        }
-        vus.store(pool.busy() as u64, Ordering::Relaxed);
-    }
+        pool
+    });
+    let Ok(mut pool) = scheduled.await else {
+        return;
+    };
     // Iterations scheduled but never started are reported, not silently dropped.
     let now = Instant::now();
     for ticket in pool.backlog.drain(..) {
@@ -119,6 +106,62 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
     // No more tickets: VUs finish the one they hold, then see their channel closed.
     drop(pool);
     finish(handles, plan.graceful_stop, &stop, &vus).await;
+}
+
+/// Hands every VU that became free a queued ticket, or marks it idle.
+fn serve_idle(pool: &mut VuPool, idle_rx: &mut mpsc::UnboundedReceiver<usize>) {
+    while let Ok(id) = idle_rx.try_recv() {
+        pool.on_idle(id);
+    }
+}
+
+/// Issues tickets at `start + i / rate` until the stages end or `stop` is cancelled.
+fn schedule(
+    load: &LoadShape,
+    total: Duration,
+    time_unit: Duration,
+    pool: &mut VuPool,
+    idle_rx: &mut mpsc::UnboundedReceiver<usize>,
+    stop: &CancellationToken,
+    vus: &AtomicU64,
+) {
+    let start = pool.ctx.start;
+    let unit = time_unit.as_secs_f64();
+    let mut t = Duration::ZERO;
+    loop {
+        let rate_per_s = load.target_at(t) / unit;
+        if rate_per_s <= 0.0 {
+            t += Duration::from_millis(1);
+            if t >= total {
+                return;
+            }
+            continue;
+        }
+        let intended = start + t;
+        // Wait for the ticket's time, serving VUs that become free meanwhile: often while
+        // tickets are queued, at least every 10 ms to notice a stop.
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            serve_idle(pool, idle_rx);
+            let now = Instant::now();
+            if now >= intended {
+                break;
+            }
+            let mut nap = (intended - now).min(Duration::from_millis(10));
+            if !pool.backlog.is_empty() {
+                nap = nap.min(Duration::from_micros(200));
+            }
+            std::thread::sleep(nap);
+        }
+        pool.dispatch(Ticket { intended });
+        vus.store(pool.busy() as u64, Ordering::Relaxed);
+        t += Duration::from_secs_f64(1.0 / rate_per_s);
+        if t >= total {
+            return;
+        }
+    }
 }
 
 /// The scheduler's view of its VUs: who is idle, and the tickets waiting for one.
