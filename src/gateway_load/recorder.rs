@@ -63,16 +63,7 @@ pub struct Gauge {
 
 impl Gauge {
     pub fn record(&mut self, value: f64) {
-        let s = self.stats.get_or_insert(GaugeStats {
-            last: value,
-            min: value,
-            max: value,
-            samples: 0,
-        });
-        s.last = value;
-        s.min = s.min.min(value);
-        s.max = s.max.max(value);
-        s.samples += 1;
+        GaugeStats::record(&mut self.stats, value);
     }
 
     pub fn stats(&self) -> Option<GaugeStats> {
@@ -163,21 +154,9 @@ impl Recorder {
         counters.insert("events_delivered".into(), self.interval_totals.delivered);
         counters.insert("events_duplicated".into(), self.interval_totals.duplicated);
         let mut trends = BTreeMap::new();
-        let h = &self.interval_latency;
         trends.insert(
             "event_latency".to_owned(),
-            IntervalTrend {
-                count: h.len(),
-                p50_us: h.value_at_quantile(0.50),
-                p95_us: h.value_at_quantile(0.95),
-                p99_us: h.value_at_quantile(0.99),
-                max_us: h.max(),
-                histogram: if h.is_empty() {
-                    String::new()
-                } else {
-                    codec::encode(h)
-                },
-            },
+            IntervalTrend::from_histogram(&self.interval_latency),
         );
         self.intervals.push(Interval {
             t_s,
@@ -193,30 +172,7 @@ impl Recorder {
 
     /// The full-run latency trend over `duration_s`.
     pub fn latency_trend(&self, duration_s: f64) -> TrendStats {
-        let h = &self.latency;
-        let count = h.len();
-        TrendStats {
-            count,
-            rate_per_s: if duration_s > 0.0 {
-                count as f64 / duration_s
-            } else {
-                0.0
-            },
-            min_us: if count == 0 { 0 } else { h.min() },
-            mean_us: h.mean(),
-            p50_us: h.value_at_quantile(0.50),
-            p90_us: h.value_at_quantile(0.90),
-            p95_us: h.value_at_quantile(0.95),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
-            histogram: if count == 0 {
-                String::new()
-            } else {
-                codec::encode(h)
-            },
-            unit: "us".into(),
-        }
+        TrendStats::from_histogram(&self.latency, duration_s, true)
     }
 }
 

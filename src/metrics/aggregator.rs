@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{encode, new_latency_histogram};
+use super::codec::new_latency_histogram;
 use super::recorder::{Sample, SampleKind};
 use super::summary::{
     CounterStats, GaugeStats, Interval, IntervalTrend, Metric, RateStats, TrendStats,
@@ -298,7 +298,7 @@ impl Aggregator {
         for (name, h) in &self.totals.trends.map {
             out.insert(
                 name.clone(),
-                Metric::Trend(trend_stats(h, per_s(h.len()), with_histograms)),
+                Metric::Trend(TrendStats::from_histogram(h, duration_s, with_histograms)),
             );
         }
         // Every query has a trend, even one that never succeeded: its threshold then fails
@@ -392,16 +392,11 @@ fn bump_total(totals: &mut Totals, name: &str, class: Option<&str>, by: u64) {
 }
 
 fn record_gauge(totals: &mut Totals, name: &str, value: f64) {
-    let g = totals.gauges.entry(name.to_owned()).or_insert(GaugeStats {
-        last: value,
-        min: value,
-        max: value,
-        samples: 0,
-    });
-    g.last = value;
-    g.min = g.min.min(value);
-    g.max = g.max.max(value);
-    g.samples += 1;
+    let mut g = totals.gauges.remove(name);
+    GaugeStats::record(&mut g, value);
+    totals
+        .gauges
+        .insert(name.to_owned(), g.expect("recorded above"));
 }
 
 /// Adds one sample to the totals and (unless late) to its interval.
@@ -532,19 +527,7 @@ fn close_interval(acc: IntervalAcc, t_s: f64, len_s: f64, previous: &[Interval])
         .trends
         .map
         .iter()
-        .map(|(name, h)| {
-            (
-                name.clone(),
-                IntervalTrend {
-                    count: h.len(),
-                    p50_us: h.value_at_quantile(0.5),
-                    p95_us: h.value_at_quantile(0.95),
-                    p99_us: h.value_at_quantile(0.99),
-                    max_us: h.max(),
-                    histogram: encode(h),
-                },
-            )
-        })
+        .map(|(name, h)| (name.clone(), IntervalTrend::from_histogram(h)))
         .collect();
     let mut gauges = acc.gauges;
     // VUs are sampled at interval ends; carry the previous reading over a missed tick.
@@ -559,30 +542,6 @@ fn close_interval(acc: IntervalAcc, t_s: f64, len_s: f64, previous: &[Interval])
         counters: acc.counters,
         trends,
         gauges,
-    }
-}
-
-fn trend_stats(h: &Histogram<u64>, rate_per_s: f64, with_histogram: bool) -> TrendStats {
-    if h.is_empty() {
-        return TrendStats::default();
-    }
-    TrendStats {
-        count: h.len(),
-        rate_per_s,
-        min_us: h.min(),
-        mean_us: h.mean(),
-        p50_us: h.value_at_quantile(0.5),
-        p90_us: h.value_at_quantile(0.9),
-        p95_us: h.value_at_quantile(0.95),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        max_us: h.max(),
-        histogram: if with_histogram {
-            encode(h)
-        } else {
-            String::new()
-        },
-        unit: "us".into(),
     }
 }
 

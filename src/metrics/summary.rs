@@ -255,3 +255,73 @@ impl Summary {
         }
     }
 }
+
+impl TrendStats {
+    /// Run totals of a microsecond histogram over `duration_s`; `with_histogram` embeds the
+    /// encoded histogram (what `summary.json` carries; a live abort check does without).
+    pub fn from_histogram(
+        h: &hdrhistogram::Histogram<u64>,
+        duration_s: f64,
+        with_histogram: bool,
+    ) -> TrendStats {
+        if h.is_empty() {
+            return TrendStats::default();
+        }
+        TrendStats {
+            count: h.len(),
+            rate_per_s: if duration_s > 0.0 {
+                h.len() as f64 / duration_s
+            } else {
+                0.0
+            },
+            min_us: h.min(),
+            mean_us: h.mean(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p95_us: h.value_at_quantile(0.95),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            histogram: if with_histogram {
+                super::codec::encode(h)
+            } else {
+                String::new()
+            },
+            unit: default_unit(),
+        }
+    }
+}
+
+impl IntervalTrend {
+    /// One interval's statistics and encoded histogram (empty for an empty histogram).
+    pub fn from_histogram(h: &hdrhistogram::Histogram<u64>) -> IntervalTrend {
+        IntervalTrend {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p95_us: h.value_at_quantile(0.95),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+            histogram: if h.is_empty() {
+                String::new()
+            } else {
+                super::codec::encode(h)
+            },
+        }
+    }
+}
+
+impl GaugeStats {
+    /// Adds a sample to `stats`, starting it on the first one.
+    pub fn record(stats: &mut Option<GaugeStats>, value: f64) {
+        let g = stats.get_or_insert(GaugeStats {
+            last: value,
+            min: value,
+            max: value,
+            samples: 0,
+        });
+        g.last = value;
+        g.min = g.min.min(value);
+        g.max = g.max.max(value);
+        g.samples += 1;
+    }
+}
