@@ -553,7 +553,8 @@ pub fn write_reports(
 ) -> Result<(), RunError> {
     report::write_all(summary, dir)
         .map_err(|e| RunError::Failed(format!("writing reports: {e}")))?;
-    if let Some(path) = summary_md {
+    // An empty path is an unset variable (`--summary-md "$GITHUB_STEP_SUMMARY"` outside CI).
+    if let Some(path) = summary_md.filter(|p| !p.as_os_str().is_empty()) {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
