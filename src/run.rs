@@ -13,7 +13,7 @@ use crate::dataset;
 use crate::executor::{self, Connector, RunContext};
 use crate::gate;
 use crate::metrics::aggregator::{progress_wanted, Aggregator, AggregatorConfig};
-use crate::metrics::summary::{ScenarioInfo, Summary, Verdict};
+use crate::metrics::summary::{Metric, ScenarioInfo, Summary, Verdict};
 use crate::report;
 use crate::scenario::{self, Plan, Protocol, Topology};
 use crate::stack::{self, Stack, StackOptions};
@@ -373,6 +373,14 @@ pub(crate) async fn measure(
     } else {
         None
     };
+    if let Some(Metric::Gauge(wait)) = aggregated.metrics.get("pgbouncer_maxwait") {
+        if wait.max >= 5.0 {
+            notes.push(format!(
+                "clients waited up to {:.1} s for a PgBouncer server connection. A wait near server_login_retry (15 s by default) is PgBouncer pausing after a failed server login: a PAUSE with min_pool_size > 0, or PostgreSQL restarting (see the README's PgBouncer findings)",
+                wait.max
+            ));
+        }
+    }
     if aggregated.late_samples > 0 {
         notes.push(format!(
             "{} samples arrived after their interval closed (a stalled VU); they are in the totals and the interval counts, not in that interval's percentiles",

@@ -278,3 +278,95 @@ async fn capacity_reports_a_sustained_rate_and_the_latency_curve() {
         .contains("arrival rate"));
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stall_that_outlasts_the_run_is_reported_not_dropped() {
+    let _serial = SERIAL.lock().await;
+    let stack = common::start(PgBouncerSettings {
+        min_pool_size: 0,
+        ..PgBouncerSettings::default()
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let body = format!(
+        "name = \"outlast\"\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"4s\"\npre_allocated_vus = 2\nmax_vus = 2\non_busy = \"queue\"\ngraceful_stop = \"1s\"\n{DATASET}\
+         [[queries]]\nname = \"health\"\nsql = \"SELECT 1\"\n"
+    );
+    let file = scenario_file(tmp.path(), "outlast", &body);
+    let reports = tmp.path().join("r");
+    let child = spawn(run_against(&stack, &file, &reports, &[]));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let console = common::connect(&stack.urls().pgbouncer_admin_url).await;
+    console.simple_query("PAUSE arrakis").await.unwrap();
+    // The pause lasts past the end of the run and its grace period.
+    let o = child.wait_with_output().unwrap();
+    console.simple_query("RESUME arrakis").await.unwrap();
+    let (_, s) = summary(&reports);
+    let incomplete = count(&s, "incomplete_iterations");
+    // ~75 iterations were due after the pause: 2 in flight, the rest queued for a VU.
+    assert!(incomplete >= 50, "incomplete {incomplete}\n{}", text(&o));
+    assert_eq!(count(&s, "dropped_iterations"), 0);
+    let latency = s.trend("query_duration").unwrap();
+    assert!(
+        latency.max_us >= 1_500_000,
+        "max {} µs: the wait is not in the latency",
+        latency.max_us
+    );
+    let success = match s.metrics.get("success_rate") {
+        Some(Metric::Rate(r)) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(success.fails >= incomplete, "{success:?}");
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pooled_topology_and_prepared_statements_run_where_they_can() {
+    let _serial = SERIAL.lock().await;
+    let stack = common::start_default().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Shared application-side pools through PgBouncer.
+    let pooled = format!(
+        "name = \"pooled\"\nexecutor = \"constant-vus\"\nvus = 20\nduration = \"2s\"\nthink_time = \"5ms\"\n{DATASET}\
+         [connection]\ntopology = \"pooled\"\npools = 2\npool_size = 3\n\
+         [[queries]]\nname = \"lookup\"\nsql = \"SELECT community_id FROM profiles WHERE community_id = $1 AND wallet_address = $2\"\nparams = [\"community_id\", \"wallet\"]\ntenant_scoped = true\n"
+    );
+    let file = scenario_file(tmp.path(), "pooled", &pooled);
+    let reports = tmp.path().join("pooled");
+    let o = output(run_against(&stack, &file, &reports, &[]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (_, s) = summary(&reports);
+    assert!(count(&s, "queries") > 50);
+    assert_eq!(
+        count(&s, "query_errors") + count(&s, "connection_errors"),
+        0
+    );
+    // 20 VUs share 6 connections: PgBouncer never sees more than 6 clients from them.
+    assert!(gauge_max(&s, "pgbouncer_cl_active") + gauge_max(&s, "pgbouncer_cl_waiting") <= 7.0);
+
+    // Named prepared statements, directly against PostgreSQL (no transaction pooler).
+    let prepared = format!(
+        "name = \"prepared\"\nexecutor = \"constant-vus\"\nvus = 4\nduration = \"2s\"\nthink_time = \"5ms\"\nprotocol = \"prepared\"\n{DATASET}\
+         [[queries]]\nname = \"health\"\nsql = \"SELECT $1::bigint\"\nparams = [\"guild_id\"]\n"
+    );
+    let file = scenario_file(tmp.path(), "prepared", &prepared);
+    let reports = tmp.path().join("prepared");
+    let mut c = thumper();
+    c.arg("run")
+        .arg(&file)
+        .args([
+            "--target",
+            &stack.urls().admin_database_url,
+            "--pool-mode",
+            "none",
+        ])
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--quiet");
+    let o = output(c);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (_, s) = summary(&reports);
+    assert!(count(&s, "queries") > 50);
+    assert_eq!(count(&s, "query_errors"), 0);
+    stack.stop().await.unwrap();
+}
