@@ -217,17 +217,19 @@ pub async fn apply(database_url: &str, dir: &Path) -> Result<Vec<MigrationOutcom
     result
 }
 
+/// Maps a failed bookkeeping statement (lock, history table) to an error naming its step.
+fn book(step: &'static str) -> impl Fn(tokio_postgres::Error) -> MigrateError {
+    move |e| MigrateError::Bookkeeping {
+        step,
+        source: e.into(),
+    }
+}
+
 /// Applies `migrations` over an open connection.
 pub async fn apply_with(
     client: &Client,
     migrations: &[Migration],
 ) -> Result<Vec<MigrationOutcome>, MigrateError> {
-    let book = |step: &'static str| {
-        move |e: tokio_postgres::Error| MigrateError::Bookkeeping {
-            step,
-            source: e.into(),
-        }
-    };
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
@@ -245,12 +247,6 @@ async fn apply_locked(
     client: &Client,
     migrations: &[Migration],
 ) -> Result<Vec<MigrationOutcome>, MigrateError> {
-    let book = |step: &'static str| {
-        move |e: tokio_postgres::Error| MigrateError::Bookkeeping {
-            step,
-            source: e.into(),
-        }
-    };
     client
         .batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (

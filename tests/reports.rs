@@ -102,21 +102,6 @@ fn trend_stats(h: &Histogram<u64>, duration_s: f64) -> TrendStats {
     }
 }
 
-fn interval_trend(h: &Histogram<u64>) -> IntervalTrend {
-    IntervalTrend {
-        count: h.len(),
-        p50_us: h.value_at_quantile(0.5),
-        p95_us: h.value_at_quantile(0.95),
-        p99_us: h.value_at_quantile(0.99),
-        max_us: h.max(),
-        histogram: if h.is_empty() {
-            String::new()
-        } else {
-            codec::encode(h)
-        },
-    }
-}
-
 fn build(run: &Run) -> Summary {
     let mut rng = Lcg(run.seed);
     let duration_s = run.intervals as f64;
@@ -172,14 +157,15 @@ fn build(run: &Run) -> Summary {
             per_query.get_mut(q.name).unwrap().add(&h).unwrap();
             interval.trends.insert(
                 format!("query_duration{{query:{}}}", q.name),
-                interval_trend(&h),
+                IntervalTrend::from_histogram(&h),
             );
         }
         total_errors += errors;
         total.add(&interval_total).unwrap();
-        interval
-            .trends
-            .insert("query_duration".to_owned(), interval_trend(&interval_total));
+        interval.trends.insert(
+            "query_duration".to_owned(),
+            IntervalTrend::from_histogram(&interval_total),
+        );
         interval.counters.insert("queries".to_owned(), queries);
         interval
             .counters

@@ -160,7 +160,12 @@ impl Workload {
         let stream = client.simple_query_raw(text).await?;
         pin_mut!(stream);
         let mut outcome = Outcome::default();
-        let tenant = values.community_text();
+        // Only a tenant-scoped query needs the tenant as text (a SELECT 1 allocates nothing).
+        let tenant = if q.tenant_scoped {
+            values.community_text()
+        } else {
+            String::new()
+        };
         // A tenant-scoped batch returns set_tenant_context's row first: count rows from the
         // second row description on.
         let mut descriptions = 0;
