@@ -24,6 +24,8 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
     ("query_duration", MetricKind::Trend),
     ("service_time", MetricKind::Trend),
     ("scheduling_lag", MetricKind::Trend),
+    ("connect_duration", MetricKind::Trend),
+    ("pool_wait", MetricKind::Trend),
     ("success_rate", MetricKind::Rate),
     ("connection_errors", MetricKind::Counter),
     ("query_errors", MetricKind::Counter),
@@ -266,34 +268,38 @@ fn observe_trend(aggregation: Aggregation, t: &TrendStats) -> Option<f64> {
     }
     // Durations are stored in µs and written in ms; other units are taken as they are.
     let scale = if t.unit == "us" { 1e-3 } else { 1.0 };
-    let hist = (!t.histogram.is_empty())
-        .then(|| codec::decode(&t.histogram).ok())
-        .flatten();
-    let quantile = |q: f64, stored: u64| -> f64 {
-        match &hist {
-            Some(h) => h.value_at_quantile(q) as f64,
-            None => stored as f64,
-        }
-    };
     let v = match aggregation {
-        Aggregation::Percentile(p) => {
-            let stored = match p {
-                p if p <= 50.0 => t.p50_us,
-                p if p <= 90.0 => t.p90_us,
-                p if p <= 95.0 => t.p95_us,
-                p if p <= 99.0 => t.p99_us,
-                p if p <= 99.9 => t.p999_us,
-                _ => t.max_us,
-            };
-            quantile(p / 100.0, stored)
-        }
-        Aggregation::Med => quantile(0.5, t.p50_us),
+        Aggregation::Percentile(p) => quantile(t, p)?,
+        Aggregation::Med => quantile(t, 50.0)?,
         Aggregation::Avg => t.mean_us,
         Aggregation::Min => t.min_us as f64,
         Aggregation::Max => t.max_us as f64,
         _ => return None,
     };
     Some(v * scale)
+}
+
+/// The exact `p`-th percentile, from the trend's histogram. A trend without one (a summary
+/// written without histograms) answers only the percentiles it stores: any other would be a
+/// neighbour's value, and a threshold judged on it could pass or fail on the wrong number.
+fn quantile(t: &TrendStats, p: f64) -> Option<f64> {
+    if !t.histogram.is_empty() {
+        return codec::decode(&t.histogram)
+            .ok()
+            .map(|h| h.value_at_quantile(p / 100.0) as f64);
+    }
+    let stored = [
+        (50.0, t.p50_us),
+        (90.0, t.p90_us),
+        (95.0, t.p95_us),
+        (99.0, t.p99_us),
+        (99.9, t.p999_us),
+        (100.0, t.max_us),
+    ];
+    stored
+        .iter()
+        .find(|(q, _)| (*q - p).abs() < 1e-9)
+        .map(|(_, v)| *v as f64)
 }
 
 /// Evaluates every threshold against a summary.
@@ -427,6 +433,21 @@ mod tests {
         // p(99.9) is computed from the histogram, not from a stored field.
         let p999 = observe(&threshold("query_duration", "p(99.9) < 100"), &s).unwrap();
         assert!(p999 > observed);
+    }
+
+    #[test]
+    fn without_a_histogram_only_stored_percentiles_answer() {
+        let mut s = summary();
+        if let Some(Metric::Trend(t)) = s.metrics.get_mut("query_duration") {
+            t.histogram.clear();
+        }
+        let p99 = observe(&threshold("query_duration", "p(99) < 10"), &s).unwrap();
+        assert!((9.8..=10.0).contains(&p99), "{p99}");
+        // p(97) is not p(99): no neighbour stands in for a percentile that was not kept.
+        assert_eq!(
+            observe(&threshold("query_duration", "p(97) < 10"), &s),
+            None
+        );
     }
 
     #[test]

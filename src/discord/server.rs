@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::pace::{unix_micros, RateSchedule};
+use super::pace::{event_schedule, unix_micros, RateSchedule};
 use super::payload::{self, EventMark, MemberEventKind};
 use super::session::{ConnectionLink, Session, ShardState};
 use super::{FakeConfig, FakeStats, Fault};
@@ -109,7 +109,7 @@ impl FakeDiscord {
         let start_unix = unix_micros();
         let drivers = (0..shards)
             .map(|shard| {
-                let schedule = RateSchedule::new(stages, 1.0 / f64::from(shards));
+                let schedule = event_schedule(stages, 1.0 / f64::from(shards));
                 tokio::spawn(drive_events(
                     Arc::clone(&self.shared),
                     shard,
@@ -523,7 +523,7 @@ async fn drive_events(
     let members = u64::from(world.members_per_guild.max(1));
     let mix = shared.config.member_mix;
     let slot = &shared.shards[shard as usize];
-    let total = schedule.total_events().floor() as u64;
+    let total = schedule.total().floor() as u64;
     let mut emitted = 0u64;
     loop {
         let due = (schedule.due(start.elapsed()).floor() as u64).min(total);

@@ -1,5 +1,5 @@
 //! The open model (k6's `constant-arrival-rate`/`ramping-arrival-rate`): a scheduler starts
-//! iterations at `start + i / rate` whatever the responses, handing each a ticket that carries
+//! iterations when they are due on the stages' [`RateSchedule`] whatever the responses, handing each a ticket that carries
 //! its intended start to a free VU. With no free VU and `max_vus` reached the iteration is
 //! dropped and counted (k6), or with `on_busy = "queue"` waits for one (pgbench `-R`); latency is measured from the intended start, which is the whole
 //! coordinated-omission correction.
@@ -19,6 +19,7 @@ use super::closed::finish;
 use super::vu::VirtualUser;
 use super::RunContext;
 use crate::metrics::recorder::{Recorder, SampleKind};
+use crate::scenario::rate::RateSchedule;
 use crate::scenario::{LoadShape, OnBusy, Plan};
 
 /// The scheduled start of one iteration.
@@ -32,16 +33,17 @@ struct Slot {
 
 pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: CancellationToken) {
     let LoadShape::Open {
+        start_rate,
+        ref stages,
         time_unit,
         pre_allocated_vus,
         max_vus,
         on_busy,
-        ..
     } = plan.load
     else {
         unreachable!("open executor with a closed load shape")
     };
-    let total = plan.load.duration();
+    let stages = stages.clone();
     let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
     let mut pool = VuPool {
         slots: Vec::new(),
@@ -63,20 +65,12 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
     // The schedule runs on a thread of its own: tokio's timer rounds sleeps up to the next
     // millisecond, which would start every iteration up to 1 ms late; a thread sleeping with
     // the OS timer starts them within tens of microseconds.
-    let load = plan.load.clone();
+    let timetable = RateSchedule::new(start_rate, &stages, time_unit);
     let graceful_stop = plan.graceful_stop;
     let sched_stop = stop.clone();
     let sched_vus = vus.clone();
     let scheduled = tokio::task::spawn_blocking(move || {
-        schedule(
-            &load,
-            total,
-            time_unit,
-            &mut pool,
-            &mut idle_rx,
-            &sched_stop,
-            &sched_vus,
-        );
+        schedule(&timetable, &mut pool, &mut idle_rx, &sched_stop, &sched_vus);
         // Queued iterations were due within the run: they get graceful_stop to start.
         let deadline = Instant::now() + graceful_stop;
         while !pool.backlog.is_empty() && !sched_stop.is_cancelled() && Instant::now() < deadline {
@@ -115,29 +109,17 @@ fn serve_idle(pool: &mut VuPool, idle_rx: &mut mpsc::UnboundedReceiver<usize>) {
     }
 }
 
-/// Issues tickets at `start + i / rate` until the stages end or `stop` is cancelled.
+/// Issues tickets at the timetable's due times until it ends or `stop` is cancelled.
 fn schedule(
-    load: &LoadShape,
-    total: Duration,
-    time_unit: Duration,
+    timetable: &RateSchedule,
     pool: &mut VuPool,
     idle_rx: &mut mpsc::UnboundedReceiver<usize>,
     stop: &CancellationToken,
     vus: &AtomicU64,
 ) {
     let start = pool.ctx.start;
-    let unit = time_unit.as_secs_f64();
-    let mut t = Duration::ZERO;
-    loop {
-        let rate_per_s = load.target_at(t) / unit;
-        if rate_per_s <= 0.0 {
-            t += Duration::from_millis(1);
-            if t >= total {
-                return;
-            }
-            continue;
-        }
-        let intended = start + t;
+    for due in timetable.arrivals() {
+        let intended = start + due;
         // Wait for the ticket's time, serving VUs that become free meanwhile: often while
         // tickets are queued, at least every 10 ms to notice a stop.
         loop {
@@ -157,10 +139,6 @@ fn schedule(
         }
         pool.dispatch(Ticket { intended });
         vus.store(pool.busy() as u64, Ordering::Relaxed);
-        t += Duration::from_secs_f64(1.0 / rate_per_s);
-        if t >= total {
-            return;
-        }
     }
 }
 

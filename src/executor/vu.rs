@@ -7,7 +7,7 @@ use rand::rngs::SmallRng;
 use tokio_postgres::Client;
 
 use super::{Connector, RunContext};
-use crate::metrics::recorder::{Recorder, SampleKind};
+use crate::metrics::recorder::{Recorder, SampleKind, SetupStep};
 use crate::workload::{ConnectionState, QueryFailure};
 
 /// A VU's own connection (per-VU topology).
@@ -49,16 +49,37 @@ impl VirtualUser {
     /// recorded and retried on the first iteration.
     pub async fn warm_up(&mut self, ctx: &RunContext) {
         if let Connector::PerVu { config, timeout } = &ctx.connector {
-            match Connector::connect(config, *timeout).await {
-                Ok(client) => {
-                    self.conn = Some(OwnConnection {
-                        client,
-                        state: ConnectionState::default(),
-                    })
-                }
-                Err(f) => self.record_failure(None, f),
+            if let Err(f) = self.connect(config, *timeout).await {
+                self.record_failure(None, f);
             }
         }
+    }
+
+    /// Opens the VU's own connection, recording how long that took.
+    async fn connect(
+        &mut self,
+        config: &tokio_postgres::Config,
+        timeout: Duration,
+    ) -> Result<(), QueryFailure> {
+        let began = Instant::now();
+        let client = Connector::connect(config, timeout).await?;
+        let now = Instant::now();
+        self.record_setup(now, SetupStep::Connect, now - began);
+        self.conn = Some(OwnConnection {
+            client,
+            state: ConnectionState::default(),
+        });
+        Ok(())
+    }
+
+    fn record_setup(&mut self, now: Instant, step: SetupStep, took: Duration) {
+        self.recorder.push(
+            now,
+            SampleKind::Setup {
+                step,
+                us: took.as_micros() as u64,
+            },
+        );
     }
 
     fn record_failure(&mut self, query: Option<u16>, f: QueryFailure) {
@@ -72,37 +93,30 @@ impl VirtualUser {
         );
     }
 
-    /// Runs one iteration. `intended` is the scheduled start in the open model; latency is
-    /// then measured from it, so time spent waiting for a VU or a connection counts.
+    /// Runs one iteration. `intended` is the scheduled start in the open model: latency is then
+    /// measured from it, so time spent waiting for a VU, a connection or a pooled client counts.
+    /// In the closed model latency is measured from the send; getting a client is reported as
+    /// `connect_duration` and `pool_wait` instead.
     pub async fn iterate(&mut self, ctx: &RunContext, intended: Option<Instant>) -> IterationEnd {
         let workload = &ctx.workload;
         let index = workload.pick(&mut self.rng);
         let draw = workload.draw(&mut self.rng);
         let query = index as u16;
-        let origin = intended.unwrap_or_else(Instant::now);
         // In the open model the query is outstanding from its scheduled start.
-        if intended.is_some() {
-            self.recorder.begin(query, origin);
+        if let Some(due) = intended {
+            self.recorder.begin(query, due);
         }
         let result = match &ctx.connector {
             Connector::PerVu { config, timeout } => {
                 if self.conn.is_none() {
-                    match Connector::connect(config, *timeout).await {
-                        Ok(client) => {
-                            self.conn = Some(OwnConnection {
-                                client,
-                                state: ConnectionState::default(),
-                            })
-                        }
-                        Err(f) => {
-                            self.record_failure(intended.map(|_| query), f);
-                            return IterationEnd::ConnectionFailed;
-                        }
+                    if let Err(f) = self.connect(config, *timeout).await {
+                        self.record_failure(intended.map(|_| query), f);
+                        return IterationEnd::ConnectionFailed;
                     }
                 }
                 let conn = self.conn.as_mut().expect("connected above");
                 let sent = Instant::now();
-                self.recorder.begin(query, origin);
+                self.recorder.begin(query, intended.unwrap_or(sent));
                 let r = workload
                     .execute(&conn.client, &mut conn.state, index, draw)
                     .await;
@@ -112,15 +126,18 @@ impl VirtualUser {
                 (sent, r)
             }
             Connector::Pooled { pools, .. } => {
-                let client = match Connector::checkout(pools, self.id).await {
+                let began = Instant::now();
+                let checkout = Connector::checkout(pools, self.id).await;
+                let sent = Instant::now();
+                self.record_setup(sent, SetupStep::PoolWait, sent - began);
+                let client = match checkout {
                     Ok(c) => c,
                     Err(f) => {
                         self.record_failure(intended.map(|_| query), f);
                         return IterationEnd::ConnectionFailed;
                     }
                 };
-                let sent = Instant::now();
-                self.recorder.begin(query, origin);
+                self.recorder.begin(query, intended.unwrap_or(sent));
                 let r = workload
                     .execute(&client, &mut self.pooled_state, index, draw)
                     .await;
@@ -133,6 +150,7 @@ impl VirtualUser {
         };
         let (sent, outcome) = result;
         let done = Instant::now();
+        let origin = intended.unwrap_or(sent);
         match outcome {
             Ok(o) => self.recorder.push(
                 done,

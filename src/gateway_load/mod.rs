@@ -30,7 +30,7 @@ use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::discord::pace::{unix_micros, RateSchedule};
+use crate::discord::pace::{event_schedule, unix_micros};
 use crate::discord::{FakeConfig, FakeDiscord, FakeStats, Fault, MemberMix, World};
 use crate::gateway::config::{CacheMode, IdentifyConcurrency};
 use crate::metrics::summary::{CounterStats, GaugeStats, Interval, Metric};
@@ -401,7 +401,7 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
     ));
 
     // Member events along the stages, with faults, sampled once a second.
-    let schedule = RateSchedule::new(&cfg.rate_stages, 1.0);
+    let schedule = event_schedule(&cfg.rate_stages, 1.0);
     let mut faults = workload.faults.clone();
     faults.sort_by_key(|f| f.at);
     let mut faults = faults.into_iter().peekable();

@@ -267,8 +267,11 @@ impl Aggregator {
         if due.is_empty() {
             return;
         }
+        // The same evaluation as the final verdict's, on the same kind of numbers: the trends
+        // these thresholds read carry their histograms, so p(97) is p(97), not a stored p99.
+        let wanted: Vec<&str> = due.iter().map(|t| t.metric.as_str()).collect();
         let snapshot = crate::metrics::summary::Summary {
-            metrics: self.metrics(elapsed.as_secs_f64(), false),
+            metrics: self.metrics(elapsed.as_secs_f64(), |name| wanted.contains(&name)),
             ..crate::metrics::summary::Summary::empty()
         };
         for t in due {
@@ -285,8 +288,13 @@ impl Aggregator {
         }
     }
 
-    /// Run totals as summary metrics; `with_histograms` adds the encoded histograms.
-    fn metrics(&self, duration_s: f64, with_histograms: bool) -> BTreeMap<String, Metric> {
+    /// Run totals as summary metrics; trends for which `with_histogram` says so carry their
+    /// encoded histogram.
+    fn metrics(
+        &self,
+        duration_s: f64,
+        with_histogram: impl Fn(&str) -> bool,
+    ) -> BTreeMap<String, Metric> {
         let mut out = BTreeMap::new();
         let per_s = |n: u64| {
             if duration_s > 0.0 {
@@ -298,7 +306,11 @@ impl Aggregator {
         for (name, h) in &self.totals.trends.map {
             out.insert(
                 name.clone(),
-                Metric::Trend(TrendStats::from_histogram(h, duration_s, with_histograms)),
+                Metric::Trend(TrendStats::from_histogram(
+                    h,
+                    duration_s,
+                    with_histogram(name),
+                )),
             );
         }
         // Every query has a trend, even one that never succeeded: its threshold then fails
@@ -364,7 +376,7 @@ impl Aggregator {
         }
         let duration_s = now_us as f64 / 1e6;
         Aggregated {
-            metrics: self.metrics(duration_s, true),
+            metrics: self.metrics(duration_s, |_| true),
             time_series: self.series,
             aborted_by: self.aborted_by,
             late_samples: self.late,
@@ -497,6 +509,12 @@ fn record(
                 bump(&mut a.counters, "incomplete_iterations", 1);
             }
         }
+        SampleKind::Setup { step, us } => {
+            totals.trends.record(step.metric(), *us);
+            if let Some(a) = acc {
+                a.trends.record(step.metric(), *us);
+            }
+        }
         SampleKind::Gauge { name, value } => {
             record_gauge(totals, name, *value);
             if let Some(a) = acc {
@@ -517,7 +535,7 @@ fn count_only(point: &mut Interval, s: &Sample) {
         SampleKind::Iteration => "iterations",
         SampleKind::Dropped => "dropped_iterations",
         SampleKind::Incomplete { .. } => "incomplete_iterations",
-        SampleKind::Gauge { .. } => return,
+        SampleKind::Gauge { .. } | SampleKind::Setup { .. } => return,
     };
     *point.counters.entry(name.to_owned()).or_default() += 1;
 }
@@ -548,4 +566,163 @@ fn close_interval(acc: IntervalAcc, t_s: f64, len_s: f64, previous: &[Interval])
 /// Whether the live progress line should be shown (stderr is a terminal and not `--quiet`).
 pub fn progress_wanted(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::{Aggregation, Op};
+    use crate::metrics::summary::Summary;
+
+    fn aggregator(abort_thresholds: Vec<Threshold>) -> Aggregator {
+        Aggregator::new(AggregatorConfig {
+            start: Instant::now(),
+            interval: Duration::from_secs(1),
+            planned: Duration::from_secs(10),
+            query_names: vec!["q".into()],
+            open_model: false,
+            vus: Arc::new(AtomicU64::new(0)),
+            progress: false,
+            abort_thresholds,
+            abort: CancellationToken::new(),
+        })
+    }
+
+    fn query(at_us: u64, response_us: u64) -> Sample {
+        Sample {
+            at_us,
+            kind: SampleKind::Query {
+                query: 0,
+                response_us,
+                service_us: response_us,
+                lag_us: None,
+                tenant_violations: 0,
+            },
+        }
+    }
+
+    fn p97_below_5ms() -> Threshold {
+        Threshold {
+            metric: "query_duration".into(),
+            expression: "p(97) < 5".into(),
+            aggregation: Aggregation::Percentile(97.0),
+            op: Op::Lt,
+            value: 5.0,
+            abort_on_fail: true,
+            delay_abort_eval: Duration::ZERO,
+        }
+    }
+
+    /// 97 % of queries at 1 ms, 3 % at 100 ms: p(97) is 1 ms, p(99) 100 ms.
+    fn skewed() -> Vec<Sample> {
+        (0..1000)
+            .map(|i| query(100_000 + i, if i < 970 { 1_000 } else { 100_000 }))
+            .collect()
+    }
+
+    #[test]
+    fn the_live_abort_check_judges_the_percentile_the_threshold_names() {
+        let mut agg = aggregator(vec![p97_below_5ms()]);
+        agg.ingest(skewed());
+        agg.check_abort(2_000_000);
+        assert_eq!(
+            agg.aborted_by, None,
+            "p(97) is 1 ms; a stored p99 must not stand in"
+        );
+        assert!(!agg.cfg.abort.is_cancelled());
+        // The final verdict reads the same number.
+        let done = agg.finish();
+        let summary = Summary {
+            metrics: done.metrics,
+            ..Summary::empty()
+        };
+        let result = &gate::evaluate(&[p97_below_5ms()], &summary)[0];
+        assert!(result.ok, "{result:?}");
+        assert!((result.observed.unwrap() - 1.0).abs() < 0.01, "{result:?}");
+    }
+
+    #[test]
+    fn the_live_abort_check_aborts_on_what_the_final_verdict_fails() {
+        let mut threshold = p97_below_5ms();
+        threshold.expression = "p(99) < 5".into();
+        threshold.aggregation = Aggregation::Percentile(99.0);
+        let mut agg = aggregator(vec![threshold]);
+        agg.ingest(skewed());
+        agg.check_abort(2_000_000);
+        let reason = agg.aborted_by.clone().expect("p(99) is 100 ms: abort");
+        assert!(reason.contains("p(99) < 5"), "{reason}");
+        assert!(agg.cfg.abort.is_cancelled());
+    }
+
+    #[test]
+    fn a_late_sample_counts_in_totals_and_its_interval_but_not_its_percentiles() {
+        let mut agg = aggregator(Vec::new());
+        agg.ingest(vec![query(500_000, 1_000)]);
+        agg.finalize_until(2_000_000);
+        assert_eq!(agg.series.len(), 2);
+        // A VU that stalled hands in a sample of the first second after it closed.
+        agg.ingest(vec![query(700_000, 900_000)]);
+        assert_eq!(agg.late, 1);
+        let done = agg.finish();
+        assert_eq!(done.late_samples, 1);
+        let first = &done.time_series[0];
+        assert_eq!(first.counters["queries"], 2);
+        assert_eq!(first.trends["query_duration"].count, 1);
+        assert_eq!(first.trends["query_duration"].max_us, 1_000);
+        let Some(Metric::Trend(total)) = done.metrics.get("query_duration") else {
+            panic!("no query_duration trend");
+        };
+        assert_eq!(total.count, 2);
+        assert!(total.max_us >= 899_000);
+    }
+
+    #[test]
+    fn intervals_close_in_order_and_quiet_ones_are_kept_empty() {
+        let mut agg = aggregator(Vec::new());
+        agg.ingest(vec![query(3_500_000, 2_000), query(500_000, 1_000)]);
+        // Within its grace period an interval stays open: nothing closes before its end.
+        agg.finalize_until(999_999);
+        assert!(agg.series.is_empty());
+        agg.finalize_until(4_000_000);
+        let ends: Vec<f64> = agg.series.iter().map(|i| i.t_s).collect();
+        assert_eq!(ends, [1.0, 2.0, 3.0, 4.0]);
+        let counts: Vec<u64> = agg
+            .series
+            .iter()
+            .map(|i| i.counters.get("queries").copied().unwrap_or(0))
+            .collect();
+        assert_eq!(counts, [1, 0, 0, 1]);
+        assert_eq!(agg.late, 0);
+    }
+
+    #[test]
+    fn setup_times_are_trends_of_their_own() {
+        use crate::metrics::recorder::SetupStep;
+        let mut agg = aggregator(Vec::new());
+        agg.ingest(vec![
+            Sample {
+                at_us: 10,
+                kind: SampleKind::Setup {
+                    step: SetupStep::Connect,
+                    us: 3_000,
+                },
+            },
+            Sample {
+                at_us: 20,
+                kind: SampleKind::Setup {
+                    step: SetupStep::PoolWait,
+                    us: 40,
+                },
+            },
+            query(30, 500),
+        ]);
+        let done = agg.finish();
+        let trend = |name: &str| match done.metrics.get(name) {
+            Some(Metric::Trend(t)) => t.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(trend("connect_duration").count, 1);
+        assert_eq!(trend("pool_wait").max_us, 40);
+        assert_eq!(trend("query_duration").count, 1, "setup is not a query");
+    }
 }

@@ -20,7 +20,9 @@ pub enum SampleKind {
     /// A query that returned.
     Query {
         query: u16,
-        /// From the intended start (open model) or the send (closed model) to the answer.
+        /// From the intended start (open model) or the send (closed model) to the answer;
+        /// connecting and pool checkout count in the open model only (they delay a scheduled
+        /// iteration), and are reported on their own as [`SampleKind::Setup`].
         response_us: u64,
         /// From the actual send to the answer.
         service_us: u64,
@@ -41,8 +43,30 @@ pub enum SampleKind {
     /// An iteration still waiting when the run ended (for its answer, or queued for a VU with
     /// no query chosen yet: `query == None`); `waited_us` is a lower bound of its latency.
     Incomplete { query: Option<u16>, waited_us: u64 },
+    /// Time a VU spent getting a client before it could send: opening its own connection
+    /// (`connect_duration`) or waiting for a pooled one (`pool_wait`).
+    Setup { step: SetupStep, us: u64 },
     /// A sampled value from outside the VUs (PgBouncer pool statistics, ...).
     Gauge { name: &'static str, value: f64 },
+}
+
+/// What a [`SampleKind::Setup`] measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupStep {
+    /// A new connection, from the connect call to a usable session (`connect_duration`).
+    Connect,
+    /// A checkout from an application-side pool (`pool_wait`).
+    PoolWait,
+}
+
+impl SetupStep {
+    /// The trend this step is reported under.
+    pub fn metric(self) -> &'static str {
+        match self {
+            SetupStep::Connect => "connect_duration",
+            SetupStep::PoolWait => "pool_wait",
+        }
+    }
 }
 
 /// Buffers samples and sends them in batches; flushes what is left when dropped, so a VU that

@@ -4,6 +4,7 @@
 pub mod duration;
 mod file;
 pub mod plan;
+pub mod rate;
 
 use std::path::{Path, PathBuf};
 

@@ -142,10 +142,15 @@ impl Workload {
         use std::fmt::Write;
         let text = &mut state.text;
         text.clear();
+        // One Query message with several statements is one implicit transaction: the tenant
+        // set by set_tenant_context(.., local) holds for the query and ends with it. No explicit
+        // BEGIN/COMMIT: after a failing statement an explicit block would stay open and aborted
+        // (every later query `25P02`), and through transaction pooling it would pin a server
+        // connection; an implicit one rolls back and the session is idle again at once.
         if q.tenant_scoped {
             let _ = write!(
                 text,
-                "BEGIN;SELECT set_tenant_context('{}'::uuid, false);",
+                "SELECT set_tenant_context('{}'::uuid, false);",
                 values.community
             );
         }
@@ -154,9 +159,6 @@ impl Workload {
             values.write_literal(q.params[*idx], text);
         }
         text.push_str(&q.simple_tail);
-        if q.tenant_scoped {
-            text.push_str(";COMMIT");
-        }
         let stream = client.simple_query_raw(text).await?;
         pin_mut!(stream);
         let mut outcome = Outcome::default();
