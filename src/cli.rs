@@ -12,7 +12,7 @@ use crate::run::{PoolMode, RunOptions};
     name = "thumper",
     version,
     about = "Load-testing and benchmarking harness for the Arrakis stack (PostgreSQL + PgBouncer + Twilight gateway)",
-    after_help = "Exit codes: 0 all thresholds passed; 99 a threshold failed (or compare found a regression); 2 bad input; 1 the run could not be carried out; 130 interrupted by Ctrl-C."
+    after_help = "Exit codes: 0 all thresholds passed; 99 a threshold failed (or compare found a regression); 2 bad input; 1 the run could not be carried out; 130 interrupted by Ctrl-C; 143 terminated by SIGTERM."
 )]
 pub struct Cli {
     #[command(subcommand)]

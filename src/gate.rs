@@ -55,6 +55,9 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
     ("gateway_rss_mb_per_1k_guilds", MetricKind::Gauge),
 ];
 
+/// The metrics recorded per query as well, as sub-metrics `name{query:NAME}`.
+pub const TAGGED_BY_QUERY: &[&str] = &["query_duration", "service_time", "query_errors"];
+
 /// The kind of a known metric name (without tags).
 pub fn metric_kind(name: &str) -> Option<MetricKind> {
     KNOWN_METRICS

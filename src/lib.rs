@@ -21,5 +21,6 @@ pub mod pgbouncer;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod signals;
 pub mod stack;
 pub mod workload;

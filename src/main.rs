@@ -16,7 +16,6 @@ mod exit {
     pub const FAILED: u8 = 1;
     pub const BAD_INPUT: u8 = 2;
     pub const THRESHOLD: u8 = 99;
-    pub const INTERRUPTED: u8 = 130;
 }
 
 fn main() -> ExitCode {
@@ -197,20 +196,9 @@ async fn scenario(opts: run::RunOptions) -> u8 {
     finish_run(run::run(&opts, interrupt_on_ctrl_c()).await)
 }
 
-/// A token cancelled by the first Ctrl-C; a second one quits at once.
+/// A token cancelled by the first Ctrl-C or SIGTERM; a second one stops the servers and quits.
 fn interrupt_on_ctrl_c() -> CancellationToken {
-    let interrupt = CancellationToken::new();
-    let on_signal = interrupt.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nthumper: interrupted; stopping virtual users and writing reports (Ctrl-C again to quit at once)");
-            on_signal.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(i32::from(exit::INTERRUPTED));
-            }
-        }
-    });
-    interrupt
+    thumper::signals::watch()
 }
 
 /// Prints a run's end summary and maps its outcome to an exit code.
@@ -221,7 +209,7 @@ fn finish_run(result: Result<run::RunResult, RunError>) -> u8 {
             match result.summary.verdict {
                 Verdict::Pass => exit::PASS,
                 Verdict::Fail => exit::THRESHOLD,
-                Verdict::Interrupted => exit::INTERRUPTED,
+                Verdict::Interrupted => thumper::signals::exit_code(),
             }
         }
         Err(RunError::BadInput(m)) => {

@@ -72,8 +72,10 @@ pub struct RunResult {
     pub report_dir: PathBuf,
 }
 
-/// Reads a scenario and applies `--quick`/`--time-scale`.
+/// Reads a scenario and applies `--quick`/`--time-scale`, after checking that every output path
+/// can be written: bad input is found before any stack starts, not after the load.
 pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
+    check_outputs(opts)?;
     let mut plan = scenario::load(&opts.scenario)?;
     if let Some(f) = opts.time_scale {
         if !(f > 0.0 && f.is_finite()) {
@@ -101,6 +103,44 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
         }
     }
     Ok(plan)
+}
+
+/// Creates the report folder and opens `--summary-md` for appending, so a path that cannot be
+/// written is bad input now (exit 2) rather than a failure once the run is over.
+pub fn check_outputs(opts: &RunOptions) -> Result<(), RunError> {
+    let dir = &opts.report_dir;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        RunError::BadInput(format!(
+            "--report-dir {}: cannot create the folder ({e}); pass a folder thumper may write to",
+            dir.display()
+        ))
+    })?;
+    let probe = dir.join(format!(".thumper-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            RunError::BadInput(format!(
+                "--report-dir {}: cannot write into the folder ({e}); pass a folder thumper may write to",
+                dir.display()
+            ))
+        })?;
+    if let Some(path) = opts
+        .summary_md
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                RunError::BadInput(format!(
+                    "--summary-md {}: cannot open the file for appending ({e})",
+                    path.display()
+                ))
+            })?;
+    }
+    Ok(())
 }
 
 /// Where the load goes, and the stack to stop afterwards if this run started one.
@@ -237,7 +277,7 @@ pub(crate) async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, Run
     Ok(notes)
 }
 
-/// Runs a scenario end to end. `interrupt` is cancelled on Ctrl-C.
+/// Runs a scenario end to end. `interrupt` is cancelled on Ctrl-C or SIGTERM.
 pub async fn run(opts: &RunOptions, interrupt: CancellationToken) -> Result<RunResult, RunError> {
     let plan = load_plan(opts)?;
     let target = resolve_target(&plan, opts).await?;
@@ -369,7 +409,7 @@ pub(crate) async fn measure(
     let stop_reason = if let Some(reason) = &aggregated.aborted_by {
         Some(reason.clone())
     } else if interrupted {
-        Some("interrupted by the user (Ctrl-C)".to_owned())
+        Some(crate::signals::stop_reason())
     } else {
         None
     };
@@ -488,7 +528,7 @@ pub async fn run_gateway(
         planned_duration_s: plan.load.duration().as_secs_f64(),
         stop_reason: outcome
             .stop_reason
-            .or_else(|| interrupted.then(|| "interrupted by the user (Ctrl-C)".to_owned())),
+            .or_else(|| interrupted.then(crate::signals::stop_reason)),
         metrics: outcome.metrics,
         time_series: outcome.time_series,
         notes: outcome.notes,

@@ -5,12 +5,16 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
+
+use crate::stack::process::OwnedPid;
 
 /// A running `nats-server`; killed when dropped.
 pub struct NatsServer {
     child: Child,
     url: String,
+    _owned: OwnedPid,
 }
 
 /// Finds `nats-server` on PATH or where Debian installs it.
@@ -43,12 +47,17 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group: a Ctrl-C at the terminal reaches thumper only, which
+            // decides when the run (and the server) ends.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
+        let owned = OwnedPid::register(child.id().unwrap_or_default(), Signal::SIGKILL);
         let mut server = NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
+            _owned: owned,
         };
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -11,6 +11,8 @@ use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::stack::process::OwnedPid;
+
 /// Lines of the gateway's output kept for error messages.
 const LOG_TAIL: usize = 30;
 
@@ -36,6 +38,7 @@ pub struct GatewayProcess {
     pid: u32,
     tail: Arc<Mutex<VecDeque<String>>>,
     sampler: ProcSampler,
+    _owned: OwnedPid,
 }
 
 /// Reads one process's memory and CPU from /proc.
@@ -65,6 +68,9 @@ impl GatewayProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C at the terminal reaches thumper only, which
+            // decides when the run (and the gateway) ends.
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
@@ -82,6 +88,7 @@ impl GatewayProcess {
             pid,
             tail,
             sampler: ProcSampler::new(pid),
+            _owned: OwnedPid::register(pid, nix::sys::signal::Signal::SIGKILL),
         })
     }
 

@@ -104,7 +104,7 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn new(cfg: AggregatorConfig) -> Aggregator {
-        let keys = cfg
+        let keys: Vec<QueryKeys> = cfg
             .query_names
             .iter()
             .map(|q| QueryKeys {
@@ -126,6 +126,11 @@ impl Aggregator {
         }
         if cfg.open_model {
             counters.insert("dropped_iterations".into(), CounterStats::default());
+        }
+        // A query without errors has an error count of 0, not no count at all: a threshold
+        // `query_errors{query:NAME} = ["count == 0"]` must pass on it.
+        for k in &keys {
+            counters.insert(k.errors.clone(), CounterStats::default());
         }
         Aggregator {
             cfg,
@@ -693,6 +698,30 @@ mod tests {
             .collect();
         assert_eq!(counts, [1, 0, 0, 1]);
         assert_eq!(agg.late, 0);
+    }
+
+    #[test]
+    fn a_query_without_errors_counts_zero_errors() {
+        let mut agg = aggregator(Vec::new());
+        agg.ingest(vec![query(10, 500)]);
+        let summary = Summary {
+            metrics: agg.finish().metrics,
+            ..Summary::empty()
+        };
+        let (aggregation, op, value) =
+            gate::parse_expression("count == 0", gate::MetricKind::Counter).unwrap();
+        let threshold = Threshold {
+            metric: "query_errors{query:q}".into(),
+            expression: "count == 0".into(),
+            aggregation,
+            op,
+            value,
+            abort_on_fail: false,
+            delay_abort_eval: Duration::ZERO,
+        };
+        let result = &gate::evaluate(&[threshold], &summary)[0];
+        assert!(result.ok, "{result:?}");
+        assert_eq!(result.observed, Some(0.0));
     }
 
     #[test]

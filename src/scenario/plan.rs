@@ -426,10 +426,25 @@ pub(crate) fn validate(raw: ScenarioFile, src: &str, path: &Path) -> Result<Plan
                 ),
             )
         })?;
-        if let Some(tag) = canonical
-            .strip_prefix(&format!("{name}{{query:"))
-            .and_then(|r| r.strip_suffix('}'))
-        {
+        if canonical != name {
+            // Only per-query sub-metrics exist: a filter on any other tag would match nothing
+            // and fail at the end of the run for lack of samples.
+            let tag = canonical
+                .strip_prefix(&format!("{name}{{query:"))
+                .and_then(|r| r.strip_suffix('}'))
+                .filter(|t| !t.contains(','));
+            let Some(tag) = tag.filter(|_| gate::TAGGED_BY_QUERY.contains(&name.as_str())) else {
+                return Err(invalid(
+                    path,
+                    line,
+                    key,
+                    format!(
+                        "\"{canonical}\" filters on a tag thumper does not record; the one tag is `query`, on {} (e.g. {}{{query:tenant}})",
+                        gate::TAGGED_BY_QUERY.join(", "),
+                        gate::TAGGED_BY_QUERY[0],
+                    ),
+                ));
+            };
             if !queries.iter().any(|q| q.name == tag) {
                 return Err(invalid(
                     path,
@@ -563,6 +578,13 @@ query_duration = ["p(99) < 10"]
             e.contains("query_duration{query:lookup}") && e.contains("unknown aggregation"),
             "{e}"
         );
+        let e = err(&STEADY.replace("{query:lookup}", "{shard:0}"));
+        assert!(
+            e.contains("query_duration{shard:0}") && e.contains("the one tag is `query`"),
+            "{e}"
+        );
+        let e = err(&STEADY.replace("query_duration{query:lookup}", "vus{query:lookup}"));
+        assert!(e.contains("the one tag is `query`"), "{e}");
         let e = err(&STEADY.replace("query_duration = [", "query_durations = ["));
         assert!(e.contains("unknown metric \"query_durations\""), "{e}");
         let e = err(&STEADY.replace(

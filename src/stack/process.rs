@@ -116,12 +116,68 @@ pub fn raise_open_file_limit(needed: u64) -> Result<u64, StackError> {
     Ok(hard)
 }
 
+/// Child processes this process started and must not leave behind, with the signal that stops
+/// each at once. Read only by [`stop_owned_now`], the last resort of a second Ctrl-C, when there
+/// is no time for an orderly teardown.
+static OWNED: std::sync::Mutex<Vec<(u32, Signal)>> = std::sync::Mutex::new(Vec::new());
+
+/// A child registered for [`stop_owned_now`] while this guard lives.
+#[derive(Debug)]
+pub struct OwnedPid(u32);
+
+impl OwnedPid {
+    /// Registers `pid`, to be sent `signal` if thumper has to quit at once.
+    pub fn register(pid: u32, signal: Signal) -> OwnedPid {
+        OWNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((pid, signal));
+        OwnedPid(pid)
+    }
+}
+
+impl Drop for OwnedPid {
+    fn drop(&mut self) {
+        OWNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(pid, _)| *pid != self.0);
+    }
+}
+
+/// Stops every registered child at once (PostgreSQL's immediate shutdown, PgBouncer's, kill
+/// for the rest) and waits up to `grace` for them to go: thumper is about to exit without
+/// its orderly teardown, and must not leave servers running in their own process groups.
+pub fn stop_owned_now(grace: Duration) {
+    let owned: Vec<(u32, Signal)> = OWNED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (pid, signal) in &owned {
+        let _ = kill(Pid::from_raw(*pid as i32), *signal);
+    }
+    let deadline = Instant::now() + grace;
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+                    .is_none_or(|state| matches!(state, 'Z' | 'X'))
+            })
+            .unwrap_or(true)
+    };
+    while Instant::now() < deadline && !owned.iter().all(|(pid, _)| gone(*pid)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (pid, _) in owned.iter().filter(|(pid, _)| !gone(*pid)) {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+}
+
 /// A server process we started and are responsible for.
 #[derive(Debug)]
 pub struct Server {
     /// What it is ("postgres", "pgbouncer"), for messages.
     pub name: &'static str,
     child: Child,
+    owned: Option<OwnedPid>,
 }
 
 impl Server {
@@ -131,7 +187,14 @@ impl Server {
             binary: cmd.get_program().to_string_lossy().into_owned(),
             source,
         })?;
-        Ok(Server { name, child })
+        // PostgreSQL's immediate shutdown is SIGQUIT; PgBouncer's is SIGTERM.
+        let now = if name == "postgres" {
+            Signal::SIGQUIT
+        } else {
+            Signal::SIGTERM
+        };
+        let owned = Some(OwnedPid::register(child.id(), now));
+        Ok(Server { name, child, owned })
     }
 
     /// Its process id.
@@ -177,7 +240,8 @@ impl Server {
     }
 
     /// Leaves it running after we exit (for `thumper stack up`).
-    pub fn detach(self) -> u32 {
+    pub fn detach(mut self) -> u32 {
+        self.owned = None;
         self.pid()
     }
 }

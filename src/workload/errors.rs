@@ -32,7 +32,10 @@ pub fn classify(e: &tokio_postgres::Error) -> QueryFailure {
             } else {
                 ErrorKind::Query
             },
-            class: format!("{code} {}", sqlstate_name(code)),
+            class: match sqlstate_name(code) {
+                "" => code.to_owned(),
+                name => format!("{code} {name}"),
+            },
             broken: connection,
         };
     }
@@ -81,6 +84,9 @@ fn sqlstate_name(code: &str) -> &'static str {
         "57P02" => "crash_shutdown",
         "57P03" => "cannot_connect_now",
         "22P02" => "invalid_text_representation",
+        "22012" => "division_by_zero",
+        "23505" => "unique_violation",
+        "55P03" => "lock_not_available",
         "25P02" => "in_failed_sql_transaction",
         _ => "",
     }
