@@ -191,7 +191,7 @@ async fn search(
     max: u32,
     interrupt: &CancellationToken,
 ) -> Result<(Vec<Step>, Summary), RunError> {
-    run::prepare_target(plan, opts, target).await?;
+    run::prepare_target(plan, opts, target, interrupt).await?;
     let notes = run::preflight(&target.url, plan).await?;
     let mut steps: Vec<Step> = Vec::new();
     let mut last_summary = None;

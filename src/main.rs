@@ -220,6 +220,10 @@ fn finish_run(result: Result<run::RunResult, RunError>) -> u8 {
             eprintln!("thumper: {m}");
             exit::FAILED
         }
+        Err(RunError::Interrupted(m)) => {
+            eprintln!("thumper: {m}");
+            thumper::signals::exit_code()
+        }
     }
 }
 

@@ -58,6 +58,9 @@ pub enum RunError {
     /// The run could not be carried out (exit code 1).
     #[error("{0}")]
     Failed(String),
+    /// Ctrl-C or SIGTERM came before there was anything to report (exit code 130 or 143).
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl From<scenario::ScenarioError> for RunError {
@@ -296,7 +299,7 @@ async fn run_on_target(
     target: &Target,
     interrupt: CancellationToken,
 ) -> Result<RunResult, RunError> {
-    prepare_target(plan, opts, target).await?;
+    prepare_target(plan, opts, target, &interrupt).await?;
     let notes = preflight(&target.url, plan).await?;
     let (summary, started_at) = measure(plan, opts, target, notes, interrupt).await?;
     let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
@@ -307,12 +310,23 @@ async fn run_on_target(
     })
 }
 
-/// Applies the migrations (to a `--target` given with `--admin-url`) and seeds the dataset.
+/// Applies the migrations (to a `--target` given with `--admin-url`) and seeds the dataset. An
+/// interrupt stops it there: a large seed can take minutes, and nothing has been measured yet.
 pub(crate) async fn prepare_target(
     plan: &Plan,
     opts: &RunOptions,
     target: &Target,
+    interrupt: &CancellationToken,
 ) -> Result<(), RunError> {
+    tokio::select! {
+        prepared = migrate_and_seed(plan, opts, target) => prepared,
+        _ = interrupt.cancelled() => Err(RunError::Interrupted(
+            "interrupted while preparing the target, before any load: nothing was measured".into(),
+        )),
+    }
+}
+
+async fn migrate_and_seed(plan: &Plan, opts: &RunOptions, target: &Target) -> Result<(), RunError> {
     if let Some(admin) = &target.admin_url {
         if opts.target.is_some() {
             crate::migrate::apply(admin, &default_migrations_dir())

@@ -60,21 +60,25 @@ fn stat(pid: u32) -> Option<(String, char, u32)> {
     Some((stat[open + 1..close].to_owned(), state, ppid))
 }
 
-/// Waits until the run has started its own PostgreSQL and PgBouncer and applied load for a
-/// while; returns their pids.
-fn wait_for_load(child: &mut Child) -> HashSet<u32> {
+/// Waits until the run has started its own PostgreSQL and PgBouncer; returns their pids.
+fn wait_for_servers(child: &mut Child) -> HashSet<u32> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ours = servers_of(child.id());
         if ours.len() >= 2 {
-            // Migrations, seeding and a few seconds of load.
-            std::thread::sleep(Duration::from_secs(6));
             return ours;
         }
         assert!(Instant::now() < deadline, "no embedded stack came up");
         assert!(child.try_wait().unwrap().is_none(), "thumper ended early");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// [`wait_for_servers`], then migrations, seeding and a few seconds of load.
+fn wait_for_load(child: &mut Child) -> HashSet<u32> {
+    let servers = wait_for_servers(child);
+    std::thread::sleep(Duration::from_secs(6));
+    servers
 }
 
 fn signal(child: &Child, signal: Signal) {
@@ -138,12 +142,19 @@ async fn sigterm_stops_like_ctrl_c_writes_reports_and_exits_143() {
 async fn a_second_ctrl_c_still_stops_the_embedded_servers() {
     let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
-    let file = scenario_file(tmp.path(), "long", LONG);
+    // A dataset that takes seconds to seed, so both signals land while thumper is busy.
+    let big = LONG.replace("communities = 20", "communities = 3000");
+    let file = scenario_file(tmp.path(), "long", &big);
     let reports = tmp.path().join("r");
     let mut child = spawn(embedded_run(&file, &reports));
-    let servers = wait_for_load(&mut child);
+    let servers = wait_for_servers(&mut child);
+    std::thread::sleep(Duration::from_millis(500));
     signal(&child, Signal::SIGINT);
-    signal(&child, Signal::SIGINT);
+    // Two signals at once may reach the process as one; a user's second press comes later.
+    std::thread::sleep(Duration::from_millis(300));
+    if child.try_wait().unwrap().is_none() {
+        signal(&child, Signal::SIGINT);
+    }
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));
     // The servers run in their own process groups, out of the terminal's Ctrl-C: thumper
@@ -151,7 +162,8 @@ async fn a_second_ctrl_c_still_stops_the_embedded_servers() {
     assert_eq!(
         left_running(&servers),
         Vec::<u32>::new(),
-        "PostgreSQL or PgBouncer outlived thumper"
+        "PostgreSQL or PgBouncer outlived thumper\n{}",
+        text(&o)
     );
 }
 
