@@ -535,6 +535,38 @@ query_duration = ["p(99) < 10"]
     }
 
     #[test]
+    fn the_closed_model_target_follows_each_stage_and_ends_at_zero() {
+        let load = LoadShape::Closed {
+            start_vus: 10,
+            stages: vec![
+                Stage {
+                    duration: Duration::from_secs(10),
+                    target: 30,
+                },
+                Stage {
+                    duration: Duration::ZERO,
+                    target: 5,
+                },
+                Stage {
+                    duration: Duration::from_secs(4),
+                    target: 5,
+                },
+            ],
+            graceful_ramp_down: Duration::ZERO,
+        };
+        let at = |ms: u64| load.target_at(Duration::from_millis(ms));
+        assert_eq!(at(0), 10.0, "starts at start_vus");
+        assert_eq!(at(5_000), 20.0, "half way up the ramp");
+        assert!((at(9_999) - 30.0).abs() < 0.01);
+        // A zero-length stage jumps to its target.
+        assert_eq!(at(10_000), 5.0);
+        assert_eq!(at(14_000), 5.0, "the last instant holds the last target");
+        assert_eq!(at(14_001), 0.0, "nothing after the stages");
+        assert_eq!(load.peak(), 30);
+        assert_eq!(load.duration(), Duration::from_secs(14));
+    }
+
+    #[test]
     fn parses_a_ramping_scenario() {
         let plan = parse(STEADY, Path::new("s.toml")).unwrap();
         assert_eq!(plan.load.duration(), Duration::from_secs(270));
