@@ -878,26 +878,65 @@ fn compare_calls_small_changes_noise() {
 }
 
 #[test]
-fn compare_refuses_too_few_samples() {
+fn compare_judges_a_short_run_with_the_samples_it_has() {
+    // Five seconds, three times slower: under a thousand samples, which once meant "not judged".
     let baseline = steady();
     let short = build(&Run {
         intervals: 5,
         slowdown: 3.0,
         ..Run::steady()
     });
-    assert!(short.trend("query_duration").unwrap().count < compare::MIN_SAMPLES);
-    for (b, c) in [(&baseline, &short), (&short, &baseline)] {
-        let c = compare::compare(b, c, 10.0);
-        assert!(c.refused.is_some() && !c.regressed && c.rows.is_empty());
-        assert_eq!(c.exit_code(), compare::EXIT_REFUSED);
-    }
-    let md = compare::comparison_markdown(&compare::compare(&baseline, &short, 10.0));
-    golden("compare-refused.md", &md);
+    let c = compare::compare(&baseline, &short, 10.0);
+    assert_eq!(
+        c.exit_code(),
+        compare::EXIT_REGRESSION,
+        "{}",
+        compare::comparison_markdown(&c)
+    );
+    assert_eq!(
+        verdicts(&c, "query_duration")[..3],
+        [
+            (Stat::P50, Change::Regressed),
+            (Stat::P95, Change::Regressed),
+            (Stat::P99, Change::Regressed),
+        ]
+    );
+    // The other way round every percentile improved, judged as well (and throughput, higher in
+    // the short run that spends less of its time ramping, regressed).
+    let c = compare::compare(&short, &baseline, 10.0);
+    assert!(c.refused.is_none(), "{}", compare::comparison_markdown(&c));
+    assert!(verdicts(&c, "query_duration")[..3]
+        .iter()
+        .all(|(_, v)| *v == Change::Improved));
+}
 
+#[test]
+fn compare_refuses_what_the_intervals_cannot_tell() {
+    // One second at a few per cent of the load: five samples a run, the same throughput.
+    let tiny = |seed| {
+        build(&Run {
+            intervals: 1,
+            load: 0.025,
+            seed,
+            ..Run::steady()
+        })
+    };
+    let (a, b) = (tiny(1), tiny(2));
+    assert_eq!(a.trend("query_duration").unwrap().count, 5);
+    let c = compare::compare(&a, &b, 10.0);
+    assert_eq!(c.exit_code(), compare::EXIT_REFUSED);
+    assert!(!c.regressed && !c.rows.is_empty());
+    assert!(verdicts(&c, "query_duration")[..3]
+        .iter()
+        .all(|(_, v)| *v == Change::Insufficient));
+    golden("compare-refused.md", &compare::comparison_markdown(&c));
+
+    let baseline = steady();
     let mut other = steady();
     other.scenario.name = "spike".to_owned();
     let c = compare::compare(&baseline, &other, 10.0);
-    assert!(c.refused.unwrap().contains("spike"));
+    assert_eq!(c.exit_code(), compare::EXIT_REFUSED);
+    assert!(c.refused.unwrap().contains("spike") && c.rows.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
