@@ -940,17 +940,37 @@ fn compare_refuses_what_the_intervals_cannot_tell() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// For eyes: `THUMPER_REPORT_DIR=/tmp/r cargo test --test reports write_fixture_reports` writes
-// the fixture reports (steady, gateway) there to open in a browser.
+// Both fixture runs, written whole. For eyes as well:
+// `THUMPER_REPORT_DIR=/tmp/r cargo test --test reports write_fixture_reports` leaves them there
+// to open in a browser (otherwise they go to a temporary folder).
 
 #[test]
 fn write_fixture_reports() {
-    let Some(dir) = std::env::var_os("THUMPER_REPORT_DIR") else {
-        return;
-    };
-    let dir = PathBuf::from(dir);
-    report::write_all(&steady(), &dir.join("steady")).unwrap();
-    report::write_all(&gateway_summary(), &dir.join("gateway")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir =
+        std::env::var_os("THUMPER_REPORT_DIR").map_or_else(|| tmp.path().to_owned(), PathBuf::from);
+    for (name, s) in [("steady", steady()), ("gateway", gateway_summary())] {
+        let out = dir.join(name);
+        let written = report::write_all(&s, &out).unwrap();
+        assert_eq!(
+            written.len(),
+            report::formats().len(),
+            "{name}: {written:?}"
+        );
+        for path in &written {
+            let len = std::fs::metadata(path).unwrap().len();
+            assert!(len > 0, "{} is empty", path.display());
+        }
+        assert_same(
+            &report::read_summary(&out.join("summary.json")).unwrap(),
+            &s,
+        );
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        assert!(
+            html.contains(&s.scenario.name),
+            "{name}: the HTML does not name its run"
+        );
+    }
 }
 
 #[test]
