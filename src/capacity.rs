@@ -50,7 +50,10 @@ fn judge(rate: u32, s: &Summary, o: &CapacityOptions, step: Duration) -> Step {
     let achieved = trend.count as f64 / step.as_secs_f64();
     let p99_ms = trend.p99_us as f64 / 1e3;
     let mut why = Vec::new();
-    if trend.count == 0 || p99_ms >= o.slo_p99_ms {
+    if trend.count == 0 {
+        // A p99 of nothing is not 0 ms: say what happened instead.
+        why.push("no query completed".to_owned());
+    } else if p99_ms >= o.slo_p99_ms {
         why.push(format!("p99 {p99_ms:.2} ms ≥ {} ms", o.slo_p99_ms));
     }
     if errors > o.max_errors {
@@ -269,4 +272,132 @@ async fn search(
     }
     let last = last_summary.ok_or_else(|| RunError::Failed("no capacity step ran".into()))?;
     Ok((steps, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::codec::new_latency_histogram;
+    use crate::metrics::summary::{CounterStats, TrendStats};
+
+    const STEP: Duration = Duration::from_secs(10);
+
+    fn options() -> CapacityOptions {
+        CapacityOptions {
+            slo_p99_ms: 10.0,
+            start_rate: 100,
+            max_rate: 10_000,
+            step: STEP,
+            max_errors: 5,
+            refine_steps: 3,
+        }
+    }
+
+    /// A step's summary: `completed` queries, 2 % of them at `slow_us` (so the p99 is that) and
+    /// the rest at 1 ms, and the given counters.
+    fn step_summary(completed: u64, slow_us: u64, counters: &[(&str, u64)]) -> Summary {
+        let mut h = new_latency_histogram();
+        for i in 0..completed {
+            h.record(if i % 50 == 49 { slow_us } else { 1_000 })
+                .unwrap();
+        }
+        let mut s = Summary::empty();
+        s.metrics.insert(
+            "query_duration".to_owned(),
+            Metric::Trend(TrendStats::from_histogram(&h, STEP.as_secs_f64(), true)),
+        );
+        for (name, count) in counters {
+            s.metrics.insert(
+                (*name).to_owned(),
+                Metric::Counter(CounterStats {
+                    count: *count,
+                    ..CounterStats::default()
+                }),
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn a_step_within_the_slo_passes() {
+        // 100/s for 10 s offered, all of it completed, p99 at 9 ms.
+        let step = judge(100, &step_summary(1_000, 9_000, &[]), &options(), STEP);
+        assert!(step.pass, "{}", step.why);
+        assert_eq!(step.why, "");
+        assert_eq!(step.achieved, 100.0);
+        assert!((step.p99_ms - 9.0).abs() < 0.01, "{}", step.p99_ms);
+        assert!((step.p50_ms - 1.0).abs() < 0.01, "{}", step.p50_ms);
+    }
+
+    #[test]
+    fn a_p99_at_or_over_the_slo_fails() {
+        for slow_us in [10_000, 25_000] {
+            let step = judge(100, &step_summary(1_000, slow_us, &[]), &options(), STEP);
+            assert!(!step.pass);
+            assert!(
+                step.why.starts_with("p99 ") && step.why.contains("≥ 10 ms"),
+                "{}",
+                step.why
+            );
+        }
+    }
+
+    #[test]
+    fn errors_beyond_the_limit_fail_counting_both_kinds() {
+        let at_limit = [("connection_errors", 2), ("query_errors", 3)];
+        assert!(
+            judge(
+                100,
+                &step_summary(1_000, 2_000, &at_limit),
+                &options(),
+                STEP
+            )
+            .pass
+        );
+        let over = [("connection_errors", 3), ("query_errors", 3)];
+        let step = judge(100, &step_summary(1_000, 2_000, &over), &options(), STEP);
+        assert!(!step.pass);
+        assert_eq!((step.errors, step.why.as_str()), (6, "6 errors"));
+    }
+
+    #[test]
+    fn more_than_one_percent_dropped_or_unfinished_fails() {
+        // 1,000 offered: 10 is 1 % (allowed), 11 is not; dropped and unfinished add up.
+        let ok = [("dropped_iterations", 6), ("incomplete_iterations", 4)];
+        assert!(judge(100, &step_summary(1_000, 2_000, &ok), &options(), STEP).pass);
+        let over = [("dropped_iterations", 6), ("incomplete_iterations", 5)];
+        let step = judge(100, &step_summary(1_000, 2_000, &over), &options(), STEP);
+        assert!(!step.pass);
+        assert_eq!(step.dropped, 11);
+        assert_eq!(step.why, "11 iterations dropped or unfinished");
+    }
+
+    #[test]
+    fn completing_under_95_percent_of_the_offered_rate_fails() {
+        assert!(judge(100, &step_summary(950, 2_000, &[]), &options(), STEP).pass);
+        let step = judge(100, &step_summary(940, 2_000, &[]), &options(), STEP);
+        assert!(!step.pass);
+        assert_eq!(step.why, "completed 94/s of 100/s");
+    }
+
+    #[test]
+    fn a_step_where_nothing_completed_fails_and_says_so() {
+        let step = judge(100, &step_summary(0, 0, &[]), &options(), STEP);
+        assert!(!step.pass);
+        assert_eq!(step.why, "no query completed, completed 0/s of 100/s");
+        // No query_duration at all (the target refused every connection) is the same.
+        let step = judge(100, &Summary::empty(), &options(), STEP);
+        assert!(!step.pass && step.why.starts_with("no query completed"));
+    }
+
+    #[test]
+    fn every_failed_condition_is_named() {
+        let all = [("query_errors", 9), ("dropped_iterations", 50)];
+        let step = judge(100, &step_summary(500, 50_000, &all), &options(), STEP);
+        assert!(!step.pass);
+        assert_eq!(
+            step.why,
+            "p99 50.02 ms ≥ 10 ms, 9 errors, 50 iterations dropped or unfinished, completed 50/s of 100/s"
+        );
+    }
 }

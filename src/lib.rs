@@ -18,6 +18,7 @@ pub mod health;
 pub mod metrics;
 pub mod migrate;
 pub mod pgbouncer;
+pub mod redact;
 pub mod report;
 pub mod run;
 pub mod scenario;

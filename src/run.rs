@@ -14,6 +14,7 @@ use crate::executor::{self, Connector, RunContext};
 use crate::gate;
 use crate::metrics::aggregator::{progress_wanted, Aggregator, AggregatorConfig};
 use crate::metrics::summary::{Metric, ScenarioInfo, Summary, Verdict};
+use crate::redact::redact;
 use crate::report;
 use crate::scenario::{self, Plan, Protocol, Topology};
 use crate::stack::{self, Stack, StackOptions};
@@ -219,17 +220,6 @@ pub fn default_migrations_dir() -> PathBuf {
     } else {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
     }
-}
-
-/// Removes the password from a connection URL for display.
-pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.rsplit_once('@') {
-            let user = creds.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}:***@{host}");
-        }
-    }
-    url.to_owned()
 }
 
 /// Checks the target answers as the application role before load starts, so a wrong URL is

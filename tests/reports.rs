@@ -878,40 +878,99 @@ fn compare_calls_small_changes_noise() {
 }
 
 #[test]
-fn compare_refuses_too_few_samples() {
+fn compare_judges_a_short_run_with_the_samples_it_has() {
+    // Five seconds, three times slower: under a thousand samples, which once meant "not judged".
     let baseline = steady();
     let short = build(&Run {
         intervals: 5,
         slowdown: 3.0,
         ..Run::steady()
     });
-    assert!(short.trend("query_duration").unwrap().count < compare::MIN_SAMPLES);
-    for (b, c) in [(&baseline, &short), (&short, &baseline)] {
-        let c = compare::compare(b, c, 10.0);
-        assert!(c.refused.is_some() && !c.regressed && c.rows.is_empty());
-        assert_eq!(c.exit_code(), compare::EXIT_REFUSED);
-    }
-    let md = compare::comparison_markdown(&compare::compare(&baseline, &short, 10.0));
-    golden("compare-refused.md", &md);
+    let c = compare::compare(&baseline, &short, 10.0);
+    assert_eq!(
+        c.exit_code(),
+        compare::EXIT_REGRESSION,
+        "{}",
+        compare::comparison_markdown(&c)
+    );
+    assert_eq!(
+        verdicts(&c, "query_duration")[..3],
+        [
+            (Stat::P50, Change::Regressed),
+            (Stat::P95, Change::Regressed),
+            (Stat::P99, Change::Regressed),
+        ]
+    );
+    // The other way round every percentile improved, judged as well (and throughput, higher in
+    // the short run that spends less of its time ramping, regressed).
+    let c = compare::compare(&short, &baseline, 10.0);
+    assert!(c.refused.is_none(), "{}", compare::comparison_markdown(&c));
+    assert!(verdicts(&c, "query_duration")[..3]
+        .iter()
+        .all(|(_, v)| *v == Change::Improved));
+}
 
+#[test]
+fn compare_refuses_what_the_intervals_cannot_tell() {
+    // One second at a few per cent of the load: five samples a run, the same throughput.
+    let tiny = |seed| {
+        build(&Run {
+            intervals: 1,
+            load: 0.025,
+            seed,
+            ..Run::steady()
+        })
+    };
+    let (a, b) = (tiny(1), tiny(2));
+    assert_eq!(a.trend("query_duration").unwrap().count, 5);
+    let c = compare::compare(&a, &b, 10.0);
+    assert_eq!(c.exit_code(), compare::EXIT_REFUSED);
+    assert!(!c.regressed && !c.rows.is_empty());
+    assert!(verdicts(&c, "query_duration")[..3]
+        .iter()
+        .all(|(_, v)| *v == Change::Insufficient));
+    golden("compare-refused.md", &compare::comparison_markdown(&c));
+
+    let baseline = steady();
     let mut other = steady();
     other.scenario.name = "spike".to_owned();
     let c = compare::compare(&baseline, &other, 10.0);
-    assert!(c.refused.unwrap().contains("spike"));
+    assert_eq!(c.exit_code(), compare::EXIT_REFUSED);
+    assert!(c.refused.unwrap().contains("spike") && c.rows.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
-// For eyes: `THUMPER_REPORT_DIR=/tmp/r cargo test --test reports write_fixture_reports` writes
-// the fixture reports (steady, gateway) there to open in a browser.
+// Both fixture runs, written whole. For eyes as well:
+// `THUMPER_REPORT_DIR=/tmp/r cargo test --test reports write_fixture_reports` leaves them there
+// to open in a browser (otherwise they go to a temporary folder).
 
 #[test]
 fn write_fixture_reports() {
-    let Some(dir) = std::env::var_os("THUMPER_REPORT_DIR") else {
-        return;
-    };
-    let dir = PathBuf::from(dir);
-    report::write_all(&steady(), &dir.join("steady")).unwrap();
-    report::write_all(&gateway_summary(), &dir.join("gateway")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir =
+        std::env::var_os("THUMPER_REPORT_DIR").map_or_else(|| tmp.path().to_owned(), PathBuf::from);
+    for (name, s) in [("steady", steady()), ("gateway", gateway_summary())] {
+        let out = dir.join(name);
+        let written = report::write_all(&s, &out).unwrap();
+        assert_eq!(
+            written.len(),
+            report::formats().len(),
+            "{name}: {written:?}"
+        );
+        for path in &written {
+            let len = std::fs::metadata(path).unwrap().len();
+            assert!(len > 0, "{} is empty", path.display());
+        }
+        assert_same(
+            &report::read_summary(&out.join("summary.json")).unwrap(),
+            &s,
+        );
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        assert!(
+            html.contains(&s.scenario.name),
+            "{name}: the HTML does not name its run"
+        );
+    }
 }
 
 #[test]
