@@ -196,6 +196,22 @@ async fn an_output_path_that_cannot_be_written_is_bad_input_before_any_load() {
             "{flag}: a stack was started before the check: {err}"
         );
     }
+    // compare's --markdown too, before it reads anything.
+    let mut c = thumper();
+    c.args([
+        "compare",
+        "no-such-baseline.json",
+        "no-such-current.json",
+        "--markdown",
+    ])
+    .arg(not_a_folder.join("cmp.md"));
+    let o = output(c);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--markdown") && err.contains("cmp.md"),
+        "{err}"
+    );
     // A threshold on a tag thumper does not record is refused up front too.
     let tagged = format!("{LONG}[thresholds]\n\"query_duration{{shard:0}}\" = [\"p(99) < 10\"]\n");
     let file = scenario_file(tmp.path(), "tagged", &tagged);

@@ -488,6 +488,16 @@ pub fn run_cli(
     max_regression_pct: f64,
     markdown: Option<&Path>,
 ) -> u8 {
+    // An output that cannot be written is bad input, found before any work.
+    if let Some(path) = markdown {
+        if let Err(e) = std::fs::File::create(path) {
+            eprintln!(
+                "thumper compare: --markdown {}: cannot create the file ({e})",
+                path.display()
+            );
+            return EXIT_BAD_INPUT;
+        }
+    }
     let read = |p: &Path| {
         read_summary(p).map_err(|e| {
             eprintln!("thumper compare: {e}");
