@@ -102,7 +102,12 @@ pub enum Command {
         /// Longest wait for a server connection allowed, in seconds.
         #[arg(long, default_value_t = 1.0)]
         max_wait: f64,
+        /// Also run the RLS plan check on scenarios/steady.toml's tenant-scoped queries.
+        #[arg(long)]
+        rls: bool,
     },
+    /// EXPLAIN the scenario's tenant-scoped queries as the application role and flag plans where row-level security defeats the index (exit 99 on a finding).
+    RlsCheck(RlsCheckArgs),
     /// Re-render every report format from a summary.json.
     Report {
         summary: PathBuf,
@@ -169,6 +174,22 @@ pub struct RunArgs {
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// Arguments of `thumper rls-check`.
+#[derive(Debug, Clone, Args)]
+pub struct RlsCheckArgs {
+    /// Scenario whose tenant-scoped queries are explained (default scenarios/steady.toml).
+    pub scenario: Option<PathBuf>,
+    /// Application-role URL; defaults to DATABASE_URL, else the stack that is up, else thumper starts its own (migrated, empty).
+    #[arg(long, env = "DATABASE_URL")]
+    pub target: Option<String>,
+    /// The column the policies compare with the tenant.
+    #[arg(long, default_value = crate::rls::check::DEFAULT_TENANT_COLUMN)]
+    pub tenant_column: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl RunArgs {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod pgbouncer;
 pub mod report;
+pub mod rls;
 pub mod run;
 pub mod scenario;
 pub mod stack;

@@ -257,7 +257,11 @@ async fn run_on_target(
     interrupt: CancellationToken,
 ) -> Result<RunResult, RunError> {
     prepare_target(plan, opts, target).await?;
-    let notes = preflight(&target.url, plan).await?;
+    let mut notes = preflight(&target.url, plan).await?;
+    // A target thumper migrated is checked for policies that defeat the tenant index.
+    if target.admin_url.is_some() && plan.queries.iter().any(|q| q.tenant_scoped) {
+        notes.extend(crate::rls::check::run_notes(&target.url, &plan.queries, plan.dataset).await);
+    }
     let (summary, started_at) = measure(plan, opts, target, notes, interrupt).await?;
     let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
     write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
