@@ -207,7 +207,24 @@ async fn dispatch(command: Command) -> u8 {
             markdown,
         } => report::compare::run_cli(&baseline, &current, max_regression, markdown.as_deref()),
         Command::RlsCheck(args) => rls_check(args).await,
+        Command::RlsBench(args) => rls_bench(args).await,
     }
+}
+
+/// `thumper rls-bench`: every input checked before the stack starts; exit codes as a run's.
+async fn rls_bench(args: thumper::cli::RlsBenchArgs) -> u8 {
+    let opts = match args.into_options() {
+        Ok(o) => o,
+        Err(m) => {
+            eprintln!("thumper rls-bench: {m}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let result = thumper::rls::bench::run(&opts, interrupt_on_ctrl_c()).await;
+    if let Ok(r) = &result {
+        print!("{}", thumper::rls::bench::table(&r.summary));
+    }
+    finish_run(result)
 }
 
 /// `thumper rls-check`: 0 clean, 99 a finding, 2 bad input, 1 the check could not run.

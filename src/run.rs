@@ -111,6 +111,18 @@ pub(crate) struct Target {
     pub(crate) owned_stack: Option<Stack>,
 }
 
+impl Target {
+    /// A target used as it is: no migrations, no seeding, no PgBouncer console.
+    pub(crate) fn existing(url: String) -> Target {
+        Target {
+            url,
+            admin_url: None,
+            pgbouncer_admin_url: None,
+            owned_stack: None,
+        }
+    }
+}
+
 pub(crate) async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunError> {
     if let Some(url) = &opts.target {
         return Ok(Target {
