@@ -102,7 +102,14 @@ pub enum Command {
         /// Longest wait for a server connection allowed, in seconds.
         #[arg(long, default_value_t = 1.0)]
         max_wait: f64,
+        /// Also run the RLS plan check on scenarios/steady.toml's tenant-scoped queries.
+        #[arg(long)]
+        rls: bool,
     },
+    /// EXPLAIN the scenario's tenant-scoped queries as the application role and flag plans where row-level security defeats the index (exit 99 on a finding).
+    RlsCheck(RlsCheckArgs),
+    /// Measure what row-level security costs per tenant-scoped statement as the table grows, against a BYPASSRLS baseline (embedded stack).
+    RlsBench(RlsBenchArgs),
     /// Re-render every report format from a summary.json.
     Report {
         summary: PathBuf,
@@ -169,6 +176,80 @@ pub struct RunArgs {
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// Arguments of `thumper rls-check`.
+#[derive(Debug, Clone, Args)]
+pub struct RlsCheckArgs {
+    /// Scenario whose tenant-scoped queries are explained (default scenarios/steady.toml).
+    pub scenario: Option<PathBuf>,
+    /// Application-role URL; defaults to DATABASE_URL, else the stack that is up, else thumper starts its own (migrated, empty).
+    #[arg(long, env = "DATABASE_URL")]
+    pub target: Option<String>,
+    /// The column the policies compare with the tenant.
+    #[arg(long, default_value = crate::rls::check::DEFAULT_TENANT_COLUMN)]
+    pub tenant_column: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `thumper rls-bench`.
+#[derive(Debug, Clone, Args)]
+pub struct RlsBenchArgs {
+    /// Profiles table sizes, comma-separated: 10k, 100k, 1m, 10m or plain numbers.
+    #[arg(long, default_value = "10k,100k")]
+    pub sizes: String,
+    /// Arrival rate of each latency phase, iterations per second over the queries.
+    #[arg(long, default_value_t = 150)]
+    pub rate: u32,
+    /// Length of each latency phase (one per size and way).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// EXPLAIN ANALYZE samples per query, size and way.
+    #[arg(long, default_value_t = 200)]
+    pub samples: u32,
+    /// Also measure the reads on a copy of profiles under the seed's `tenant OR admin` policy.
+    #[arg(long)]
+    pub seed_or: bool,
+    /// A threshold, k6's expression syntax: 'rls_overhead_pct{query:lookup}: max < 20' (repeatable).
+    #[arg(long = "threshold", value_name = "METRIC: EXPR")]
+    pub thresholds: Vec<String>,
+    /// Where report folders go.
+    #[arg(long, default_value = "reports")]
+    pub report_dir: PathBuf,
+    /// Also append the Markdown summary to this file (e.g. "$GITHUB_STEP_SUMMARY").
+    #[arg(long)]
+    pub summary_md: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl RlsBenchArgs {
+    /// Checks every value before anything starts; the message names the flag.
+    pub fn into_options(self) -> Result<crate::rls::bench::BenchOptions, String> {
+        use crate::rls::bench;
+        let sizes = bench::parse_sizes(&self.sizes).map_err(|e| format!("--sizes: {e}"))?;
+        if self.rate == 0 || self.samples == 0 || self.duration.is_zero() {
+            return Err("--rate, --samples and --duration must be positive".to_owned());
+        }
+        let mut thresholds = bench::default_thresholds();
+        for t in &self.thresholds {
+            thresholds.push(bench::parse_threshold(t, &sizes, self.seed_or)?);
+        }
+        Ok(bench::BenchOptions {
+            sizes,
+            rate: self.rate,
+            duration: self.duration,
+            samples: self.samples,
+            seed_or: self.seed_or,
+            thresholds,
+            report_dir: self.report_dir,
+            summary_md: self.summary_md,
+            quiet: self.quiet,
+        })
+    }
 }
 
 impl RunArgs {

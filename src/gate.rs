@@ -53,6 +53,12 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
     ("gateway_rss_mb", MetricKind::Gauge),
     ("gateway_cpu_percent", MetricKind::Gauge),
     ("gateway_rss_mb_per_1k_guilds", MetricKind::Gauge),
+    // thumper rls-bench (src/rls/bench.rs)
+    ("rls_server_us", MetricKind::Gauge),
+    ("rls_buffers", MetricKind::Gauge),
+    ("rls_overhead_us", MetricKind::Gauge),
+    ("rls_overhead_pct", MetricKind::Gauge),
+    ("rls_latency_overhead_us", MetricKind::Gauge),
 ];
 
 /// The metrics recorded per query as well, as sub-metrics `name{query:NAME}`.

@@ -20,6 +20,7 @@ pub mod migrate;
 pub mod pgbouncer;
 pub mod redact;
 pub mod report;
+pub mod rls;
 pub mod run;
 pub mod scenario;
 pub mod signals;

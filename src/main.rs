@@ -120,6 +120,7 @@ async fn dispatch(command: Command) -> u8 {
             timeout,
             max_waiting,
             max_wait,
+            rls,
         } => {
             let running = stack::running();
             let Some(target) = target.or_else(|| running.as_ref().map(|u| u.database_url.clone()))
@@ -132,14 +133,29 @@ async fn dispatch(command: Command) -> u8 {
                 eprintln!("thumper health: --timeout must be a positive number of seconds");
                 return exit::BAD_INPUT;
             }
-            let report = health::check(&health::HealthOptions {
-                target,
+            let mut report = health::check(&health::HealthOptions {
+                target: target.clone(),
                 admin,
                 timeout: std::time::Duration::from_secs_f64(timeout),
                 max_waiting,
                 max_wait_s: max_wait,
             })
             .await;
+            if rls {
+                let scenario = bundled_scenario("steady");
+                let (queries, dataset) = match thumper::scenario::load(&scenario) {
+                    Ok(p) => (p.queries, p.dataset),
+                    Err(e) => {
+                        eprintln!("thumper health --rls: {e}");
+                        return exit::BAD_INPUT;
+                    }
+                };
+                let timeout = std::time::Duration::from_secs_f64(timeout);
+                let check =
+                    thumper::rls::check::health_check(&target, &queries, dataset, timeout).await;
+                report.healthy &= check.ok;
+                report.checks.push(check);
+            }
             if json {
                 println!(
                     "{}",
@@ -189,6 +205,52 @@ async fn dispatch(command: Command) -> u8 {
             max_regression,
             markdown,
         } => report::compare::run_cli(&baseline, &current, max_regression, markdown.as_deref()),
+        Command::RlsCheck(args) => rls_check(args).await,
+        Command::RlsBench(args) => rls_bench(args).await,
+    }
+}
+
+/// `thumper rls-bench`: every input checked before the stack starts; exit codes as a run's.
+async fn rls_bench(args: thumper::cli::RlsBenchArgs) -> u8 {
+    let opts = match args.into_options() {
+        Ok(o) => o,
+        Err(m) => {
+            eprintln!("thumper rls-bench: {m}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let result = thumper::rls::bench::run(&opts, interrupt_on_ctrl_c()).await;
+    if let Ok(r) = &result {
+        print!("{}", thumper::rls::bench::table(&r.summary));
+    }
+    finish_run(result)
+}
+
+/// `thumper rls-check`: 0 clean, 99 a finding, 2 bad input, 1 the check could not run.
+async fn rls_check(args: thumper::cli::RlsCheckArgs) -> u8 {
+    use thumper::rls::check;
+    let opts = check::CommandOptions {
+        scenario: args.scenario.unwrap_or_else(|| bundled_scenario("steady")),
+        target: args.target,
+        tenant_column: args.tenant_column,
+    };
+    match check::command(&opts).await {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", check::render(&report));
+            }
+            if report.clean() {
+                exit::PASS
+            } else {
+                exit::THRESHOLD
+            }
+        }
+        Err(e) => finish_run(Err(e)),
     }
 }
 

@@ -155,6 +155,18 @@ pub(crate) struct Target {
     pub(crate) owned_stack: Option<Stack>,
 }
 
+impl Target {
+    /// A target used as it is: no migrations, no seeding, no PgBouncer console.
+    pub(crate) fn existing(url: String) -> Target {
+        Target {
+            url,
+            admin_url: None,
+            pgbouncer_admin_url: None,
+            owned_stack: None,
+        }
+    }
+}
+
 pub(crate) async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunError> {
     if let Some(url) = &opts.target {
         return Ok(Target {
@@ -290,7 +302,11 @@ async fn run_on_target(
     interrupt: CancellationToken,
 ) -> Result<RunResult, RunError> {
     prepare_target(plan, opts, target, &interrupt).await?;
-    let notes = preflight(&target.url, plan).await?;
+    let mut notes = preflight(&target.url, plan).await?;
+    // A target thumper migrated is checked for policies that defeat the tenant index.
+    if target.admin_url.is_some() && plan.queries.iter().any(|q| q.tenant_scoped) {
+        notes.extend(crate::rls::check::run_notes(&target.url, &plan.queries, plan.dataset).await);
+    }
     let (summary, started_at) = measure(plan, opts, target, notes, interrupt).await?;
     let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
     write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;

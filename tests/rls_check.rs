@@ -1,0 +1,118 @@
+//! `thumper rls-check` end to end on a real stack: the shipped migrations pass, and the seed's
+//! single-policy shape (`tenant OR admin`) is flagged with the plan line that shows it.
+
+mod common;
+
+use common::cli::{output, text, thumper};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_policies_pass_and_the_seed_or_policy_is_flagged() {
+    let stack = common::start_default().await;
+    common::seed_small(&stack).await;
+    let app = stack.urls().database_url.clone();
+    let check = || {
+        let mut c = thumper();
+        c.args(["rls-check", "--target", &app]);
+        c
+    };
+
+    let o = output(check());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(
+            "4 tables with row-level security (audit_logs, badges, eligibility_rules, profiles)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 tenant-scoped queries explained (tenant, lookup)"),
+        "{stdout}"
+    );
+
+    // The seed's shape: the admin bypass OR-ed into the one tenant policy.
+    let owner = common::connect(&stack.urls().admin_database_url).await;
+    owner
+        .batch_execute(
+            "DROP POLICY tenant_isolation ON profiles;
+             DROP POLICY admin_bypass ON profiles;
+             CREATE POLICY tenant_isolation ON profiles FOR ALL TO PUBLIC
+                 USING (community_id = (SELECT app_current_tenant()) OR (SELECT app_is_admin()))
+                 WITH CHECK (community_id = (SELECT app_current_tenant()) OR (SELECT app_is_admin()));",
+        )
+        .await
+        .expect("replace the policy");
+
+    let o = output(check());
+    assert_eq!(o.status.code(), Some(99), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(
+            "FINDING seq_scan profiles (query tenant): Seq Scan on profiles  Filter: ((community_id = $0) OR $1)"
+        ),
+        "{stdout}"
+    );
+    // The lookup names the tenant in its own WHERE clause, so its index scan survives.
+    assert!(!stdout.contains("(query lookup)"), "{stdout}");
+    assert!(stdout.contains("1 finding(s)"), "{stdout}");
+
+    let mut json = check();
+    json.arg("--json");
+    let o = output(json);
+    assert_eq!(o.status.code(), Some(99), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON output");
+    assert_eq!(v["findings"][0]["kind"], "seq_scan");
+    assert_eq!(v["findings"][0]["table"], "profiles");
+    assert_eq!(v["findings"][0]["query"], "tenant");
+
+    // A scenario run against a target thumper migrated carries the finding as a note.
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = common::cli::scenario_file(
+        dir.path(),
+        "tenant-read",
+        "name = \"tenant-read\"\nexecutor = \"constant-vus\"\nvus = 1\nduration = \"1s\"\n\
+         [dataset]\nseed = 7\ncommunities = 3\nprofiles_per_community = 5\n\
+         [[queries]]\nname = \"tenant\"\ntenant_scoped = true\n\
+         sql = \"SELECT community_id FROM profiles ORDER BY wallet_address LIMIT 10\"\n",
+    );
+    let reports = dir.path().join("reports");
+    let o = output(common::cli::run_against(&stack, &scenario, &reports, &[]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (_, summary) = common::cli::summary(&reports);
+    assert!(
+        // This query reads only indexed columns: the planner reads the whole index instead of
+        // the table (`scan_without_tenant_key`), the same trap in another form.
+        summary
+            .notes
+            .iter()
+            .any(|n| n.starts_with("RLS plan check: FINDING")
+                && n.contains("profiles (query tenant)")
+                && n.contains("Filter: ((community_id = $0) OR $1)")),
+        "{:#?}",
+        summary.notes
+    );
+
+    stack.stop().await.expect("stack stops");
+}
+
+#[test]
+fn a_scenario_without_tenant_queries_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::cli::scenario_file(
+        dir.path(),
+        "plain",
+        "name = \"plain\"\nexecutor = \"constant-vus\"\nvus = 1\nduration = \"1s\"\n\
+         [[queries]]\nname = \"health\"\nsql = \"SELECT 1\"\n",
+    );
+    let mut c = thumper();
+    c.arg("rls-check")
+        .arg(&path)
+        .args(["--target", "postgres://nobody@127.0.0.1:1/none"]);
+    let o = output(c);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no query has tenant_scoped = true"),
+        "{}",
+        text(&o)
+    );
+}
