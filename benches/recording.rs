@@ -23,8 +23,7 @@ fn aggregator(open_model: bool) -> Aggregator {
         query_names: vec!["health".into(), "tenant".into(), "lookup".into()],
         open_model,
         vus: Arc::new(AtomicU64::new(0)),
-        progress: false,
-        abort_thresholds: Vec::new(),
+        watchers: Vec::new(),
         abort: CancellationToken::new(),
     })
 }

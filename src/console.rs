@@ -1,6 +1,10 @@
-//! The end-of-run summary on the terminal, in k6's manner: thresholds first, then metrics.
+//! The terminal: the live progress line while a run goes on, and the end-of-run summary in
+//! k6's manner (thresholds first, then metrics).
 
 use std::fmt::Write;
+use std::io::{IsTerminal, Write as _};
+
+use crate::metrics::aggregator::{RunView, Watcher};
 
 use crate::metrics::summary::{Metric, Summary};
 
@@ -76,4 +80,49 @@ pub fn render(summary: &Summary, report_dir: &std::path::Path) -> String {
         report_dir.display()
     );
     out
+}
+
+/// Whether the live progress line should be shown (stderr is a terminal and not `--quiet`).
+pub fn progress_wanted(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+/// The live progress line on stderr, rewritten once a second from the last closed interval.
+#[derive(Default)]
+pub struct ProgressLine {
+    last_len: usize,
+}
+
+impl Watcher for ProgressLine {
+    fn tick(&mut self, run: &RunView<'_>) -> Option<String> {
+        let last = run.intervals().last()?;
+        let qps = last.counters.get("queries").copied().unwrap_or(0) as f64 / last.len_s;
+        let (p50, p99) = last
+            .trends
+            .get("query_duration")
+            .map(|t| (t.p50_us as f64 / 1e3, t.p99_us as f64 / 1e3))
+            .unwrap_or((0.0, 0.0));
+        let line = format!(
+            "[{:>5.0}s/{:.0}s] vus {:>4}  queries/s {:>7.0}  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            run.now_us as f64 / 1e6,
+            run.planned().as_secs_f64(),
+            run.vus,
+            qps,
+            p50,
+            p99,
+            run.errors()
+        );
+        let pad = self.last_len.saturating_sub(line.len());
+        self.last_len = line.len();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r{line}{}", " ".repeat(pad));
+        let _ = err.flush();
+        None
+    }
+
+    fn finish(&mut self, _run: &RunView<'_>) {
+        if self.last_len > 0 {
+            eprintln!();
+        }
+    }
 }

@@ -328,6 +328,62 @@ pub fn evaluate(thresholds: &[Threshold], summary: &Summary) -> Vec<ThresholdRes
         .collect()
 }
 
+/// The `abort_on_fail` thresholds, judged while the run goes on by the same [`evaluate`] as the
+/// final verdict, on the same numbers: the trends they read carry their histograms, so `p(97)`
+/// is the 97th percentile, not a stored neighbour.
+pub struct LiveCheck {
+    thresholds: Vec<Threshold>,
+}
+
+impl LiveCheck {
+    /// The check of a plan's thresholds that carry `abort_on_fail`; `None` when none do.
+    pub fn new(thresholds: &[Threshold]) -> Option<LiveCheck> {
+        let thresholds: Vec<Threshold> = thresholds
+            .iter()
+            .filter(|t| t.abort_on_fail)
+            .cloned()
+            .collect();
+        (!thresholds.is_empty()).then_some(LiveCheck { thresholds })
+    }
+
+    /// Why the run must stop now, if a due threshold fails. A metric without samples yet is
+    /// not a reason to abort.
+    pub fn judge(
+        &self,
+        elapsed: Duration,
+        metrics: impl Fn(&dyn Fn(&str) -> bool) -> Summary,
+    ) -> Option<String> {
+        let due: Vec<&Threshold> = self
+            .thresholds
+            .iter()
+            .filter(|t| elapsed >= t.delay_abort_eval)
+            .collect();
+        if due.is_empty() {
+            return None;
+        }
+        let wanted = |name: &str| due.iter().any(|t| t.metric == name);
+        let snapshot = metrics(&wanted);
+        due.into_iter().find_map(|t| {
+            let result = &evaluate(std::slice::from_ref(t), &snapshot)[0];
+            match result.observed {
+                Some(observed) if !result.ok => Some(format!(
+                    "threshold {t} failed (observed {observed:.3}) and has abort_on_fail"
+                )),
+                _ => None,
+            }
+        })
+    }
+}
+
+impl crate::metrics::aggregator::Watcher for LiveCheck {
+    fn tick(&mut self, run: &crate::metrics::aggregator::RunView<'_>) -> Option<String> {
+        self.judge(Duration::from_micros(run.now_us), |wanted| Summary {
+            metrics: run.metrics(wanted),
+            ..Summary::empty()
+        })
+    }
+}
+
 /// The run's verdict from its threshold results; an interrupted run stays interrupted.
 pub fn verdict(results: &[ThresholdResult], interrupted: bool) -> Verdict {
     if interrupted {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dataset;
 use crate::executor::{self, Connector, RunContext};
 use crate::gate;
-use crate::metrics::aggregator::{progress_wanted, Aggregator, AggregatorConfig};
+use crate::metrics::aggregator::{Aggregator, AggregatorConfig, Watcher};
 use crate::metrics::summary::{Metric, ScenarioInfo, Summary, Verdict};
 use crate::redact::redact;
 use crate::report;
@@ -348,6 +348,18 @@ async fn migrate_and_seed(plan: &Plan, opts: &RunOptions, target: &Target) -> Re
     Ok(())
 }
 
+/// What follows a run as it goes: the progress line, the `abort_on_fail` check.
+fn watchers(plan: &Plan, quiet: bool) -> Vec<Box<dyn Watcher>> {
+    let mut watchers: Vec<Box<dyn Watcher>> = Vec::new();
+    if crate::console::progress_wanted(quiet) {
+        watchers.push(Box::new(crate::console::ProgressLine::default()));
+    }
+    if let Some(check) = gate::LiveCheck::new(&plan.thresholds) {
+        watchers.push(Box::new(check));
+    }
+    watchers
+}
+
 /// Drives the plan's load against the target and returns the gated summary.
 pub(crate) async fn measure(
     plan: &Plan,
@@ -373,13 +385,7 @@ pub(crate) async fn measure(
         query_names: plan.queries.iter().map(|q| q.name.clone()).collect(),
         open_model,
         vus: vus.clone(),
-        progress: progress_wanted(opts.quiet),
-        abort_thresholds: plan
-            .thresholds
-            .iter()
-            .filter(|t| t.abort_on_fail)
-            .cloned()
-            .collect(),
+        watchers: watchers(plan, opts.quiet),
         abort: abort.clone(),
     });
     let aggregator = tokio::spawn(aggregator.run(rx));

@@ -1,9 +1,13 @@
-//! The aggregator: the one task that receives the VUs' sample batches, merges them into
-//! per-interval and run-total HDR histograms and counters, prints the live progress line, and
-//! checks `abort_on_fail` thresholds while the run goes on.
+//! The aggregator: the one task that receives the VUs' sample batches and merges them into
+//! per-interval and run-total HDR histograms and counters. Ingestion only: what watches the run
+//! as it goes (the live progress line, the `abort_on_fail` check, live outputs) is a [`Watcher`]
+//! told at every tick.
+//!
+//! Metrics are addressed by ids fixed when the aggregator is built from the plan's query names
+//! ([`Catalog`]); names appear only when an interval closes or the summary is built, so a sample
+//! costs index arithmetic, not string lookups.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +17,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::new_latency_histogram;
-use super::recorder::{Sample, SampleKind};
+use super::recorder::{Sample, SampleKind, SetupStep};
 use super::summary::{
     CounterStats, GaugeStats, Interval, IntervalTrend, Metric, RateStats, TrendStats,
 };
-use crate::gate::{self, Threshold};
 use crate::workload::ErrorKind;
 
 /// Intervals stay open this long after they end, for samples that arrive late.
@@ -33,121 +36,230 @@ pub struct AggregatorConfig {
     pub open_model: bool,
     /// Current active VUs, written by the executor.
     pub vus: Arc<AtomicU64>,
-    pub progress: bool,
-    /// Thresholds with `abort_on_fail`, checked once per interval.
-    pub abort_thresholds: Vec<Threshold>,
-    /// Cancelled when an `abort_on_fail` threshold fails.
+    /// Told at every tick, in order; the first to ask for a stop stops the run.
+    pub watchers: Vec<Box<dyn Watcher>>,
+    /// Cancelled when a watcher asks the run to stop.
     pub abort: CancellationToken,
+}
+
+/// Something that follows the run while it goes: told once per interval tick what has been
+/// measured so far. Returns a reason to stop the run now, or `None` to let it go on.
+pub trait Watcher: Send {
+    fn tick(&mut self, run: &RunView<'_>) -> Option<String>;
+    /// The run is over (the last interval is closed).
+    fn finish(&mut self, _run: &RunView<'_>) {}
+}
+
+/// What a [`Watcher`] sees: the closed intervals and the run totals so far.
+pub struct RunView<'a> {
+    agg: &'a Aggregator,
+    /// Microseconds since the run started.
+    pub now_us: u64,
+    /// Active VUs now.
+    pub vus: u64,
+}
+
+impl RunView<'_> {
+    /// The intervals closed so far, oldest first.
+    pub fn intervals(&self) -> &[Interval] {
+        &self.agg.series
+    }
+
+    /// The run's planned length.
+    pub fn planned(&self) -> Duration {
+        self.agg.cfg.planned
+    }
+
+    /// Connection and query errors so far.
+    pub fn errors(&self) -> u64 {
+        self.agg.totals.counters[counter::CONNECTION_ERRORS].count
+            + self.agg.totals.counters[counter::QUERY_ERRORS].count
+    }
+
+    /// Run totals so far as summary metrics; trends for which `with_histogram` says so carry
+    /// their encoded histogram (a threshold's exact percentile needs it).
+    pub fn metrics(&self, with_histogram: impl Fn(&str) -> bool) -> BTreeMap<String, Metric> {
+        self.agg.metrics(self.now_us as f64 / 1e6, with_histogram)
+    }
 }
 
 /// What the aggregator hands back at the end.
 pub struct Aggregated {
     pub metrics: BTreeMap<String, Metric>,
     pub time_series: Vec<Interval>,
-    /// The threshold that aborted the run, if one did.
+    /// Why a watcher stopped the run (a failed `abort_on_fail` threshold), if one did.
     pub aborted_by: Option<String>,
     /// Samples that arrived after their interval closed (counted in totals and interval counts,
     /// not in that interval's percentiles).
     pub late_samples: u64,
 }
 
-#[derive(Default)]
-struct Trends {
-    map: BTreeMap<String, Histogram<u64>>,
+/// Trend ids shared by every run; per-query trends follow them.
+mod trend {
+    pub const QUERY_DURATION: usize = 0;
+    pub const SERVICE_TIME: usize = 1;
+    pub const SCHEDULING_LAG: usize = 2;
+    pub const CONNECT_DURATION: usize = 3;
+    pub const POOL_WAIT: usize = 4;
+    pub const NAMES: [&str; 5] = [
+        "query_duration",
+        "service_time",
+        "scheduling_lag",
+        "connect_duration",
+        "pool_wait",
+    ];
 }
 
+/// Counter ids shared by every run; per-query error counters follow them.
+mod counter {
+    pub const ITERATIONS: usize = 0;
+    pub const QUERIES: usize = 1;
+    pub const CONNECTION_ERRORS: usize = 2;
+    pub const QUERY_ERRORS: usize = 3;
+    pub const TENANT_VIOLATIONS: usize = 4;
+    pub const INCOMPLETE: usize = 5;
+    pub const DROPPED: usize = 6;
+    pub const NAMES: [&str; 7] = [
+        "iterations",
+        "queries",
+        "connection_errors",
+        "query_errors",
+        "tenant_violations",
+        "incomplete_iterations",
+        "dropped_iterations",
+    ];
+}
+
+/// The run's metric names by id, fixed when the aggregator is built.
+pub struct Catalog {
+    trends: Vec<String>,
+    counters: Vec<String>,
+    queries: usize,
+    open_model: bool,
+}
+
+impl Catalog {
+    fn new(query_names: &[String], open_model: bool) -> Catalog {
+        let mut trends: Vec<String> = trend::NAMES.iter().map(|n| (*n).to_owned()).collect();
+        trends.extend(
+            query_names
+                .iter()
+                .map(|q| format!("query_duration{{query:{q}}}")),
+        );
+        trends.extend(
+            query_names
+                .iter()
+                .map(|q| format!("service_time{{query:{q}}}")),
+        );
+        let mut counters: Vec<String> = counter::NAMES.iter().map(|n| (*n).to_owned()).collect();
+        counters.extend(
+            query_names
+                .iter()
+                .map(|q| format!("query_errors{{query:{q}}}")),
+        );
+        Catalog {
+            trends,
+            counters,
+            queries: query_names.len(),
+            open_model,
+        }
+    }
+
+    fn query_duration(&self, query: u16) -> usize {
+        trend::NAMES.len() + usize::from(query)
+    }
+
+    fn query_service(&self, query: u16) -> usize {
+        trend::NAMES.len() + self.queries + usize::from(query)
+    }
+
+    fn query_errors(&self, query: u16) -> usize {
+        counter::NAMES.len() + usize::from(query)
+    }
+
+    /// Whether the summary lists a trend even without samples: the run's latency and each
+    /// query's, so a threshold on them fails for lack of samples instead of disappearing.
+    fn trend_always_listed(&self, id: usize) -> bool {
+        id == trend::QUERY_DURATION || (trend::NAMES.len()..self.query_service(0)).contains(&id)
+    }
+
+    /// Whether the summary lists a counter: all of them, but dropped iterations only where
+    /// iterations can be dropped (the open model).
+    fn counter_listed(&self, id: usize) -> bool {
+        id != counter::DROPPED || self.open_model
+    }
+}
+
+/// Histograms by trend id, created on a trend's first sample.
+struct Trends(Vec<Option<Histogram<u64>>>);
+
 impl Trends {
-    fn record(&mut self, name: &str, v: u64) {
-        if let Some(h) = self.map.get_mut(name) {
-            h.saturating_record(v);
-        } else {
-            let mut h = new_latency_histogram();
-            h.saturating_record(v);
-            self.map.insert(name.to_owned(), h);
+    fn new(len: usize) -> Trends {
+        Trends((0..len).map(|_| None).collect())
+    }
+
+    fn record(&mut self, id: usize, v: u64) {
+        self.0[id]
+            .get_or_insert_with(new_latency_histogram)
+            .saturating_record(v);
+    }
+}
+
+/// One interval still open for samples.
+struct IntervalAcc {
+    trends: Trends,
+    counters: Vec<u64>,
+    gauges: BTreeMap<&'static str, f64>,
+}
+
+impl IntervalAcc {
+    fn new(catalog: &Catalog) -> IntervalAcc {
+        IntervalAcc {
+            trends: Trends::new(catalog.trends.len()),
+            counters: vec![0; counter::NAMES.len()],
+            gauges: BTreeMap::new(),
         }
     }
 }
 
-#[derive(Default)]
-struct IntervalAcc {
-    trends: Trends,
-    counters: BTreeMap<String, u64>,
-    gauges: BTreeMap<String, f64>,
-}
-
 struct Totals {
     trends: Trends,
-    counters: BTreeMap<String, CounterStats>,
+    counters: Vec<CounterStats>,
     passes: u64,
     fails: u64,
-    gauges: BTreeMap<String, GaugeStats>,
-}
-
-/// Precomputed metric names per query, so the hot loop formats nothing.
-struct QueryKeys {
-    duration: String,
-    service: String,
-    errors: String,
+    gauges: BTreeMap<&'static str, GaugeStats>,
 }
 
 pub struct Aggregator {
     cfg: AggregatorConfig,
-    keys: Vec<QueryKeys>,
+    catalog: Catalog,
     open: BTreeMap<u64, IntervalAcc>,
     series: Vec<Interval>,
     finalized_through: u64,
     totals: Totals,
     late: u64,
     aborted_by: Option<String>,
-    last_progress_len: usize,
 }
 
 impl Aggregator {
     pub fn new(cfg: AggregatorConfig) -> Aggregator {
-        let keys: Vec<QueryKeys> = cfg
-            .query_names
-            .iter()
-            .map(|q| QueryKeys {
-                duration: format!("query_duration{{query:{q}}}"),
-                service: format!("service_time{{query:{q}}}"),
-                errors: format!("query_errors{{query:{q}}}"),
-            })
-            .collect();
-        let mut counters = BTreeMap::new();
-        for name in [
-            "iterations",
-            "queries",
-            "connection_errors",
-            "query_errors",
-            "tenant_violations",
-            "incomplete_iterations",
-        ] {
-            counters.insert(name.to_owned(), CounterStats::default());
-        }
-        if cfg.open_model {
-            counters.insert("dropped_iterations".into(), CounterStats::default());
-        }
-        // A query without errors has an error count of 0, not no count at all: a threshold
-        // `query_errors{query:NAME} = ["count == 0"]` must pass on it.
-        for k in &keys {
-            counters.insert(k.errors.clone(), CounterStats::default());
-        }
+        let catalog = Catalog::new(&cfg.query_names, cfg.open_model);
+        let totals = Totals {
+            trends: Trends::new(catalog.trends.len()),
+            counters: vec![CounterStats::default(); catalog.counters.len()],
+            passes: 0,
+            fails: 0,
+            gauges: BTreeMap::new(),
+        };
         Aggregator {
             cfg,
-            keys,
+            catalog,
             open: BTreeMap::new(),
             series: Vec::new(),
             finalized_through: 0,
-            totals: Totals {
-                trends: Trends::default(),
-                counters,
-                passes: 0,
-                fails: 0,
-                gauges: BTreeMap::new(),
-            },
+            totals,
             late: 0,
             aborted_by: None,
-            last_progress_len: 0,
         }
     }
 
@@ -179,21 +291,20 @@ impl Aggregator {
         let iv = self.interval_us();
         for s in batch {
             let idx = s.at_us / iv;
-            let late = idx < self.finalized_through;
-            if late {
+            if idx < self.finalized_through {
                 self.late += 1;
-            }
-            let acc = if late {
-                None
-            } else {
-                Some(self.open.entry(idx).or_default())
-            };
-            record(&mut self.totals, acc, &self.keys, &s, self.cfg.open_model);
-            if late {
+                record(&mut self.totals, None, &self.catalog, &s);
                 // Keep the interval's counts right even though its percentiles are closed.
                 if let Some(point) = self.series.get_mut(idx as usize) {
                     count_only(point, &s);
                 }
+            } else {
+                let catalog = &self.catalog;
+                let acc = self
+                    .open
+                    .entry(idx)
+                    .or_insert_with(|| IntervalAcc::new(catalog));
+                record(&mut self.totals, Some(acc), catalog, &s);
             }
         }
     }
@@ -204,15 +315,37 @@ impl Aggregator {
         // Every interval gets a VU reading at its end, even one without samples.
         let current = now_us / self.interval_us();
         if current > 0 {
-            let acc = self.open.entry(current - 1).or_default();
-            acc.gauges.insert("vus".into(), vus as f64);
+            let catalog = &self.catalog;
+            let acc = self
+                .open
+                .entry(current - 1)
+                .or_insert_with(|| IntervalAcc::new(catalog));
+            acc.gauges.insert("vus", vus as f64);
         }
         record_gauge(&mut self.totals, "vus", vus as f64);
         self.finalize_until(now_us.saturating_sub(GRACE_US));
-        if self.cfg.progress {
-            self.print_progress(now_us, vus);
+        self.tell_watchers(now_us, vus);
+    }
+
+    /// Tells every watcher what has been measured; stops the run on the first that asks.
+    fn tell_watchers(&mut self, now_us: u64, vus: u64) {
+        let mut watchers = std::mem::take(&mut self.cfg.watchers);
+        let view = RunView {
+            agg: self,
+            now_us,
+            vus,
+        };
+        let mut stop = None;
+        for w in &mut watchers {
+            if let Some(reason) = w.tick(&view) {
+                stop.get_or_insert(reason);
+            }
         }
-        self.check_abort(now_us);
+        self.cfg.watchers = watchers;
+        if let (Some(reason), None) = (stop, &self.aborted_by) {
+            self.aborted_by = Some(reason);
+            self.cfg.abort.cancel();
+        }
     }
 
     /// Closes every interval that ended before `until_us` (microseconds since the start).
@@ -220,77 +353,20 @@ impl Aggregator {
         let iv = self.interval_us();
         while (self.finalized_through + 1) * iv <= until_us {
             let idx = self.finalized_through;
-            let acc = self.open.remove(&idx).unwrap_or_default();
             let len_s = self.cfg.interval.as_secs_f64();
             let t_s = (idx + 1) as f64 * len_s;
-            let point = close_interval(acc, t_s, len_s, &self.series);
-            self.series.push(point);
-            self.finalized_through += 1;
+            self.close(idx, t_s, len_s);
         }
     }
 
-    fn print_progress(&mut self, now_us: u64, vus: u64) {
-        let Some(last) = self.series.last() else {
-            return;
-        };
-        let qps = last.counters.get("queries").copied().unwrap_or(0) as f64 / last.len_s;
-        let (p50, p99) = last
-            .trends
-            .get("query_duration")
-            .map(|t| (t.p50_us as f64 / 1e3, t.p99_us as f64 / 1e3))
-            .unwrap_or((0.0, 0.0));
-        let errors = self.totals.counters["connection_errors"].count
-            + self.totals.counters["query_errors"].count;
-        let line = format!(
-            "[{:>5.0}s/{:.0}s] vus {:>4}  queries/s {:>7.0}  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
-            now_us as f64 / 1e6,
-            self.cfg.planned.as_secs_f64(),
-            vus,
-            qps,
-            p50,
-            p99,
-            errors
-        );
-        let pad = self.last_progress_len.saturating_sub(line.len());
-        self.last_progress_len = line.len();
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r{line}{}", " ".repeat(pad));
-        let _ = err.flush();
-    }
-
-    fn check_abort(&mut self, now_us: u64) {
-        if self.aborted_by.is_some() || self.cfg.abort_thresholds.is_empty() {
-            return;
-        }
-        let elapsed = Duration::from_micros(now_us);
-        let due: Vec<&Threshold> = self
-            .cfg
-            .abort_thresholds
-            .iter()
-            .filter(|t| elapsed >= t.delay_abort_eval)
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        // The same evaluation as the final verdict's, on the same kind of numbers: the trends
-        // these thresholds read carry their histograms, so p(97) is p(97), not a stored p99.
-        let wanted: Vec<&str> = due.iter().map(|t| t.metric.as_str()).collect();
-        let snapshot = crate::metrics::summary::Summary {
-            metrics: self.metrics(elapsed.as_secs_f64(), |name| wanted.contains(&name)),
-            ..crate::metrics::summary::Summary::empty()
-        };
-        for t in due {
-            let result = &gate::evaluate(std::slice::from_ref(t), &snapshot)[0];
-            // A metric without samples yet is not a reason to abort.
-            if result.observed.is_some() && !result.ok {
-                self.aborted_by = Some(format!(
-                    "threshold {t} failed (observed {:.3}) and has abort_on_fail",
-                    result.observed.unwrap_or_default()
-                ));
-                self.cfg.abort.cancel();
-                return;
-            }
-        }
+    fn close(&mut self, idx: u64, t_s: f64, len_s: f64) {
+        let acc = self
+            .open
+            .remove(&idx)
+            .unwrap_or_else(|| IntervalAcc::new(&self.catalog));
+        let point = close_interval(acc, &self.catalog, t_s, len_s, &self.series);
+        self.series.push(point);
+        self.finalized_through += 1;
     }
 
     /// Run totals as summary metrics; trends for which `with_histogram` says so carry their
@@ -308,32 +384,22 @@ impl Aggregator {
                 0.0
             }
         };
-        for (name, h) in &self.totals.trends.map {
-            out.insert(
-                name.clone(),
-                Metric::Trend(TrendStats::from_histogram(
-                    h,
-                    duration_s,
-                    with_histogram(name),
-                )),
-            );
+        for (id, h) in self.totals.trends.0.iter().enumerate() {
+            let name = &self.catalog.trends[id];
+            let stats = match h {
+                Some(h) => TrendStats::from_histogram(h, duration_s, with_histogram(name)),
+                None if self.catalog.trend_always_listed(id) => TrendStats::default(),
+                None => continue,
+            };
+            out.insert(name.clone(), Metric::Trend(stats));
         }
-        // Every query has a trend, even one that never succeeded: its threshold then fails
-        // for lack of samples instead of disappearing.
-        for k in &self.keys {
-            out.entry(k.duration.clone())
-                .or_insert_with(|| Metric::Trend(TrendStats::default()));
-        }
-        if !out.contains_key("query_duration") {
-            out.insert(
-                "query_duration".into(),
-                Metric::Trend(TrendStats::default()),
-            );
-        }
-        for (name, c) in &self.totals.counters {
+        for (id, c) in self.totals.counters.iter().enumerate() {
+            if !self.catalog.counter_listed(id) {
+                continue;
+            }
             let mut c = c.clone();
             c.rate_per_s = per_s(c.count);
-            out.insert(name.clone(), Metric::Counter(c));
+            out.insert(self.catalog.counters[id].clone(), Metric::Counter(c));
         }
         let total = self.totals.passes + self.totals.fails;
         out.insert(
@@ -349,7 +415,7 @@ impl Aggregator {
             }),
         );
         for (name, g) in &self.totals.gauges {
-            out.insert(name.clone(), Metric::Gauge(g.clone()));
+            out.insert((*name).to_owned(), Metric::Gauge(g.clone()));
         }
         out
     }
@@ -367,17 +433,20 @@ impl Aggregator {
             .max(now_us / iv);
         while self.finalized_through <= last_idx {
             let idx = self.finalized_through;
-            let acc = self.open.remove(&idx).unwrap_or_default();
             let start_s = idx as f64 * self.cfg.interval.as_secs_f64();
             let end_s = ((idx + 1) as f64 * self.cfg.interval.as_secs_f64())
                 .min(now_us as f64 / 1e6)
                 .max(start_s + 1e-3);
-            let point = close_interval(acc, end_s, end_s - start_s, &self.series);
-            self.series.push(point);
-            self.finalized_through += 1;
+            self.close(idx, end_s, end_s - start_s);
         }
-        if self.cfg.progress && self.last_progress_len > 0 {
-            eprintln!();
+        let mut watchers = std::mem::take(&mut self.cfg.watchers);
+        let view = RunView {
+            agg: &self,
+            now_us,
+            vus: 0,
+        };
+        for w in &mut watchers {
+            w.finish(&view);
         }
         let duration_s = now_us as f64 / 1e6;
         Aggregated {
@@ -389,41 +458,52 @@ impl Aggregator {
     }
 }
 
-fn bump(map: &mut BTreeMap<String, u64>, name: &str, by: u64) {
-    if let Some(v) = map.get_mut(name) {
-        *v += by;
-    } else {
-        map.insert(name.to_owned(), by);
-    }
-}
-
-fn bump_total(totals: &mut Totals, name: &str, class: Option<&str>, by: u64) {
-    let c = match totals.counters.get_mut(name) {
-        Some(c) => c,
-        None => totals.counters.entry(name.to_owned()).or_default(),
-    };
-    c.count += by;
-    if let Some(class) = class {
-        *c.by_class.entry(class.to_owned()).or_default() += by;
-    }
-}
-
-fn record_gauge(totals: &mut Totals, name: &str, value: f64) {
+fn record_gauge(totals: &mut Totals, name: &'static str, value: f64) {
     let mut g = totals.gauges.remove(name);
     GaugeStats::record(&mut g, value);
-    totals
-        .gauges
-        .insert(name.to_owned(), g.expect("recorded above"));
+    totals.gauges.insert(name, g.expect("recorded above"));
+}
+
+fn bump_total(totals: &mut Totals, id: usize, class: Option<&str>, by: u64) {
+    let c = &mut totals.counters[id];
+    c.count += by;
+    if let Some(class) = class {
+        match c.by_class.get_mut(class) {
+            Some(n) => *n += by,
+            None => {
+                c.by_class.insert(class.to_owned(), by);
+            }
+        }
+    }
 }
 
 /// Adds one sample to the totals and (unless late) to its interval.
-fn record(
+/// Records `v` in trend `id`, in the totals and the open interval.
+fn trend(totals: &mut Totals, acc: &mut Option<&mut IntervalAcc>, id: usize, v: u64) {
+    totals.trends.record(id, v);
+    if let Some(a) = acc.as_deref_mut() {
+        a.trends.record(id, v);
+    }
+}
+
+/// Adds `by` to counter `id` (with its error class), in the totals and the open interval.
+fn count(
     totals: &mut Totals,
-    mut acc: Option<&mut IntervalAcc>,
-    keys: &[QueryKeys],
-    s: &Sample,
-    open_model: bool,
+    acc: &mut Option<&mut IntervalAcc>,
+    id: usize,
+    class: Option<&str>,
+    by: u64,
 ) {
+    bump_total(totals, id, class, by);
+    if let Some(a) = acc.as_deref_mut() {
+        if let Some(c) = a.counters.get_mut(id) {
+            *c += by;
+        }
+    }
+}
+
+fn record(totals: &mut Totals, mut acc: Option<&mut IntervalAcc>, catalog: &Catalog, s: &Sample) {
+    let acc = &mut acc;
     match &s.kind {
         SampleKind::Query {
             query,
@@ -432,27 +512,21 @@ fn record(
             lag_us,
             tenant_violations,
         } => {
-            let k = &keys[*query as usize];
-            let mut trend = |name: &str, v: u64| {
-                totals.trends.record(name, v);
-                if let Some(a) = acc.as_deref_mut() {
-                    a.trends.record(name, v);
-                }
-            };
-            trend("query_duration", *response_us);
-            trend(&k.duration, *response_us);
-            if open_model {
-                trend("service_time", *service_us);
-                trend(&k.service, *service_us);
+            trend(totals, acc, trend::QUERY_DURATION, *response_us);
+            trend(totals, acc, catalog.query_duration(*query), *response_us);
+            if catalog.open_model {
+                trend(totals, acc, trend::SERVICE_TIME, *service_us);
+                trend(totals, acc, catalog.query_service(*query), *service_us);
                 if let Some(lag) = lag_us {
-                    trend("scheduling_lag", *lag);
+                    trend(totals, acc, trend::SCHEDULING_LAG, *lag);
                 }
             }
-            bump_total(totals, "queries", None, 1);
+            count(totals, acc, counter::QUERIES, None, 1);
             if *tenant_violations > 0 {
-                bump_total(
+                count(
                     totals,
-                    "tenant_violations",
+                    acc,
+                    counter::TENANT_VIOLATIONS,
                     None,
                     u64::from(*tenant_violations),
                 );
@@ -460,99 +534,94 @@ fn record(
             } else {
                 totals.passes += 1;
             }
-            if let Some(a) = acc {
-                bump(&mut a.counters, "queries", 1);
-                if *tenant_violations > 0 {
-                    bump(
-                        &mut a.counters,
-                        "tenant_violations",
-                        u64::from(*tenant_violations),
-                    );
-                }
-            }
         }
         SampleKind::Error { query, kind, class } => {
-            let counter = match kind {
-                ErrorKind::Connection => "connection_errors",
-                ErrorKind::Query => "query_errors",
+            let id = match kind {
+                ErrorKind::Connection => counter::CONNECTION_ERRORS,
+                ErrorKind::Query => counter::QUERY_ERRORS,
             };
-            bump_total(totals, counter, Some(class), 1);
+            count(totals, acc, id, Some(class), 1);
             if let (Some(q), ErrorKind::Query) = (query, kind) {
-                bump_total(totals, &keys[*q as usize].errors, Some(class), 1);
+                bump_total(totals, catalog.query_errors(*q), Some(class), 1);
             }
             totals.fails += 1;
-            if let Some(a) = acc {
-                bump(&mut a.counters, counter, 1);
-            }
         }
-        SampleKind::Iteration => {
-            bump_total(totals, "iterations", None, 1);
-            if let Some(a) = acc {
-                bump(&mut a.counters, "iterations", 1);
-            }
-        }
-        SampleKind::Dropped => {
-            bump_total(totals, "dropped_iterations", None, 1);
-            if let Some(a) = acc {
-                bump(&mut a.counters, "dropped_iterations", 1);
-            }
-        }
+        SampleKind::Iteration => count(totals, acc, counter::ITERATIONS, None, 1),
+        SampleKind::Dropped => count(totals, acc, counter::DROPPED, None, 1),
         SampleKind::Incomplete { query, waited_us } => {
             // The answer never came: its latency is at least what it waited, and it failed.
-            let key = query.map(|q| keys[q as usize].duration.as_str());
-            totals.trends.record("query_duration", *waited_us);
-            if let Some(k) = key {
-                totals.trends.record(k, *waited_us);
+            trend(totals, acc, trend::QUERY_DURATION, *waited_us);
+            if let Some(q) = query {
+                trend(totals, acc, catalog.query_duration(*q), *waited_us);
             }
-            bump_total(totals, "incomplete_iterations", None, 1);
+            count(totals, acc, counter::INCOMPLETE, None, 1);
             totals.fails += 1;
-            if let Some(a) = acc {
-                a.trends.record("query_duration", *waited_us);
-                if let Some(k) = key {
-                    a.trends.record(k, *waited_us);
-                }
-                bump(&mut a.counters, "incomplete_iterations", 1);
-            }
         }
         SampleKind::Setup { step, us } => {
-            totals.trends.record(step.metric(), *us);
-            if let Some(a) = acc {
-                a.trends.record(step.metric(), *us);
-            }
+            let id = match step {
+                SetupStep::Connect => trend::CONNECT_DURATION,
+                SetupStep::PoolWait => trend::POOL_WAIT,
+            };
+            trend(totals, acc, id, *us);
         }
         SampleKind::Gauge { name, value } => {
             record_gauge(totals, name, *value);
-            if let Some(a) = acc {
-                a.gauges.insert((*name).to_owned(), *value);
+            if let Some(a) = acc.as_deref_mut() {
+                a.gauges.insert(name, *value);
             }
         }
     }
 }
 
 fn count_only(point: &mut Interval, s: &Sample) {
-    let name = match &s.kind {
-        SampleKind::Query { .. } => "queries",
+    let id = match &s.kind {
+        SampleKind::Query { .. } => counter::QUERIES,
         SampleKind::Error {
             kind: ErrorKind::Connection,
             ..
-        } => "connection_errors",
-        SampleKind::Error { .. } => "query_errors",
-        SampleKind::Iteration => "iterations",
-        SampleKind::Dropped => "dropped_iterations",
-        SampleKind::Incomplete { .. } => "incomplete_iterations",
+        } => counter::CONNECTION_ERRORS,
+        SampleKind::Error { .. } => counter::QUERY_ERRORS,
+        SampleKind::Iteration => counter::ITERATIONS,
+        SampleKind::Dropped => counter::DROPPED,
+        SampleKind::Incomplete { .. } => counter::INCOMPLETE,
         SampleKind::Gauge { .. } | SampleKind::Setup { .. } => return,
     };
-    *point.counters.entry(name.to_owned()).or_default() += 1;
+    *point
+        .counters
+        .entry(counter::NAMES[id].to_owned())
+        .or_default() += 1;
 }
 
-fn close_interval(acc: IntervalAcc, t_s: f64, len_s: f64, previous: &[Interval]) -> Interval {
+fn close_interval(
+    acc: IntervalAcc,
+    catalog: &Catalog,
+    t_s: f64,
+    len_s: f64,
+    previous: &[Interval],
+) -> Interval {
     let trends = acc
         .trends
-        .map
+        .0
         .iter()
-        .map(|(name, h)| (name.clone(), IntervalTrend::from_histogram(h)))
+        .enumerate()
+        .filter_map(|(id, h)| {
+            h.as_ref()
+                .map(|h| (catalog.trends[id].clone(), IntervalTrend::from_histogram(h)))
+        })
         .collect();
-    let mut gauges = acc.gauges;
+    // An interval lists the counts it saw (a reader takes a missing one as 0).
+    let counters = acc
+        .counters
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(id, n)| (counter::NAMES[id].to_owned(), *n))
+        .collect();
+    let mut gauges: BTreeMap<String, f64> = acc
+        .gauges
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     // VUs are sampled at interval ends; carry the previous reading over a missed tick.
     let vus = match gauges.remove("vus") {
         Some(v) => v as u64,
@@ -562,24 +631,23 @@ fn close_interval(acc: IntervalAcc, t_s: f64, len_s: f64, previous: &[Interval])
         t_s,
         len_s,
         vus,
-        counters: acc.counters,
+        counters,
         trends,
         gauges,
     }
 }
 
-/// Whether the live progress line should be shown (stderr is a terminal and not `--quiet`).
-pub fn progress_wanted(quiet: bool) -> bool {
-    !quiet && std::io::stderr().is_terminal()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::{Aggregation, Op};
+    use crate::gate::{self, Aggregation, Op, Threshold};
     use crate::metrics::summary::Summary;
 
     fn aggregator(abort_thresholds: Vec<Threshold>) -> Aggregator {
+        let watchers: Vec<Box<dyn Watcher>> = gate::LiveCheck::new(&abort_thresholds)
+            .map(|c| Box::new(c) as Box<dyn Watcher>)
+            .into_iter()
+            .collect();
         Aggregator::new(AggregatorConfig {
             start: Instant::now(),
             interval: Duration::from_secs(1),
@@ -587,8 +655,7 @@ mod tests {
             query_names: vec!["q".into()],
             open_model: false,
             vus: Arc::new(AtomicU64::new(0)),
-            progress: false,
-            abort_thresholds,
+            watchers,
             abort: CancellationToken::new(),
         })
     }
@@ -629,7 +696,7 @@ mod tests {
     fn the_live_abort_check_judges_the_percentile_the_threshold_names() {
         let mut agg = aggregator(vec![p97_below_5ms()]);
         agg.ingest(skewed());
-        agg.check_abort(2_000_000);
+        agg.tell_watchers(2_000_000, 0);
         assert_eq!(
             agg.aborted_by, None,
             "p(97) is 1 ms; a stored p99 must not stand in"
@@ -653,7 +720,7 @@ mod tests {
         threshold.aggregation = Aggregation::Percentile(99.0);
         let mut agg = aggregator(vec![threshold]);
         agg.ingest(skewed());
-        agg.check_abort(2_000_000);
+        agg.tell_watchers(2_000_000, 0);
         let reason = agg.aborted_by.clone().expect("p(99) is 100 ms: abort");
         assert!(reason.contains("p(99) < 5"), "{reason}");
         assert!(agg.cfg.abort.is_cancelled());
