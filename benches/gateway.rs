@@ -7,9 +7,9 @@ use std::fmt;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use thumper::discord::payload::{self, EventMark, MemberEventKind};
-use thumper::discord::World;
 use thumper::gateway::envelope::{route, Envelope};
+use thumper::gateway_load::fake_discord::payload::{self, EventMark, MemberEventKind};
+use thumper::gateway_load::fake_discord::World;
 
 /// One payload shape to measure.
 #[derive(Clone, Copy)]

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::run::{PoolMode, RunOptions};
+use crate::run::RunOptions;
+use crate::stack::PoolMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -158,9 +159,11 @@ pub struct RunArgs {
     /// PgBouncer admin console URL (db "pgbouncer"), polled once a second for pool statistics.
     #[arg(long, env = "PGBOUNCER_ADMIN_URL")]
     pub pgbouncer_admin: Option<String>,
-    /// What --target is, for refusing protocol = "prepared" through a transaction pooler.
-    #[arg(long, value_enum, default_value_t = PoolMode::Transaction)]
-    pub pool_mode: PoolMode,
+    /// What --target is: PgBouncer's pool_mode (transaction, session, statement) or none for
+    /// PostgreSQL itself, for refusing protocol = "prepared" where it cannot work. The embedded
+    /// stack's mode comes from the scenario's [stack.pgbouncer] instead.
+    #[arg(long, default_value = "transaction", value_parser = parse_pool_mode, value_name = "MODE")]
+    pub pool_mode: TargetPooling,
     /// Multiply every stage duration by F (e.g. 0.1); think time is kept.
     #[arg(long, value_name = "F")]
     pub time_scale: Option<f64>,
@@ -261,7 +264,7 @@ impl RunArgs {
             target: self.target,
             admin_url: self.admin_url,
             pgbouncer_admin_url: self.pgbouncer_admin,
-            pool_mode: self.pool_mode,
+            pool_mode: self.pool_mode.0,
             report_dir: self.report_dir,
             summary_md: self.summary_md,
             quiet: self.quiet,
@@ -284,4 +287,20 @@ pub fn bundled_scenario(name: &str) -> PathBuf {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::scenario::duration::parse(text)
+}
+
+/// What `--target` pools by: PgBouncer's mode, or `None` for PostgreSQL itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetPooling(pub Option<PoolMode>);
+
+fn parse_pool_mode(text: &str) -> Result<TargetPooling, String> {
+    match text {
+        "none" => Ok(TargetPooling(None)),
+        "transaction" => Ok(TargetPooling(Some(PoolMode::Transaction))),
+        "session" => Ok(TargetPooling(Some(PoolMode::Session))),
+        "statement" => Ok(TargetPooling(Some(PoolMode::Statement))),
+        other => Err(format!(
+            "\"{other}\": expected transaction, session, statement or none (PostgreSQL itself)"
+        )),
+    }
 }

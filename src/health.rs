@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::pgbouncer;
+use crate::metrics::pgbouncer;
 use crate::workload::describe;
 
 /// Limits for the console checks.

@@ -5,19 +5,17 @@
 //! report → exit code. Each stage lives in its own module.
 #![forbid(unsafe_code)]
 
-pub mod capacity;
 pub mod cli;
-pub mod console;
+pub mod commands;
 pub mod dataset;
-pub mod discord;
 pub mod executor;
+pub mod exit;
 pub mod gate;
 pub mod gateway;
 pub mod gateway_load;
 pub mod health;
 pub mod metrics;
 pub mod migrate;
-pub mod pgbouncer;
 pub mod redact;
 pub mod report;
 pub mod rls;

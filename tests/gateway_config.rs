@@ -5,7 +5,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use thumper::discord::{FakeConfig, FakeDiscord, World};
+use thumper::gateway_load::fake_discord::{FakeConfig, FakeDiscord, World};
 
 fn gateway(vars: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gateway"))

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use thumper::discord::Fault;
+use thumper::gateway_load::fake_discord::Fault;
 use thumper::gateway_load::{self, FaultAt, GatewayRunConfig, GatewayRunOutcome, GatewayWorkload};
 use thumper::metrics::summary::Metric;
 use tokio_util::sync::CancellationToken;

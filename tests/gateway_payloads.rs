@@ -2,8 +2,8 @@
 //! that changes the gateway models breaks this test, not a load run.
 
 use serde::de::DeserializeSeed;
-use thumper::discord::payload::{self, EventMark, MemberEventKind};
-use thumper::discord::World;
+use thumper::gateway_load::fake_discord::payload::{self, EventMark, MemberEventKind};
+use thumper::gateway_load::fake_discord::World;
 use twilight_model::gateway::event::{DispatchEvent, GatewayEvent, GatewayEventDeserializer};
 
 fn world() -> World {

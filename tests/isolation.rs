@@ -38,12 +38,13 @@ async fn rls_switched_off_mid_run_fails_the_tenant_threshold() {
 
     // Wait until the load is running through PgBouncer (well past the preflight's few
     // transactions), then let a full second of it pass with isolation intact.
-    let console = thumper::pgbouncer::connect(&urls.pgbouncer_admin_url, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let console =
+        thumper::metrics::pgbouncer::connect(&urls.pgbouncer_admin_url, Duration::from_secs(5))
+            .await
+            .unwrap();
     let mut polls = 0;
     loop {
-        let s = thumper::pgbouncer::snapshot(&console, Some("arrakis"))
+        let s = thumper::metrics::pgbouncer::snapshot(&console, Some("arrakis"))
             .await
             .unwrap();
         if s.total_xact_count >= 100.0 {

@@ -818,7 +818,7 @@ fn compare_finds_a_regression() {
     });
     let c = compare::compare(&baseline, &current, 10.0);
     assert!(c.regressed && c.refused.is_none());
-    assert_eq!(c.exit_code(), compare::EXIT_REGRESSION);
+    assert_eq!(c.exit_code(), thumper::exit::THRESHOLD);
     let total = verdicts(&c, "query_duration");
     assert_eq!(
         total[..3].iter().map(|v| v.1).collect::<Vec<_>>(),
@@ -889,7 +889,7 @@ fn compare_judges_a_short_run_with_the_samples_it_has() {
     let c = compare::compare(&baseline, &short, 10.0);
     assert_eq!(
         c.exit_code(),
-        compare::EXIT_REGRESSION,
+        thumper::exit::THRESHOLD,
         "{}",
         compare::comparison_markdown(&c)
     );
@@ -924,7 +924,7 @@ fn compare_refuses_what_the_intervals_cannot_tell() {
     let (a, b) = (tiny(1), tiny(2));
     assert_eq!(a.trend("query_duration").unwrap().count, 5);
     let c = compare::compare(&a, &b, 10.0);
-    assert_eq!(c.exit_code(), compare::EXIT_REFUSED);
+    assert_eq!(c.exit_code(), thumper::exit::NOT_JUDGED);
     assert!(!c.regressed && !c.rows.is_empty());
     assert!(verdicts(&c, "query_duration")[..3]
         .iter()
@@ -935,7 +935,7 @@ fn compare_refuses_what_the_intervals_cannot_tell() {
     let mut other = steady();
     other.scenario.name = "spike".to_owned();
     let c = compare::compare(&baseline, &other, 10.0);
-    assert_eq!(c.exit_code(), compare::EXIT_REFUSED);
+    assert_eq!(c.exit_code(), thumper::exit::NOT_JUDGED);
     assert!(c.refused.unwrap().contains("spike") && c.rows.is_empty());
 }
 

@@ -167,3 +167,12 @@ fn log_totals(stats: &[Arc<ShardStats>], cache: Option<&InMemoryCache>) {
         "gateway stats"
     );
 }
+
+/// Unix time in microseconds: the clock of envelope timestamps (and of the test equipment's
+/// `sent_us` marks, which are compared with them).
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

@@ -20,7 +20,7 @@ use super::config::CacheMode;
 use super::envelope::{self, Envelope};
 use super::publish::Publisher;
 use super::queue::IdentifyQueue;
-use crate::discord::pace::unix_micros;
+use super::unix_micros;
 
 /// Counters one shard writes and the stats reporter reads.
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
 //! `thumper gateway`: load-tests the reference gateway end to end.
 //!
-//! One run starts NATS (or uses the given URL), the fake Discord ([`crate::discord`]) and the
+//! One run starts NATS (or uses the given URL), the fake Discord ([`crate::gateway_load::fake_discord`]) and the
 //! real gateway binary as a child process; waits until every guild's GUILD_CREATE has come back
 //! through NATS; then drives member events along the rate stages, injects the scheduled faults,
 //! and measures what arrives on thumper's own NATS subscription:
@@ -16,9 +16,11 @@
 //! The lead's scenario parser hands the `[gateway]` table to [`GatewayWorkload`]; thresholds and
 //! reports work on the returned metrics like on any scenario's.
 
+pub mod fake_discord;
 mod nats;
 mod process;
 mod recorder;
+mod run;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,13 +32,16 @@ use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::discord::pace::{event_schedule, unix_micros};
-use crate::discord::{FakeConfig, FakeDiscord, FakeStats, Fault, MemberMix, World};
 use crate::gateway::config::{CacheMode, IdentifyConcurrency};
+use crate::gateway_load::fake_discord::pace::{event_schedule, unix_micros};
+use crate::gateway_load::fake_discord::{
+    FakeConfig, FakeDiscord, FakeStats, Fault, MemberMix, World,
+};
 use crate::metrics::summary::{CounterStats, GaugeStats, Interval, Metric};
 pub use nats::NatsServer;
 pub use process::{GatewayProcess, ProcSample, ProcSampler};
 use recorder::{Gauge, Recorder};
+pub use run::{run_gateway, GatewayOptions};
 
 /// The `[gateway]` table of a scenario file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

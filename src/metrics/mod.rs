@@ -2,5 +2,6 @@
 
 pub mod aggregator;
 pub mod codec;
+pub mod pgbouncer;
 pub mod recorder;
 pub mod summary;

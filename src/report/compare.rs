@@ -26,7 +26,7 @@
 //! 4. **Refusal.** When the runs are of different scenarios or share no latency trend, or when
 //!    nothing regressed and a percentile of the main trend cannot be told (its row is
 //!    [`Change::Insufficient`]), the comparison is refused ([`Comparison::refused`]); the CLI
-//!    exits with [`EXIT_REFUSED`], distinct from a regression. A regression is never refused,
+//!    exits with [`exit::NOT_JUDGED`], distinct from a regression. A regression is never refused,
 //!    and an untold percentile of a single query's trend only marks its row.
 
 use std::collections::BTreeSet;
@@ -35,19 +35,10 @@ use std::path::Path;
 
 use super::markdown::escape;
 use super::{model, read_summary};
+use crate::exit;
 use crate::metrics::codec;
 use crate::metrics::summary::{Summary, TrendStats, Verdict};
 
-/// Exit code for a regression beyond the limit (the same as a failed threshold).
-pub const EXIT_REGRESSION: u8 = 99;
-/// Exit code when the runs cannot be compared (different scenarios, or intervals too wide to tell
-/// anything and no regression): distinct from a regression so a CI job can tell "slower" from
-/// "no verdict".
-pub const EXIT_REFUSED: u8 = 98;
-/// Exit code when a summary cannot be read (missing file, bad JSON, other schema version).
-pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code when the Markdown file cannot be written.
-pub const EXIT_FAILED: u8 = 1;
 /// `--max-regression` when not given, in percent.
 pub const DEFAULT_MAX_REGRESSION_PCT: f64 = 10.0;
 /// Two-sided confidence of a percentile's interval.
@@ -245,12 +236,12 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// 0, [`EXIT_REGRESSION`] or [`EXIT_REFUSED`].
+    /// 0, [`exit::THRESHOLD`] or [`exit::NOT_JUDGED`].
     pub fn exit_code(&self) -> u8 {
         if self.refused.is_some() {
-            EXIT_REFUSED
+            exit::NOT_JUDGED
         } else if self.regressed {
-            EXIT_REGRESSION
+            exit::THRESHOLD
         } else {
             0
         }
@@ -479,8 +470,8 @@ pub fn comparison_markdown(c: &Comparison) -> String {
 }
 
 /// `thumper compare`: reads both summaries, prints the Markdown comparison on stdout (and to
-/// `markdown` when given) and returns the exit code: 0, [`EXIT_REGRESSION`], [`EXIT_REFUSED`],
-/// [`EXIT_BAD_INPUT`] for an unreadable summary, [`EXIT_FAILED`] when the Markdown file cannot be
+/// `markdown` when given) and returns the exit code: 0, [`exit::THRESHOLD`], [`exit::NOT_JUDGED`],
+/// [`exit::BAD_INPUT`] for an unreadable summary, [`exit::FAILED`] when the Markdown file cannot be
 /// written.
 pub fn run_cli(
     baseline: &Path,
@@ -495,18 +486,18 @@ pub fn run_cli(
                 "thumper compare: --markdown {}: cannot create the file ({e})",
                 path.display()
             );
-            return EXIT_BAD_INPUT;
+            return exit::BAD_INPUT;
         }
     }
     let read = |p: &Path| {
         read_summary(p).map_err(|e| {
             eprintln!("thumper compare: {e}");
-            EXIT_BAD_INPUT
+            exit::BAD_INPUT
         })
     };
     let (b, c) = match (read(baseline), read(current)) {
         (Ok(b), Ok(c)) => (b, c),
-        _ => return EXIT_BAD_INPUT,
+        _ => return exit::BAD_INPUT,
     };
     let comparison = compare(&b, &c, max_regression_pct);
     let md = comparison_markdown(&comparison);
@@ -514,7 +505,7 @@ pub fn run_cli(
     if let Some(path) = markdown {
         if let Err(e) = std::fs::write(path, &md) {
             eprintln!("thumper compare: {}: {e}", path.display());
-            return EXIT_FAILED;
+            return exit::FAILED;
         }
     }
     if let Some(reason) = &comparison.refused {
@@ -564,7 +555,7 @@ mod tests {
         assert_eq!(c.refused, None);
         assert_eq!(
             c.exit_code(),
-            EXIT_REGRESSION,
+            exit::THRESHOLD,
             "{}",
             comparison_markdown(&c)
         );
@@ -585,7 +576,7 @@ mod tests {
         let c = compare(&run(50, 900, 1_100, 10.0), &run(5, 900, 1_100, 10.0), 10.0);
         assert_eq!(
             c.exit_code(),
-            EXIT_REGRESSION,
+            exit::THRESHOLD,
             "{}",
             comparison_markdown(&c)
         );
@@ -601,7 +592,12 @@ mod tests {
         // 5 samples each, the current run 30 % slower, the same throughput: no interval is
         // bounded at both ends, and they overlap.
         let c = compare(&run(5, 800, 1_500, 4.0), &run(5, 1_040, 1_950, 4.0), 10.0);
-        assert_eq!(c.exit_code(), EXIT_REFUSED, "{}", comparison_markdown(&c));
+        assert_eq!(
+            c.exit_code(),
+            exit::NOT_JUDGED,
+            "{}",
+            comparison_markdown(&c)
+        );
         assert!(!c.regressed);
         assert_eq!(
             rows(&c),
@@ -627,7 +623,12 @@ mod tests {
         let c = compare(&run(100, 800, 1_500, 4.0), &run(100, 820, 1_550, 4.0), 10.0);
         assert_eq!(rows(&c)[0], (Stat::P50, Change::WithinNoise));
         assert_eq!(rows(&c)[2], (Stat::P99, Change::Insufficient));
-        assert_eq!(c.exit_code(), EXIT_REFUSED, "{}", comparison_markdown(&c));
+        assert_eq!(
+            c.exit_code(),
+            exit::NOT_JUDGED,
+            "{}",
+            comparison_markdown(&c)
+        );
     }
 
     #[test]
@@ -640,7 +641,7 @@ mod tests {
         );
         assert_eq!(
             c.exit_code(),
-            EXIT_REGRESSION,
+            exit::THRESHOLD,
             "{}",
             comparison_markdown(&c)
         );

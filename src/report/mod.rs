@@ -14,6 +14,7 @@ use crate::metrics::codec::CodecError;
 use crate::metrics::summary::{Summary, SCHEMA_VERSION};
 
 pub mod compare;
+pub mod console;
 mod hlog;
 mod html;
 mod json;

@@ -553,7 +553,7 @@ async fn run_on_stack(
         target: None,
         admin_url: None,
         pgbouncer_admin_url: None,
-        pool_mode: run::PoolMode::None,
+        pool_mode: None,
         report_dir: opts.report_dir.clone(),
         summary_md: None,
         quiet: true,
@@ -593,9 +593,10 @@ async fn run_on_stack(
             let text = scenario_text(way, opts, &spec);
             let plan = crate::scenario::parse(&text, std::path::Path::new("rls-bench"))?;
             planned_s += plan.load.duration().as_secs_f64();
-            let target = run::Target::existing(url.clone());
+            let target = run::target::Target::existing(url.clone());
             let (phase, _) =
-                run::measure(&plan, &run_options, &target, Vec::new(), interrupt.clone()).await?;
+                run::database::measure(&plan, &run_options, &target, Vec::new(), interrupt.clone())
+                    .await?;
             let mut latency_p50_us = BTreeMap::new();
             for q in queries(way) {
                 let tag = format!("{}/{label}/{}", q.name, way.as_str());

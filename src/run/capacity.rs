@@ -100,7 +100,7 @@ pub async fn run(
     plan.think_time = Duration::ZERO;
     plan.thresholds.clear();
     plan.graceful_stop = Duration::from_secs(5);
-    let target = run::resolve_target(&plan, opts).await?;
+    let target = run::target::resolve_target(&plan, opts).await?;
     let result = search(&mut plan, opts, capacity, &target, pre, max, &interrupt).await;
     if let Some(s) = target.owned_stack {
         let _ = s.stop().await;
@@ -189,13 +189,13 @@ async fn search(
     plan: &mut crate::scenario::Plan,
     opts: &RunOptions,
     capacity: &CapacityOptions,
-    target: &run::Target,
+    target: &run::target::Target,
     pre: u32,
     max: u32,
     interrupt: &CancellationToken,
 ) -> Result<(Vec<Step>, Summary), RunError> {
-    run::prepare_target(plan, opts, target, interrupt).await?;
-    let notes = run::preflight(&target.url, plan).await?;
+    run::target::prepare_target(plan, opts, target, interrupt).await?;
+    let notes = run::target::preflight(&target.url, plan).await?;
     let mut steps: Vec<Step> = Vec::new();
     let mut last_summary = None;
     let measure = |rate: u32, plan: &mut crate::scenario::Plan| {
@@ -214,7 +214,7 @@ async fn search(
         let notes = notes.clone();
         let interrupt = interrupt.clone();
         async move {
-            let (s, _) = run::measure(&plan, opts, target, notes, interrupt).await?;
+            let (s, _) = run::database::measure(&plan, opts, target, notes, interrupt).await?;
             Ok::<_, RunError>(s)
         }
     };

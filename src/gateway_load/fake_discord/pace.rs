@@ -5,16 +5,9 @@
 //! behind (or a session that is down and buffering) shows up as latency rather than hiding it:
 //! the coordinated-omission correction that oha applies to requests.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// Unix time in microseconds, the clock of `sent_us` marks and envelope timestamps.
-pub fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
+pub use crate::gateway::unix_micros;
 pub use crate::scenario::rate::RateSchedule;
 
 /// The schedule of `(duration, events per second)` stages ramping from 0, scaled by `share`

@@ -1,0 +1,321 @@
+//! Each command's glue: call the library, print what the user reads, return the exit code from
+//! the one table in [`crate::exit`]. No measurement or business logic lives here.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{bundled_scenario, Command, StackAction};
+use crate::exit;
+use crate::report::console;
+use crate::run::{self, RunError};
+use crate::{health, migrate, report, stack};
+
+/// Runs one command and returns its exit code.
+pub async fn dispatch(command: Command) -> u8 {
+    match command {
+        Command::Steady(args) => scenario(args.into_options(bundled_scenario("steady"))).await,
+        Command::Spike(args) => scenario(args.into_options(bundled_scenario("spike"))).await,
+        Command::Run {
+            scenario: path,
+            args,
+        } => scenario(args.into_options(path)).await,
+        Command::Capacity {
+            scenario: path,
+            slo_p99,
+            start_rate,
+            max_rate,
+            step,
+            max_errors,
+            refine,
+            args,
+        } => {
+            let opts = args.into_options(path.unwrap_or_else(|| bundled_scenario("steady-rate")));
+            let capacity = crate::run::capacity::CapacityOptions {
+                slo_p99_ms: slo_p99,
+                start_rate,
+                max_rate,
+                step,
+                max_errors,
+                refine_steps: refine,
+            };
+            finish_run(crate::run::capacity::run(&opts, &capacity, interrupt_on_ctrl_c()).await)
+        }
+        Command::Gateway {
+            scenario: path,
+            nats,
+            args,
+        } => {
+            let opts = args.into_options(path.unwrap_or_else(|| bundled_scenario("gateway")));
+            let gateway = crate::gateway_load::GatewayOptions { nats_url: nats };
+            finish_run(
+                crate::gateway_load::run_gateway(&opts, &gateway, interrupt_on_ctrl_c()).await,
+            )
+        }
+        Command::Stack { action } => stack_command(action).await,
+        Command::Migrate { target, dir } => {
+            let Some(url) = target.or_else(|| stack::running().map(|u| u.admin_database_url))
+            else {
+                eprintln!("thumper migrate: no database: pass --target URL (owner role) or set ADMIN_DATABASE_URL, or start one with `thumper stack up`");
+                return exit::BAD_INPUT;
+            };
+            let dir = dir.unwrap_or_else(run::default_migrations_dir);
+            match migrate::apply(&url, &dir).await {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        match o.status {
+                            migrate::MigrationStatus::Applied(d) => {
+                                println!(
+                                    "applied  {} ({}, {:.0} ms)",
+                                    o.name,
+                                    o.checksum,
+                                    d.as_secs_f64() * 1e3
+                                )
+                            }
+                            migrate::MigrationStatus::AlreadyApplied => {
+                                println!("present  {} ({})", o.name, o.checksum)
+                            }
+                        }
+                    }
+                    exit::PASS
+                }
+                Err(e) => {
+                    eprintln!("thumper migrate: {e}");
+                    exit::FAILED
+                }
+            }
+        }
+        Command::Health {
+            target,
+            admin,
+            json,
+            timeout,
+            max_waiting,
+            max_wait,
+            rls,
+        } => {
+            let running = stack::running();
+            let Some(target) = target.or_else(|| running.as_ref().map(|u| u.database_url.clone()))
+            else {
+                eprintln!("thumper health: no target: pass --target URL or set DATABASE_URL, or start one with `thumper stack up`");
+                return exit::BAD_INPUT;
+            };
+            let admin = admin.or_else(|| running.map(|u| u.pgbouncer_admin_url));
+            if !(timeout > 0.0 && timeout.is_finite()) {
+                eprintln!("thumper health: --timeout must be a positive number of seconds");
+                return exit::BAD_INPUT;
+            }
+            let mut report = health::check(&health::HealthOptions {
+                target: target.clone(),
+                admin,
+                timeout: std::time::Duration::from_secs_f64(timeout),
+                max_waiting,
+                max_wait_s: max_wait,
+            })
+            .await;
+            if rls {
+                let scenario = bundled_scenario("steady");
+                let (queries, dataset) = match crate::scenario::load(&scenario) {
+                    Ok(p) => (p.queries, p.dataset),
+                    Err(e) => {
+                        eprintln!("thumper health --rls: {e}");
+                        return exit::BAD_INPUT;
+                    }
+                };
+                let timeout = std::time::Duration::from_secs_f64(timeout);
+                let check =
+                    crate::rls::check::health_check(&target, &queries, dataset, timeout).await;
+                report.healthy &= check.ok;
+                report.checks.push(check);
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", health::render(&report));
+            }
+            if report.healthy {
+                exit::PASS
+            } else {
+                exit::FAILED
+            }
+        }
+        Command::Report {
+            summary,
+            out,
+            summary_md,
+        } => {
+            let s = match report::read_summary(&summary) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("thumper report: {e}");
+                    return exit::BAD_INPUT;
+                }
+            };
+            let dir = out.unwrap_or_else(|| {
+                summary
+                    .parent()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default()
+            });
+            match run::write_reports(&s, &dir, summary_md.as_deref()) {
+                Ok(()) => {
+                    println!("reports written to {}", dir.display());
+                    exit::PASS
+                }
+                Err(e) => {
+                    eprintln!("thumper report: {e}");
+                    exit::FAILED
+                }
+            }
+        }
+        Command::Compare {
+            baseline,
+            current,
+            max_regression,
+            markdown,
+        } => report::compare::run_cli(&baseline, &current, max_regression, markdown.as_deref()),
+        Command::RlsCheck(args) => rls_check(args).await,
+        Command::RlsBench(args) => rls_bench(args).await,
+    }
+}
+
+/// `thumper rls-bench`: every input checked before the stack starts; exit codes as a run's.
+async fn rls_bench(args: crate::cli::RlsBenchArgs) -> u8 {
+    let opts = match args.into_options() {
+        Ok(o) => o,
+        Err(m) => {
+            eprintln!("thumper rls-bench: {m}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let result = crate::rls::bench::run(&opts, interrupt_on_ctrl_c()).await;
+    if let Ok(r) = &result {
+        print!("{}", crate::rls::bench::table(&r.summary));
+    }
+    finish_run(result)
+}
+
+/// `thumper rls-check`: 0 clean, 99 a finding, 2 bad input, 1 the check could not run.
+async fn rls_check(args: crate::cli::RlsCheckArgs) -> u8 {
+    use crate::rls::check;
+    let opts = check::CommandOptions {
+        scenario: args.scenario.unwrap_or_else(|| bundled_scenario("steady")),
+        target: args.target,
+        tenant_column: args.tenant_column,
+    };
+    match check::command(&opts).await {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", check::render(&report));
+            }
+            if report.clean() {
+                exit::PASS
+            } else {
+                exit::THRESHOLD
+            }
+        }
+        Err(e) => finish_run(Err(e)),
+    }
+}
+
+async fn scenario(opts: run::RunOptions) -> u8 {
+    finish_run(run::run(&opts, interrupt_on_ctrl_c()).await)
+}
+
+/// A token cancelled by the first Ctrl-C or SIGTERM; a second one stops the servers and quits.
+fn interrupt_on_ctrl_c() -> CancellationToken {
+    crate::signals::watch()
+}
+
+/// Prints a run's end summary and maps its outcome to an exit code.
+fn finish_run(result: Result<run::RunResult, RunError>) -> u8 {
+    match result {
+        Ok(result) => {
+            print!("{}", console::render(&result.summary, &result.report_dir));
+            exit::of_verdict(result.summary.verdict)
+        }
+        Err(RunError::BadInput(m)) => {
+            eprintln!("thumper: {m}");
+            exit::BAD_INPUT
+        }
+        Err(RunError::Failed(m)) => {
+            eprintln!("thumper: {m}");
+            exit::FAILED
+        }
+        Err(RunError::Interrupted(m)) => {
+            eprintln!("thumper: {m}");
+            crate::signals::exit_code()
+        }
+    }
+}
+
+async fn stack_command(action: StackAction) -> u8 {
+    match action {
+        StackAction::Up { scenario } => {
+            let options = match scenario {
+                None => stack::StackOptions {
+                    migrations_dir: run::default_migrations_dir(),
+                    ..Default::default()
+                },
+                Some(path) => {
+                    let plan = match crate::scenario::load(&path) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            eprintln!("thumper stack up: {e}");
+                            return exit::BAD_INPUT;
+                        }
+                    };
+                    match run::stack_options(&plan) {
+                        Ok(o) => o,
+                        Err(e) => {
+                            eprintln!("thumper stack up: {e}");
+                            return exit::BAD_INPUT;
+                        }
+                    }
+                }
+            };
+            match stack::up(&options).await {
+                Ok(urls) => {
+                    print!("{}", stack::shell_lines(&urls));
+                    exit::PASS
+                }
+                Err(e) => {
+                    eprintln!("thumper stack up: {e}");
+                    exit::FAILED
+                }
+            }
+        }
+        StackAction::Status => match stack::running() {
+            Some(urls) => {
+                print!("{}", stack::shell_lines(&urls));
+                exit::PASS
+            }
+            None => {
+                eprintln!(
+                    "thumper stack status: no stack is up (start one with `thumper stack up`)"
+                );
+                exit::FAILED
+            }
+        },
+        StackAction::Down => match stack::down().await {
+            Ok(true) => {
+                eprintln!("thumper stack down: stopped");
+                exit::PASS
+            }
+            Ok(false) => {
+                eprintln!("thumper stack down: no stack was up");
+                exit::PASS
+            }
+            Err(e) => {
+                eprintln!("thumper stack down: {e}");
+                exit::FAILED
+            }
+        },
+    }
+}

@@ -1,0 +1,133 @@
+//! The gateway pipeline: the fake Discord server drives the real gateway binary, whose
+//! envelopes thumper receives from NATS; the same plan, summary builder and reports as a database
+//! run.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::run::{self, load_plan, report_folder, write_reports, RunError, RunOptions, RunResult};
+use crate::scenario;
+
+/// Options of `thumper gateway` beyond a run's.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// An existing NATS server; without it thumper starts `nats-server`.
+    pub nats_url: Option<String>,
+}
+
+/// Runs a gateway scenario: the fake Discord server drives the real gateway binary, whose
+/// envelopes thumper receives from NATS.
+pub async fn run_gateway(
+    opts: &RunOptions,
+    gateway: &GatewayOptions,
+    interrupt: CancellationToken,
+) -> Result<RunResult, RunError> {
+    use crate::gateway_load::{self, GatewayRunConfig, GatewayWorkload};
+    let original = scenario::load(&opts.scenario)?.load.duration();
+    let plan = load_plan(opts)?;
+    let factor = plan.load.duration().as_secs_f64() / original.as_secs_f64();
+    let table = plan.gateway.clone().ok_or_else(|| {
+        RunError::BadInput(format!(
+            "{}: not a gateway scenario (it has no [gateway] table); see scenarios/gateway.toml",
+            plan.file
+        ))
+    })?;
+    let mut workload: GatewayWorkload = table
+        .try_into()
+        .map_err(|e| RunError::BadInput(format!("{}: [gateway]: {e}", plan.file)))?;
+    workload
+        .validate()
+        .map_err(|e| RunError::BadInput(format!("{}: [gateway]: {e}", plan.file)))?;
+    // Faults happen at points of the timeline: scale them with it.
+    for f in &mut workload.faults {
+        f.at = Duration::from_secs_f64(f.at.as_secs_f64() * factor);
+    }
+    let scenario::LoadShape::Open { stages, .. } = &plan.load else {
+        return Err(RunError::BadInput(format!(
+            "{}: a gateway scenario drives events at a rate: use executor = \"ramping-arrival-rate\" or \"constant-arrival-rate\" (targets are events per second)",
+            plan.file
+        )));
+    };
+    let rate_stages = stages.iter().map(|s| (s.duration, s.target)).collect();
+    let gateway_bin = gateway_binary().await?;
+    let started_at = time::OffsetDateTime::now_utc();
+    let outcome = gateway_load::run(GatewayRunConfig {
+        workload,
+        rate_stages,
+        nats_url: gateway.nats_url.clone(),
+        gateway_bin,
+        cancel: interrupt.clone(),
+        // The gateway's own JSON log is for debugging the harness: THUMPER_GATEWAY_LOG=1.
+        quiet: opts.quiet || std::env::var_os("THUMPER_GATEWAY_LOG").is_none(),
+    })
+    .await
+    .map_err(|e| RunError::Failed(format!("gateway run: {e:#}")))?;
+    let interrupted = interrupt.is_cancelled();
+    let target = gateway
+        .nats_url
+        .clone()
+        .unwrap_or_else(|| "gateway → embedded nats-server".to_owned());
+    let summary = run::judged_summary(
+        &plan,
+        target,
+        started_at,
+        run::Measured {
+            duration_s: outcome.duration_s,
+            stop_reason: outcome
+                .stop_reason
+                .or_else(|| interrupted.then(crate::signals::stop_reason)),
+            aborted: false,
+            interrupted,
+            metrics: outcome.metrics,
+            time_series: outcome.time_series,
+            notes: outcome.notes,
+        },
+    );
+    let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
+    write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
+    Ok(RunResult {
+        summary,
+        report_dir,
+    })
+}
+
+/// The gateway binary next to thumper's own. Under `cargo run` it may not be built yet (cargo
+/// builds only the binary it runs): then it is built with the same cargo and profile.
+async fn gateway_binary() -> Result<PathBuf, RunError> {
+    let me = std::env::current_exe()
+        .map_err(|e| RunError::Failed(format!("cannot locate the thumper binary: {e}")))?;
+    let dir = me.parent().unwrap_or(Path::new("."));
+    let bin = dir.join("gateway");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let (Some(cargo), Some(manifest)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return Err(RunError::Failed(format!(
+            "the gateway binary is not at {}; build it with `cargo build --release --bin gateway`",
+            bin.display()
+        )));
+    };
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    eprintln!("thumper: building the gateway binary (first run only) ...");
+    let mut cmd = tokio::process::Command::new(cargo);
+    cmd.args(["build", "--bin", "gateway"])
+        .current_dir(manifest);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| RunError::Failed(format!("cannot run cargo to build the gateway: {e}")))?;
+    if !status.success() || !bin.is_file() {
+        return Err(RunError::Failed(format!(
+            "building the gateway binary failed ({status}); try `cargo build --release --bin gateway`"
+        )));
+    }
+    Ok(bin)
+}

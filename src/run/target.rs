@@ -1,0 +1,181 @@
+//! Where the load goes: an existing target (`--target`), a stack that `thumper stack up` left
+//! running, or an embedded stack started for this run; then migrations, seeding and a preflight
+//! login, each before any load.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{RunError, RunOptions};
+use crate::dataset;
+use crate::redact::redact;
+use crate::scenario::Plan;
+use crate::stack::{self, Stack, StackOptions};
+
+/// Where the load goes, and the stack to stop afterwards if this run started one.
+pub struct Target {
+    pub(crate) url: String,
+    pub(crate) admin_url: Option<String>,
+    pub(crate) pgbouncer_admin_url: Option<String>,
+    pub(crate) owned_stack: Option<Stack>,
+}
+
+impl Target {
+    /// A target used as it is: no migrations, no seeding, no PgBouncer console.
+    pub(crate) fn existing(url: String) -> Target {
+        Target {
+            url,
+            admin_url: None,
+            pgbouncer_admin_url: None,
+            owned_stack: None,
+        }
+    }
+}
+
+pub(crate) async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunError> {
+    if let Some(url) = &opts.target {
+        return Ok(Target {
+            url: url.clone(),
+            admin_url: opts.admin_url.clone(),
+            pgbouncer_admin_url: opts.pgbouncer_admin_url.clone(),
+            owned_stack: None,
+        });
+    }
+    if let Some(urls) = stack::running() {
+        eprintln!("thumper: using the stack that is up (`thumper stack down` stops it)");
+        return Ok(Target {
+            url: urls.database_url,
+            admin_url: Some(urls.admin_database_url),
+            pgbouncer_admin_url: Some(urls.pgbouncer_admin_url),
+            owned_stack: None,
+        });
+    }
+    let options = stack_options(plan)?;
+    eprintln!("thumper: starting PostgreSQL + PgBouncer ...");
+    let s = Stack::start(&options)
+        .await
+        .map_err(|e| RunError::Failed(format!("the embedded stack did not start: {e}")))?;
+    Ok(Target {
+        url: s.urls().database_url.clone(),
+        admin_url: Some(s.urls().admin_database_url.clone()),
+        pgbouncer_admin_url: Some(s.urls().pgbouncer_admin_url.clone()),
+        owned_stack: Some(s),
+    })
+}
+
+/// Stack options from the scenario's `[stack]` table.
+pub fn stack_options(plan: &Plan) -> Result<StackOptions, RunError> {
+    let mut options = StackOptions {
+        migrations_dir: default_migrations_dir(),
+        ..StackOptions::default()
+    };
+    if let Some(table) = &plan.stack {
+        for (key, value) in table {
+            match key.as_str() {
+                "pgbouncer" => {
+                    options.pgbouncer = value.clone().try_into().map_err(|e| {
+                        RunError::BadInput(format!("{}: [stack.pgbouncer]: {e}", plan.file))
+                    })?
+                }
+                other => {
+                    return Err(RunError::BadInput(format!(
+                        "{}: [stack]: unknown key `{other}`; expected [stack.pgbouncer]",
+                        plan.file
+                    )))
+                }
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// `migrations/` next to the scenarios: the working directory's, else the source tree's.
+pub fn default_migrations_dir() -> PathBuf {
+    let here = PathBuf::from("migrations");
+    if here.is_dir() {
+        here
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
+    }
+}
+
+/// Checks the target answers as the application role before load starts, so a wrong URL is
+/// one clear error rather than thousands of counted ones.
+pub(crate) async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, RunError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| RunError::BadInput(format!("target URL {}: {e}", redact(url))))?;
+    config.connect_timeout(Duration::from_secs(10));
+    let (client, conn) = tokio::time::timeout(
+        Duration::from_secs(15),
+        config.connect(tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| RunError::Failed(format!("target {} did not answer within 15 s", redact(url))))?
+    .map_err(|e| {
+        RunError::Failed(format!(
+            "cannot log in to target {}: {}",
+            redact(url),
+            crate::workload::describe(&e)
+        ))
+    })?;
+    tokio::spawn(conn);
+    let mut notes = Vec::new();
+    let first = plan.dataset.community_id(0).to_string();
+    match client
+        .simple_query(&format!(
+            "SELECT 1 FROM communities WHERE id = '{first}'::uuid"
+        ))
+        .await
+    {
+        Ok(rows) => {
+            if !rows
+                .iter()
+                .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            {
+                notes.push(format!(
+                    "the target has no community {first}: it was not seeded with this scenario's dataset (seed {}), so lookups find nothing",
+                    plan.dataset.seed
+                ));
+            }
+        }
+        Err(e) => notes.push(format!(
+            "could not check the dataset on the target: {}",
+            crate::workload::describe(&e)
+        )),
+    }
+    Ok(notes)
+}
+
+/// Applies the migrations (to a `--target` given with `--admin-url`) and seeds the dataset. An
+/// interrupt stops it there: a large seed can take minutes, and nothing has been measured yet.
+pub(crate) async fn prepare_target(
+    plan: &Plan,
+    opts: &RunOptions,
+    target: &Target,
+    interrupt: &CancellationToken,
+) -> Result<(), RunError> {
+    tokio::select! {
+        prepared = migrate_and_seed(plan, opts, target) => prepared,
+        _ = interrupt.cancelled() => Err(RunError::Interrupted(
+            "interrupted while preparing the target, before any load: nothing was measured".into(),
+        )),
+    }
+}
+
+async fn migrate_and_seed(plan: &Plan, opts: &RunOptions, target: &Target) -> Result<(), RunError> {
+    if let Some(admin) = &target.admin_url {
+        if opts.target.is_some() {
+            crate::migrate::apply(admin, &default_migrations_dir())
+                .await
+                .map_err(|e| RunError::Failed(format!("applying migrations: {e}")))?;
+        }
+        let started = Instant::now();
+        dataset::seed::seed(admin, &plan.dataset)
+            .await
+            .map_err(|e| RunError::Failed(format!("seeding the dataset: {e}")))?;
+        tracing::info!(elapsed = ?started.elapsed(), "dataset ready");
+    }
+    Ok(())
+}
