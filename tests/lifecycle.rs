@@ -221,3 +221,28 @@ async fn an_output_path_that_cannot_be_written_is_bad_input_before_any_load() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("query_duration{shard:0}"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedded_session_pooler_carries_prepared_statements_without_a_flag() {
+    let _serial = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // The embedded stack runs PgBouncer in the scenario's mode: session pooling keeps a named
+    // statement on its server connection, so `--pool-mode` is not needed to say so.
+    let body = LONG
+        .replace("\"60s\"", "\"2s\"")
+        .replace("think_time", "protocol = \"prepared\"\nthink_time")
+        + "[stack.pgbouncer]\npool_mode = \"session\"\n";
+    let file = scenario_file(tmp.path(), "session", &body);
+    let reports = tmp.path().join("r");
+    let o = output(embedded_run(&file, &reports));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (_, s) = summary(&reports);
+    assert!(count(&s, "queries") > 20);
+    assert_eq!(count(&s, "query_errors"), 0);
+    // Through a transaction pooler it is still refused before anything starts.
+    let refused = body.replace("pool_mode = \"session\"", "pool_mode = \"transaction\"");
+    let file = scenario_file(tmp.path(), "transaction", &refused);
+    let o = output(embedded_run(&file, &tmp.path().join("r2")));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("transaction"));
+}
