@@ -179,6 +179,10 @@ pub struct RunArgs {
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Run instance I's share of the scenario, of N instances (I from 0): VUs split so the parts
+    /// sum to the whole at every stage, iteration k of the arrival timetable on instance k mod N.
+    #[arg(long, value_name = "I/N", default_value = "0/1")]
+    pub segment: crate::fleet::Segment,
 }
 
 /// Arguments of `thumper rls-check`.
@@ -268,6 +272,7 @@ impl RunArgs {
             report_dir: self.report_dir,
             summary_md: self.summary_md,
             quiet: self.quiet,
+            segment: self.segment,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod dataset;
 pub mod executor;
 pub mod exit;
+pub mod fleet;
 pub mod gate;
 pub mod gateway;
 pub mod gateway_load;

@@ -109,7 +109,7 @@ pub(super) async fn finish(
 
 async fn vu_loop(ctx: Arc<RunContext>, id: usize, retire: CancellationToken) {
     let recorder = Recorder::new(ctx.start, ctx.samples.clone());
-    let rng = SmallRng::seed_from_u64(0x0074_6875_6d70_6572 ^ id as u64);
+    let rng = SmallRng::seed_from_u64(ctx.segment.seed(0x0074_6875_6d70_6572 ^ id as u64));
     let mut vu = VirtualUser::new(id, rng, recorder, ctx.min_backoff);
     while !retire.is_cancelled() {
         let end = vu.iterate(&ctx, None).await;

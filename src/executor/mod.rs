@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use connector::{Connector, ConnectorError};
 
+use crate::fleet::Segment;
 use crate::metrics::recorder::Sample;
 use crate::scenario::{LoadShape, Plan};
 use crate::workload::Workload;
@@ -29,6 +30,8 @@ pub struct RunContext {
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     pub samples: UnboundedSender<Vec<Sample>>,
+    /// This instance's share of a fleet run ([`Segment::WHOLE`] alone).
+    pub segment: Segment,
 }
 
 /// Drives the plan's load shape until it ends or `stop` is cancelled (Ctrl-C, a threshold

@@ -118,7 +118,14 @@ fn schedule(
     vus: &AtomicU64,
 ) {
     let start = pool.ctx.start;
-    for due in timetable.arrivals() {
+    let segment = pool.ctx.segment;
+    // In a fleet, iteration k of the scenario's timetable is instance k mod N's.
+    let due_times = timetable
+        .arrivals()
+        .enumerate()
+        .filter(|(k, _)| segment.owns(*k as u64))
+        .map(|(_, due)| due);
+    for due in due_times {
         let intended = start + due;
         // Wait for the ticket's time, serving VUs that become free meanwhile: often while
         // tickets are queued, at least every 10 ms to notice a stop.
@@ -210,7 +217,7 @@ async fn vu_loop(
     warm: bool,
 ) {
     let recorder = Recorder::new(ctx.start, ctx.samples.clone());
-    let rng = SmallRng::seed_from_u64(0x6f70_656e ^ id as u64);
+    let rng = SmallRng::seed_from_u64(ctx.segment.seed(0x6f70_656e ^ id as u64));
     let mut vu = VirtualUser::new(id, rng, recorder, ctx.min_backoff);
     if warm {
         vu.warm_up(&ctx).await;

@@ -557,6 +557,7 @@ async fn run_on_stack(
         report_dir: opts.report_dir.clone(),
         summary_md: None,
         quiet: true,
+        segment: crate::fleet::Segment::WHOLE,
     };
 
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();

@@ -117,6 +117,7 @@ pub(crate) async fn measure(
         min_backoff: plan.min_backoff,
         max_backoff: plan.max_backoff,
         samples: tx,
+        segment: opts.segment,
     });
     let exec_stop = stop.clone();
     let abort_watch = abort.clone();

@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub report_dir: PathBuf,
     pub summary_md: Option<PathBuf>,
     pub quiet: bool,
+    /// This instance's share of a fleet run (`--segment I/N`).
+    pub segment: crate::fleet::Segment,
 }
 
 /// Why a run could not be carried out.
@@ -81,6 +83,7 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
     if opts.quick {
         plan.quick();
     }
+    crate::fleet::segment::apply(&mut plan, opts.segment);
     if plan.protocol == Protocol::Prepared {
         // The embedded stack's PgBouncer runs in the scenario's mode; another target is what
         // --pool-mode says it is.

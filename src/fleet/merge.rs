@@ -1,0 +1,371 @@
+//! One summary from the instances of a fleet run: counters summed, HDR histograms merged (so
+//! percentiles are the fleet's, never an average of percentiles), intervals merged by index, and
+//! every threshold judged again on the merged data by the same gate.
+
+use std::collections::BTreeMap;
+
+use crate::gate;
+use crate::metrics::codec;
+use crate::metrics::summary::{
+    CounterStats, GaugeStats, Interval, IntervalTrend, Metric, RateStats, Summary, TrendStats,
+};
+
+/// Why instance summaries cannot be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("nothing to merge: give at least one instance summary")]
+    Empty,
+    #[error("instance {index} ran scenario `{found}`, the first ran `{expected}`: merge the instances of one run")]
+    OtherScenario {
+        index: usize,
+        expected: String,
+        found: String,
+    },
+    #[error("{metric}: {reason}")]
+    Histogram { metric: String, reason: String },
+    #[error("threshold {metric}: {expression}: {reason}")]
+    Threshold {
+        metric: String,
+        expression: String,
+        reason: String,
+    },
+}
+
+/// Gauges sampled from one shared source (the PgBouncer every instance loads) are not summed:
+/// each instance read the same pool. Per-instance gauges (VUs) add up.
+fn shared_gauge(name: &str) -> bool {
+    name.starts_with("pgbouncer_")
+}
+
+/// Merges instance summaries into the fleet's, judged on the merged data.
+pub fn merge(instances: &[Summary]) -> Result<Summary, MergeError> {
+    let first = instances.first().ok_or(MergeError::Empty)?;
+    for (index, s) in instances.iter().enumerate() {
+        if s.scenario.name != first.scenario.name {
+            return Err(MergeError::OtherScenario {
+                index,
+                expected: first.scenario.name.clone(),
+                found: s.scenario.name.clone(),
+            });
+        }
+    }
+    let duration_s = instances.iter().map(|s| s.duration_s).fold(0.0, f64::max);
+    let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
+    let names: std::collections::BTreeSet<&String> =
+        instances.iter().flat_map(|s| s.metrics.keys()).collect();
+    for name in names {
+        let parts: Vec<&Metric> = instances
+            .iter()
+            .filter_map(|s| s.metrics.get(name))
+            .collect();
+        metrics.insert(name.clone(), merge_metric(name, &parts, duration_s)?);
+    }
+    let mut summary = Summary {
+        scenario: first.scenario.clone(),
+        target: first.target.clone(),
+        started_at: instances
+            .iter()
+            .map(|s| s.started_at.clone())
+            .min()
+            .unwrap_or_default(),
+        duration_s,
+        planned_duration_s: first.planned_duration_s,
+        stop_reason: instances.iter().find_map(|s| s.stop_reason.clone()),
+        metrics,
+        time_series: merge_series(instances)?,
+        notes: instances
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.notes.iter().map(move |n| format!("instance {i}: {n}")))
+            .collect(),
+        curves: Vec::new(),
+        ..Summary::empty()
+    };
+    let thresholds = first
+        .thresholds
+        .iter()
+        .map(|t| reparse(&t.metric, &t.expression, t.abort_on_fail))
+        .collect::<Result<Vec<_>, _>>()?;
+    summary.thresholds = gate::evaluate(&thresholds, &summary);
+    let interrupted = instances
+        .iter()
+        .any(|s| s.verdict == crate::metrics::summary::Verdict::Interrupted);
+    summary.verdict = gate::verdict(&summary.thresholds, interrupted);
+    Ok(summary)
+}
+
+/// A threshold as the summary wrote it, parsed again for the merged data.
+fn reparse(
+    metric: &str,
+    expression: &str,
+    abort_on_fail: bool,
+) -> Result<gate::Threshold, MergeError> {
+    let bad = |reason: String| MergeError::Threshold {
+        metric: metric.to_owned(),
+        expression: expression.to_owned(),
+        reason,
+    };
+    let (name, key) = gate::split_metric_key(metric).map_err(bad)?;
+    let kind = gate::metric_kind(&name).ok_or_else(|| bad("unknown metric".into()))?;
+    let (aggregation, op, value) = gate::parse_expression(expression, kind).map_err(bad)?;
+    Ok(gate::Threshold {
+        metric: key,
+        expression: expression.to_owned(),
+        aggregation,
+        op,
+        value,
+        abort_on_fail,
+        delay_abort_eval: std::time::Duration::ZERO,
+    })
+}
+
+fn decode(name: &str, text: &str) -> Result<hdrhistogram::Histogram<u64>, MergeError> {
+    codec::decode(text).map_err(|e| MergeError::Histogram {
+        metric: name.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn add(
+    name: &str,
+    into: &mut Option<hdrhistogram::Histogram<u64>>,
+    text: &str,
+) -> Result<(), MergeError> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    let h = decode(name, text)?;
+    match into {
+        Some(total) => total.add(&h).map_err(|e| MergeError::Histogram {
+            metric: name.to_owned(),
+            reason: format!("{e:?}"),
+        })?,
+        None => *into = Some(h),
+    }
+    Ok(())
+}
+
+fn merge_metric(name: &str, parts: &[&Metric], duration_s: f64) -> Result<Metric, MergeError> {
+    Ok(match parts[0] {
+        Metric::Trend(first) => {
+            let mut hist = None;
+            let mut count = 0;
+            for p in parts {
+                if let Metric::Trend(t) = p {
+                    add(name, &mut hist, &t.histogram)?;
+                    count += t.count;
+                }
+            }
+            let mut stats = match &hist {
+                Some(h) => TrendStats::from_histogram(h, duration_s, true),
+                None => TrendStats::default(),
+            };
+            // A trend carried without its histogram keeps at least its count.
+            stats.count = stats.count.max(count);
+            stats.unit = first.unit.clone();
+            Metric::Trend(stats)
+        }
+        Metric::Counter(_) => {
+            let mut total = CounterStats::default();
+            for p in parts {
+                if let Metric::Counter(c) = p {
+                    total.count += c.count;
+                    for (class, n) in &c.by_class {
+                        *total.by_class.entry(class.clone()).or_default() += n;
+                    }
+                }
+            }
+            total.rate_per_s = if duration_s > 0.0 {
+                total.count as f64 / duration_s
+            } else {
+                0.0
+            };
+            Metric::Counter(total)
+        }
+        Metric::Rate(_) => {
+            let (mut passes, mut fails) = (0, 0);
+            for p in parts {
+                if let Metric::Rate(r) = p {
+                    passes += r.passes;
+                    fails += r.fails;
+                }
+            }
+            let total = passes + fails;
+            Metric::Rate(RateStats {
+                rate: if total > 0 {
+                    passes as f64 / total as f64
+                } else {
+                    0.0
+                },
+                passes,
+                fails,
+            })
+        }
+        Metric::Gauge(_) => {
+            let gauges: Vec<&GaugeStats> = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Metric::Gauge(g) => Some(g),
+                    _ => None,
+                })
+                .collect();
+            let combine = |f: fn(&GaugeStats) -> f64| -> f64 {
+                if shared_gauge(name) {
+                    gauges.iter().map(|g| f(g)).fold(f64::MIN, f64::max)
+                } else {
+                    gauges.iter().map(|g| f(g)).sum()
+                }
+            };
+            Metric::Gauge(GaugeStats {
+                last: combine(|g| g.last),
+                min: combine(|g| g.min),
+                max: combine(|g| g.max),
+                samples: gauges.iter().map(|g| g.samples).max().unwrap_or(0),
+            })
+        }
+    })
+}
+
+/// Intervals merged by index: counts summed, histograms merged, VUs summed.
+fn merge_series(instances: &[Summary]) -> Result<Vec<Interval>, MergeError> {
+    let len = instances
+        .iter()
+        .map(|s| s.time_series.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(len);
+    for i in 0..len {
+        let points: Vec<&Interval> = instances
+            .iter()
+            .filter_map(|s| s.time_series.get(i))
+            .collect();
+        let mut merged = Interval {
+            t_s: points.iter().map(|p| p.t_s).fold(0.0, f64::max),
+            len_s: points.iter().map(|p| p.len_s).fold(0.0, f64::max),
+            vus: points.iter().map(|p| p.vus).sum(),
+            ..Interval::default()
+        };
+        let mut hists: BTreeMap<&String, Option<hdrhistogram::Histogram<u64>>> = BTreeMap::new();
+        for p in &points {
+            for (name, n) in &p.counters {
+                *merged.counters.entry(name.clone()).or_default() += n;
+            }
+            for (name, t) in &p.trends {
+                add(name, hists.entry(name).or_default(), &t.histogram)?;
+            }
+            for (name, v) in &p.gauges {
+                let g = merged.gauges.entry(name.clone()).or_insert(0.0);
+                *g = if shared_gauge(name) {
+                    g.max(*v)
+                } else {
+                    *g + v
+                };
+            }
+        }
+        for (name, h) in hists {
+            if let Some(h) = h {
+                merged
+                    .trends
+                    .insert(name.clone(), IntervalTrend::from_histogram(&h));
+            }
+        }
+        out.push(merged);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::summary::{ThresholdResult, Verdict};
+
+    fn instance(values: &[u64], errors: u64) -> Summary {
+        let mut h = codec::new_latency_histogram();
+        for v in values {
+            h.record(*v).unwrap();
+        }
+        let mut s = Summary::empty();
+        s.scenario.name = "steady".into();
+        s.duration_s = 10.0;
+        s.metrics.insert(
+            "query_duration".into(),
+            Metric::Trend(TrendStats::from_histogram(&h, 10.0, true)),
+        );
+        s.metrics.insert(
+            "query_errors".into(),
+            Metric::Counter(CounterStats {
+                count: errors,
+                rate_per_s: errors as f64 / 10.0,
+                by_class: BTreeMap::from([("57014 query_canceled".to_owned(), errors)]),
+            }),
+        );
+        s.thresholds = vec![
+            ThresholdResult {
+                metric: "query_errors".into(),
+                expression: "count < 10".into(),
+                observed: Some(errors as f64),
+                ok: errors < 10,
+                abort_on_fail: false,
+            },
+            ThresholdResult {
+                metric: "query_duration".into(),
+                expression: "p(50) < 100".into(),
+                observed: None,
+                ok: true,
+                abort_on_fail: false,
+            },
+        ];
+        s.time_series = vec![Interval {
+            t_s: 1.0,
+            len_s: 1.0,
+            vus: 2,
+            counters: BTreeMap::from([("queries".to_owned(), values.len() as u64)]),
+            trends: BTreeMap::from([(
+                "query_duration".to_owned(),
+                IntervalTrend::from_histogram(&h),
+            )]),
+            gauges: BTreeMap::new(),
+        }];
+        s
+    }
+
+    #[test]
+    fn percentiles_come_from_the_merged_histogram_not_an_average() {
+        // One instance all at 10 µs, the other all at 1,000 µs: the fleet's p50 is one of them,
+        // never the 505 µs an average of percentiles would give.
+        let a = instance(&[10; 60], 0);
+        let b = instance(&[1000; 40], 0);
+        let m = merge(&[a, b]).unwrap();
+        let Some(Metric::Trend(t)) = m.metrics.get("query_duration") else {
+            panic!()
+        };
+        assert_eq!(t.count, 100);
+        assert_eq!(t.p50_us, 10);
+        assert!((995..=1001).contains(&t.p99_us), "{}", t.p99_us);
+        assert_eq!(m.time_series[0].counters["queries"], 100);
+        assert_eq!(m.time_series[0].vus, 4);
+        assert_eq!(m.time_series[0].trends["query_duration"].count, 100);
+    }
+
+    #[test]
+    fn a_threshold_only_the_sum_breaks_fails_the_fleet() {
+        let m = merge(&[instance(&[10], 6), instance(&[10], 6)]).unwrap();
+        let Some(Metric::Counter(c)) = m.metrics.get("query_errors") else {
+            panic!()
+        };
+        assert_eq!(c.count, 12);
+        assert_eq!(c.by_class["57014 query_canceled"], 12);
+        assert!(!m.thresholds[0].ok, "6 + 6 errors break count < 10");
+        assert_eq!(m.thresholds[0].observed, Some(12.0));
+        assert_eq!(m.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn instances_of_other_scenarios_are_refused() {
+        let mut other = instance(&[10], 0);
+        other.scenario.name = "spike".into();
+        let e = merge(&[instance(&[10], 0), other]).unwrap_err().to_string();
+        assert!(e.contains("spike") && e.contains("steady"), "{e}");
+        assert!(matches!(merge(&[]), Err(MergeError::Empty)));
+    }
+}
