@@ -740,6 +740,23 @@ fn distribution_charts(
 mod tests {
     use super::*;
 
+    /// askama escapes every value unless a template opts out; none may, since the page's text
+    /// comes from the scenario and the run.
+    #[test]
+    fn no_template_opts_out_of_escaping() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/report/templates");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap().replace(' ', "");
+            for opt_out in ["|safe", "|e(", "|escape(", "filter"] {
+                assert!(!text.contains(opt_out), "{}: {opt_out}", path.display());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 2, "templates not found in {dir}");
+    }
+
     #[test]
     fn slugs_are_unique() {
         let mut used = HashSet::new();
