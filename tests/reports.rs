@@ -608,6 +608,109 @@ fn html_escapes_text_from_the_scenario() {
     assert!(!junit.contains("<script") && !junit.contains("<b>"));
 }
 
+/// `BASE{query:health TEXT}`.
+fn health_saying(base: &str, text: &str) -> String {
+    format!("{base}{{query:health {text}}}")
+}
+
+/// The `health` query renamed to `health TEXT` in a map keyed by metric name.
+fn renamed<V>(map: &mut BTreeMap<String, V>, text: &str) {
+    *map = std::mem::take(map)
+        .into_iter()
+        .map(|(k, v)| match k.strip_suffix("{query:health}") {
+            Some(base) => (health_saying(base, text), v),
+            None => (k, v),
+        })
+        .collect();
+}
+
+/// The steady run with `text` in every place the page shows text from the scenario or the run:
+/// scenario name, description, file and executor, target, notes, stop reason, the `health`
+/// query's name (tables, charts, thresholds), a threshold's expression, an error class and a
+/// gauge's name.
+fn steady_saying(text: &str) -> Summary {
+    let mut s = steady();
+    s.scenario.name = format!("name {text}");
+    s.scenario.description = format!("description {text}");
+    s.scenario.file = format!("file {text}");
+    s.scenario.executor = format!("executor {text}");
+    s.target = format!("target {text}");
+    s.notes.push(format!("note {text}"));
+    s.stop_reason = Some(format!("stopped {text}"));
+    renamed(&mut s.metrics, text);
+    s.metrics.insert(
+        format!("gauge {text}"),
+        Metric::Gauge(GaugeStats {
+            last: 1.0,
+            min: 1.0,
+            max: 1.0,
+            samples: 30,
+        }),
+    );
+    for i in &mut s.time_series {
+        renamed(&mut i.trends, text);
+        i.gauges.insert(format!("gauge {text}"), 1.0);
+    }
+    s.thresholds.push(ThresholdResult {
+        metric: health_saying("query_duration", text),
+        expression: "p(99) < 5".to_owned(),
+        observed: Some(1.0),
+        ok: true,
+        abort_on_fail: false,
+    });
+    s.thresholds.push(ThresholdResult {
+        metric: "query_errors".to_owned(),
+        expression: format!("count < 3 {text}"),
+        observed: Some(4.0),
+        ok: false,
+        abort_on_fail: false,
+    });
+    let Some(Metric::Counter(errors)) = s.metrics.get_mut("query_errors{query:insert_message}")
+    else {
+        panic!("the steady run counts insert_message errors");
+    };
+    errors.by_class.insert(format!("class {text}"), 1);
+    s
+}
+
+#[test]
+fn html_shows_hostile_text_only_escaped() {
+    let hostile = r#"<script>alert(1)</script>"'><img src=x onerror=alert(2)>"#;
+    let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&gt;&lt;img src=x \
+                   onerror=alert(2)&gt;";
+    let html = render("report.html", &steady_saying(hostile));
+    let plain = render("report.html", &steady_saying("plain"));
+    assert!(!html.contains("<script") && !html.contains("<img") && !html.contains("alert(2)>"));
+    // Not one markup character more than the same page with harmless text: nothing the scenario
+    // or the run says opens a tag or leaves an attribute.
+    for c in ['<', '>', '"', '\''] {
+        assert_eq!(html.matches(c).count(), plain.matches(c).count(), "{c}");
+    }
+    for shown in [
+        format!("<title>thumper: name {escaped} — fail</title>"),
+        format!(r#"<h1>name {escaped} <span class="verdict fail""#),
+        format!(r#"<p class="description">description {escaped}</p>"#),
+        format!("<dd>file {escaped}</dd>"),
+        format!("<dd>executor {escaped}</dd>"),
+        format!("<dd>target {escaped}</dd>"),
+        format!("<li>note {escaped}</li>"),
+        format!("<strong>Stopped early:</strong> stopped {escaped}</p>"),
+        format!(r#"<tr data-query="health {escaped}"><td class="text">health {escaped}</td>"#),
+        format!(r#"data-metric="query_duration{{query:health {escaped}}}""#),
+        format!(
+            "<figcaption>Latency over time: query_duration{{query:health {escaped}}}</figcaption>"
+        ),
+        format!(r#"<g class="series" data-name="health {escaped}""#),
+        format!("<title>health {escaped}</title>"),
+        format!("class {escaped}: 1"),
+        format!("<code>count &lt; 3 {escaped}</code>"),
+        format!(r#"<tr data-gauge="gauge {escaped}"><td class="text">gauge {escaped}</td>"#),
+        format!(r#"<figcaption>gauge {escaped}</figcaption>"#),
+    ] {
+        assert!(html.contains(&shown), "report.html lacks {shown}");
+    }
+}
+
 #[test]
 fn html_charts_a_gateway_run_and_its_capacity_curve() {
     let html = render("report.html", &gateway_summary());

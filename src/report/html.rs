@@ -1,24 +1,27 @@
 //! `report.html`: one self-contained page (inline CSS and SVG, no script, a Content-Security-Policy
 //! that forbids any network request) that opens from disk or a CI artifact.
 //!
-//! The page chrome and CSS are a template (`templates/report.html`); the sections are rendered
-//! here from the summary. All text from the scenario or the run goes through [`Escaped`]. Numeric
-//! table cells carry their exact value in `data-v` so tests and scrapers need not parse the
-//! rounded display.
+//! The page is askama templates (`templates/report.html` and one file per section it includes)
+//! filled from a [`Page`] built here from the summary: one context struct per section, holding
+//! text and numbers already formatted for display. askama escapes every value the templates print
+//! (with [`HtmlEscaper`](super::HtmlEscaper), see `askama.toml`) and no template marks one safe,
+//! so text from the scenario or the run cannot become markup; the charts are laid out by
+//! [`svg`](super::svg) and drawn by `templates/chart.html` under the same rule. Numeric table
+//! cells carry their exact value in `data-v` so tests and scrapers need not parse the rounded
+//! display.
 //!
 //! Order follows what a reader needs: verdict, thresholds, per-query table, charts, then every
 //! metric's totals.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fmt::Write;
+
+use askama::Template;
 
 use super::model::{self, number};
-use super::svg::{percentile_x, Chart, RefLine, Series, XAxis};
-use super::{Escaped, ReportError, ReportFormat};
+use super::svg::{percentile_x, Chart, ChartView, RefLine, Segment, Series, XAxis};
+use super::{ReportError, ReportFormat};
 use crate::metrics::codec;
-use crate::metrics::summary::{Interval, Metric, Summary, TrendStats};
-
-const TEMPLATE: &str = include_str!("templates/report.html");
+use crate::metrics::summary::{Interval, Metric, Summary, ThresholdResult, TrendStats};
 
 pub(crate) struct Html;
 
@@ -28,119 +31,114 @@ impl ReportFormat for Html {
     }
 
     fn render(&self, summary: &Summary) -> Result<Vec<u8>, ReportError> {
-        Ok(render(summary).into_bytes())
+        let charts = charts(summary);
+        let page = Page::new(summary, &charts);
+        page.render()
+            .map(String::into_bytes)
+            .map_err(|e| ReportError::Render {
+                file: "report.html",
+                message: e.to_string(),
+            })
     }
 }
 
-/// Fills `{{name}}` placeholders; each value is already markup.
-fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out =
-        String::with_capacity(template.len() + values.iter().map(|v| v.1.len()).sum::<usize>());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            break;
-        };
-        let key = &after[..end];
-        match values.iter().find(|(k, _)| *k == key) {
-            Some((_, v)) => out.push_str(v),
-            None => out.push_str(&rest[start..start + 2 + end + 2]),
+/// The whole page's context: one field per section of `templates/report.html`.
+#[derive(Template)]
+#[template(path = "report.html")]
+struct Page<'a> {
+    title: String,
+    generator: String,
+    header: Header<'a>,
+    tiles: Vec<Tile>,
+    thresholds: Vec<ThresholdRow<'a>>,
+    queries: Vec<QueryRow>,
+    trends: Vec<TrendRow<'a>>,
+    charts: Vec<ChartView<'a>>,
+    chart_warnings: &'a [String],
+    metrics: Totals<'a>,
+    notes: &'a [String],
+}
+
+impl<'a> Page<'a> {
+    fn new(s: &'a Summary, charts: &'a Charts) -> Page<'a> {
+        Page {
+            title: format!("thumper: {} — {}", s.scenario.name, s.verdict.as_str()),
+            generator: format!("thumper {}", s.thumper_version),
+            header: Header::new(s),
+            tiles: tiles(s),
+            thresholds: s.thresholds.iter().map(ThresholdRow::new).collect(),
+            queries: model::query_rows(s)
+                .into_iter()
+                .map(QueryRow::new)
+                .collect(),
+            trends: trend_rows(s),
+            charts: charts.charts.iter().map(Chart::view).collect(),
+            chart_warnings: &charts.warnings,
+            metrics: Totals::new(s),
+            notes: &s.notes,
         }
-        rest = &after[end + 2..];
     }
-    out.push_str(rest);
-    out
 }
 
-fn render(s: &Summary) -> String {
-    let mut warnings = Vec::new();
-    let charts = charts(s, &mut warnings);
-    let mut body = String::new();
-    header(s, &mut body);
-    tiles(s, &mut body);
-    thresholds(s, &mut body);
-    queries(s, &mut body);
-    other_trends(s, &mut body);
+/// A number as a table cell shows it (`shown`) and its exact value (`data-v`).
+struct NumberCell {
+    v: String,
+    shown: String,
+}
 
-    body.push_str("<section id=\"charts\"><h2>Charts</h2>\n");
-    if charts.is_empty() {
-        body.push_str("<p>The run recorded no time series.</p>\n");
-    }
-    for w in &warnings {
-        let _ = writeln!(body, "<p class=\"callout\">{}</p>", Escaped(w));
-    }
-    body.push_str("<div class=\"charts\">\n");
-    for chart in &charts {
-        chart.render(&mut body);
-    }
-    body.push_str("</div></section>\n");
-
-    totals(s, &mut body);
-    if !s.notes.is_empty() {
-        body.push_str("<section id=\"notes\"><h2>Notes</h2><ul class=\"notes\">");
-        for n in &s.notes {
-            let _ = write!(body, "<li>{}</li>", Escaped(n));
+impl NumberCell {
+    fn count(n: u64) -> NumberCell {
+        NumberCell {
+            v: n.to_string(),
+            shown: model::count(n),
         }
-        body.push_str("</ul></section>\n");
     }
 
-    let title = format!("thumper: {} — {}", s.scenario.name, s.verdict.as_str());
-    let generator = format!("thumper {}", s.thumper_version);
-    fill(
-        TEMPLATE,
-        &[
-            ("title", &Escaped(&title).to_string()),
-            ("generator", &Escaped(&generator).to_string()),
-            ("body", &body),
-        ],
-    )
+    fn number(v: f64) -> NumberCell {
+        NumberCell {
+            v: v.to_string(),
+            shown: number(v),
+        }
+    }
 }
 
-fn header(s: &Summary, out: &mut String) {
-    let v = s.verdict.as_str();
-    let _ = writeln!(
-        out,
-        r#"<header id="header"><h1>{} <span class="verdict {v}" id="verdict">{v}</span></h1>"#,
-        Escaped(&s.scenario.name)
-    );
-    if !s.scenario.description.is_empty() {
-        let _ = writeln!(
-            out,
-            r#"<p class="description">{}</p>"#,
-            Escaped(&s.scenario.description)
-        );
+/// `templates/header.html`.
+struct Header<'a> {
+    name: &'a str,
+    verdict: &'static str,
+    description: &'a str,
+    /// Label and value of each fact about the run (target, start, duration, ...).
+    facts: Vec<(&'static str, String)>,
+    stop_reason: Option<&'a str>,
+}
+
+impl<'a> Header<'a> {
+    fn new(s: &'a Summary) -> Header<'a> {
+        let mut facts = vec![
+            ("Target", s.target.clone()),
+            ("Started", s.started_at.clone()),
+            (
+                "Duration",
+                format!(
+                    "{} (planned {})",
+                    model::duration(s.duration_s),
+                    model::duration(s.planned_duration_s)
+                ),
+            ),
+            ("Executor", s.scenario.executor.clone()),
+        ];
+        if !s.scenario.file.is_empty() {
+            facts.push(("Scenario file", s.scenario.file.clone()));
+        }
+        facts.push(("Version", format!("thumper {}", s.thumper_version)));
+        Header {
+            name: &s.scenario.name,
+            verdict: s.verdict.as_str(),
+            description: &s.scenario.description,
+            facts,
+            stop_reason: s.stop_reason.as_deref(),
+        }
     }
-    out.push_str(r#"<dl class="meta">"#);
-    let ran = format!(
-        "{} (planned {})",
-        model::duration(s.duration_s),
-        model::duration(s.planned_duration_s)
-    );
-    let version = format!("thumper {}", s.thumper_version);
-    let mut rows = vec![
-        ("Target", s.target.as_str()),
-        ("Started", s.started_at.as_str()),
-        ("Duration", ran.as_str()),
-        ("Executor", s.scenario.executor.as_str()),
-    ];
-    if !s.scenario.file.is_empty() {
-        rows.push(("Scenario file", s.scenario.file.as_str()));
-    }
-    rows.push(("Version", version.as_str()));
-    for (k, v) in rows {
-        let _ = write!(out, "<dt>{k}</dt><dd>{}</dd>", Escaped(v));
-    }
-    out.push_str("</dl>\n");
-    if let Some(reason) = &s.stop_reason {
-        let _ = writeln!(
-            out,
-            r#"<p class="callout" id="stop-reason"><strong>Stopped early:</strong> {}</p>"#,
-            Escaped(reason)
-        );
-    }
-    out.push_str("</header>\n");
 }
 
 /// Is a counter a kind of failure (summed in the errors tile)?
@@ -158,8 +156,15 @@ fn is_work_counter(name: &str) -> bool {
     WORK_COUNTERS.contains(&name)
 }
 
-fn tiles(s: &Summary, out: &mut String) {
-    let mut tiles: Vec<(String, String)> = Vec::new();
+/// One of the headline numbers in `templates/tiles.html`.
+struct Tile {
+    key: &'static str,
+    value: String,
+}
+
+fn tiles(s: &Summary) -> Vec<Tile> {
+    let tile = |key, value| Tile { key, value };
+    let mut tiles = Vec::new();
     if let Some((name, t)) = model::primary_trend(s) {
         let what = if name == "query_duration" {
             "Queries"
@@ -167,23 +172,12 @@ fn tiles(s: &Summary, out: &mut String) {
             "Samples"
         };
         let unit = model::trend_unit(t);
-        tiles.push((what.to_owned(), model::count(t.count)));
-        tiles.push((
-            "Throughput".to_owned(),
-            format!("{} /s", number(t.rate_per_s)),
-        ));
-        tiles.push((
-            "p50".to_owned(),
-            format!("{} {unit}", model::trend_value(t, t.p50_us as f64)),
-        ));
-        tiles.push((
-            "p95".to_owned(),
-            format!("{} {unit}", model::trend_value(t, t.p95_us as f64)),
-        ));
-        tiles.push((
-            "p99".to_owned(),
-            format!("{} {unit}", model::trend_value(t, t.p99_us as f64)),
-        ));
+        let latency = |us: u64| format!("{} {unit}", model::trend_value(t, us as f64));
+        tiles.push(tile(what, model::count(t.count)));
+        tiles.push(tile("Throughput", format!("{} /s", number(t.rate_per_s))));
+        tiles.push(tile("p50", latency(t.p50_us)));
+        tiles.push(tile("p95", latency(t.p95_us)));
+        tiles.push(tile("p99", latency(t.p99_us)));
     }
     let errors: u64 = s
         .metrics
@@ -194,206 +188,161 @@ fn tiles(s: &Summary, out: &mut String) {
             _ => None,
         })
         .sum();
-    tiles.push(("Errors".to_owned(), model::count(errors)));
+    tiles.push(tile("Errors", model::count(errors)));
     if let Some(Metric::Rate(r)) = s.metrics.get("success_rate") {
-        tiles.push(("Success".to_owned(), format!("{:.2} %", r.rate * 100.0)));
+        tiles.push(tile("Success", format!("{:.2} %", r.rate * 100.0)));
     }
-    out.push_str(r#"<div class="tiles" id="tiles">"#);
-    for (k, v) in tiles {
-        let _ = write!(
-            out,
-            r#"<div class="tile"><div class="k">{k}</div><div class="v">{}</div></div>"#,
-            Escaped(&v)
-        );
-    }
-    out.push_str("</div>\n");
+    tiles
 }
 
-fn thresholds(s: &Summary, out: &mut String) {
-    out.push_str(r#"<section id="thresholds"><h2>Thresholds</h2>"#);
-    if s.thresholds.is_empty() {
-        out.push_str("<p>The scenario sets no thresholds.</p></section>\n");
-        return;
-    }
-    out.push_str(
-        r#"<div class="scroll"><table><thead><tr><th>Metric</th><th class="text">Expression</th><th>Observed</th><th class="text">Result</th></tr></thead><tbody>"#,
-    );
-    for t in &s.thresholds {
-        let observed = t.observed.map_or_else(|| "no samples".to_owned(), number);
-        let data_v = t.observed.map_or_else(String::new, |v| v.to_string());
-        let _ = write!(
-            out,
-            r#"<tr class="{}" data-metric="{}" data-ok="{}"><td class="text">{}</td><td class="text"><code>{}</code></td><td data-v="{data_v}">{observed}</td><td class="text">{}{}</td></tr>"#,
-            if t.ok { "passed" } else { "failed" },
-            Escaped(&t.metric),
-            t.ok,
-            Escaped(&t.metric),
-            Escaped(&t.expression),
-            if t.ok {
-                r#"<span class="ok">✔ pass</span>"#
-            } else {
-                r#"<span class="bad">✘ fail</span>"#
+/// A row of `templates/thresholds.html`.
+struct ThresholdRow<'a> {
+    metric: &'a str,
+    expression: &'a str,
+    observed: NumberCell,
+    ok: bool,
+    abort_on_fail: bool,
+}
+
+impl<'a> ThresholdRow<'a> {
+    fn new(t: &'a ThresholdResult) -> ThresholdRow<'a> {
+        ThresholdRow {
+            metric: &t.metric,
+            expression: &t.expression,
+            observed: NumberCell {
+                v: t.observed.map_or_else(String::new, |v| v.to_string()),
+                shown: t.observed.map_or_else(|| "no samples".to_owned(), number),
             },
-            if t.abort_on_fail {
-                r#" <span class="tag">aborts run</span>"#
-            } else {
-                ""
-            },
-        );
+            ok: t.ok,
+            abort_on_fail: t.abort_on_fail,
+        }
     }
-    out.push_str("</tbody></table></div></section>\n");
 }
 
-/// `<td>` cells for a trend's count, rate and percentiles.
-fn trend_cells(t: &TrendStats, out: &mut String) {
-    let _ = write!(
-        out,
-        r#"<td data-v="{}">{}</td><td data-v="{}">{}</td>"#,
-        t.count,
-        model::count(t.count),
-        t.rate_per_s,
-        number(t.rate_per_s)
+/// A trend's count, rate and percentiles, in the order of `templates/percentile_heads.html`.
+fn trend_cells(t: &TrendStats) -> Vec<NumberCell> {
+    let mut cells = vec![NumberCell::count(t.count), NumberCell::number(t.rate_per_s)];
+    cells.extend(
+        [
+            t.min_us, t.p50_us, t.p90_us, t.p95_us, t.p99_us, t.p999_us, t.max_us,
+        ]
+        .map(|v| NumberCell {
+            v: v.to_string(),
+            shown: model::trend_value(t, v as f64),
+        }),
     );
-    for v in [
-        t.min_us, t.p50_us, t.p90_us, t.p95_us, t.p99_us, t.p999_us, t.max_us,
-    ] {
-        let _ = write!(
-            out,
-            r#"<td data-v="{v}">{}</td>"#,
-            model::trend_value(t, v as f64)
-        );
+    cells
+}
+
+/// A row of `templates/queries.html`.
+struct QueryRow {
+    label: String,
+    /// The all-queries row, set apart at the bottom.
+    total: bool,
+    cells: Vec<NumberCell>,
+    errors: NumberCell,
+    classes: String,
+}
+
+impl QueryRow {
+    fn new(r: model::QueryRow<'_>) -> QueryRow {
+        QueryRow {
+            total: r.label == "all queries",
+            cells: trend_cells(r.trend),
+            errors: NumberCell::count(r.errors),
+            classes: model::classes(&r.errors_by_class),
+            label: r.label,
+        }
     }
 }
 
-const PERCENTILE_HEADS: &str =
-    "<th>Count</th><th>Rate /s</th><th>min</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th>";
-
-fn queries(s: &Summary, out: &mut String) {
-    let rows = model::query_rows(s);
-    if rows.is_empty() {
-        return;
-    }
-    let _ = write!(
-        out,
-        r#"<section id="queries"><h2>Queries <small>(latency in ms)</small></h2><div class="scroll"><table><thead><tr><th>Query</th>{PERCENTILE_HEADS}<th>Errors</th><th class="text">Errors by class</th></tr></thead><tbody>"#
-    );
-    for r in &rows {
-        let total = r.label == "all queries";
-        let _ = write!(
-            out,
-            r#"<tr{} data-query="{}"><td class="text">{}</td>"#,
-            if total { r#" class="total""# } else { "" },
-            Escaped(&r.label),
-            Escaped(&r.label)
-        );
-        trend_cells(r.trend, out);
-        let _ = write!(
-            out,
-            r#"<td data-v="{}">{}</td><td class="text">{}</td></tr>"#,
-            r.errors,
-            model::count(r.errors),
-            Escaped(&model::classes(&r.errors_by_class))
-        );
-    }
-    out.push_str("</tbody></table></div></section>\n");
+/// A row of `templates/trends.html`.
+struct TrendRow<'a> {
+    name: String,
+    unit: &'a str,
+    cells: Vec<NumberCell>,
 }
 
-fn other_trends(s: &Summary, out: &mut String) {
-    let names: Vec<String> = model::trend_names(s)
+fn trend_rows(s: &Summary) -> Vec<TrendRow<'_>> {
+    model::trend_names(s)
         .into_iter()
         .filter(|n| model::base_name(n) != "query_duration")
-        .collect();
-    if names.is_empty() {
-        return;
-    }
-    let _ = write!(
-        out,
-        r#"<section id="trends"><h2>Other latency trends</h2><div class="scroll"><table><thead><tr><th>Trend</th><th>Unit</th>{PERCENTILE_HEADS}</tr></thead><tbody>"#
-    );
-    for n in names {
-        let Some(t) = s.trend(&n) else { continue };
-        let _ = write!(
-            out,
-            r#"<tr data-trend="{}"><td class="text">{}</td><td>{}</td>"#,
-            Escaped(&n),
-            Escaped(&n),
-            Escaped(model::trend_unit(t))
-        );
-        trend_cells(t, out);
-        out.push_str("</tr>");
-    }
-    out.push_str("</tbody></table></div></section>\n");
+        .filter_map(|name| {
+            let t = s.trend(&name)?;
+            Some(TrendRow {
+                unit: model::trend_unit(t),
+                cells: trend_cells(t),
+                name,
+            })
+        })
+        .collect()
 }
 
-fn totals(s: &Summary, out: &mut String) {
-    let mut counters = String::new();
-    let mut rates = String::new();
-    let mut gauges = String::new();
-    for (name, m) in &s.metrics {
-        match m {
-            Metric::Counter(c) => {
-                let _ = write!(
-                    counters,
-                    r#"<tr data-counter="{}"><td class="text">{}</td><td data-v="{}">{}</td><td data-v="{}">{}</td><td class="text">{}</td></tr>"#,
-                    Escaped(name),
-                    Escaped(name),
-                    c.count,
-                    model::count(c.count),
-                    c.rate_per_s,
-                    number(c.rate_per_s),
-                    Escaped(&model::classes(&c.by_class))
-                );
+/// `templates/metrics.html`: every counter, rate and gauge of the run.
+struct Totals<'a> {
+    counters: Vec<CounterRow<'a>>,
+    rates: Vec<RateRow<'a>>,
+    gauges: Vec<GaugeRow<'a>>,
+}
+
+struct CounterRow<'a> {
+    name: &'a str,
+    total: NumberCell,
+    rate: NumberCell,
+    classes: String,
+}
+
+struct RateRow<'a> {
+    name: &'a str,
+    value: NumberCell,
+    passes: String,
+    fails: String,
+}
+
+struct GaugeRow<'a> {
+    name: &'a str,
+    last: String,
+    min: String,
+    max: String,
+    samples: String,
+}
+
+impl<'a> Totals<'a> {
+    fn new(s: &'a Summary) -> Totals<'a> {
+        let mut totals = Totals {
+            counters: Vec::new(),
+            rates: Vec::new(),
+            gauges: Vec::new(),
+        };
+        for (name, m) in &s.metrics {
+            match m {
+                Metric::Counter(c) => totals.counters.push(CounterRow {
+                    name,
+                    total: NumberCell::count(c.count),
+                    rate: NumberCell::number(c.rate_per_s),
+                    classes: model::classes(&c.by_class),
+                }),
+                Metric::Rate(r) => totals.rates.push(RateRow {
+                    name,
+                    value: NumberCell {
+                        v: r.rate.to_string(),
+                        shown: format!("{:.3} %", r.rate * 100.0),
+                    },
+                    passes: model::count(r.passes),
+                    fails: model::count(r.fails),
+                }),
+                Metric::Gauge(g) => totals.gauges.push(GaugeRow {
+                    name,
+                    last: number(g.last),
+                    min: number(g.min),
+                    max: number(g.max),
+                    samples: model::count(g.samples),
+                }),
+                Metric::Trend(_) => {}
             }
-            Metric::Rate(r) => {
-                let _ = write!(
-                    rates,
-                    r#"<tr data-rate="{}"><td class="text">{}</td><td data-v="{}">{:.3} %</td><td>{}</td><td>{}</td></tr>"#,
-                    Escaped(name),
-                    Escaped(name),
-                    r.rate,
-                    r.rate * 100.0,
-                    model::count(r.passes),
-                    model::count(r.fails)
-                );
-            }
-            Metric::Gauge(g) => {
-                let _ = write!(
-                    gauges,
-                    r#"<tr data-gauge="{}"><td class="text">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
-                    Escaped(name),
-                    Escaped(name),
-                    number(g.last),
-                    number(g.min),
-                    number(g.max),
-                    model::count(g.samples)
-                );
-            }
-            Metric::Trend(_) => {}
         }
+        totals
     }
-    out.push_str(r#"<section id="metrics"><h2>All metrics</h2>"#);
-    for (rows, heads) in [
-        (
-            &counters,
-            "<th>Counter</th><th>Total</th><th>Rate /s</th><th class=\"text\">By class</th>",
-        ),
-        (
-            &rates,
-            "<th>Rate</th><th>Value</th><th>Passes</th><th>Fails</th>",
-        ),
-        (
-            &gauges,
-            "<th>Gauge</th><th>Last</th><th>Min</th><th>Max</th><th>Samples</th>",
-        ),
-    ] {
-        if !rows.is_empty() {
-            let _ = write!(
-                out,
-                r#"<div class="scroll"><table><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table></div>"#
-            );
-        }
-    }
-    out.push_str("</section>\n");
 }
 
 /// A DOM id from a metric name, unique within the page.
@@ -514,7 +463,14 @@ fn threshold_lines(s: &Summary, metric: &str) -> Vec<RefLine> {
         .collect()
 }
 
-fn charts(s: &Summary, warnings: &mut Vec<String>) -> Vec<Chart> {
+/// The charts with data, and why any was left out.
+struct Charts {
+    charts: Vec<Chart>,
+    warnings: Vec<String>,
+}
+
+fn charts(s: &Summary) -> Charts {
+    let mut warnings = Vec::new();
     let mut used = HashSet::new();
     let mut charts = Vec::new();
     let series = &s.time_series;
@@ -608,7 +564,7 @@ fn charts(s: &Summary, warnings: &mut Vec<String>) -> Vec<Chart> {
         }
     }
 
-    charts.extend(distribution_charts(s, &mut used, warnings));
+    charts.extend(distribution_charts(s, &mut used, &mut warnings));
 
     if !series.is_empty() {
         let gauge_names: BTreeSet<&String> = series
@@ -674,7 +630,7 @@ fn charts(s: &Summary, warnings: &mut Vec<String>) -> Vec<Chart> {
     }
 
     charts.retain(|c| c.point_count() > 0);
-    charts
+    Charts { charts, warnings }
 }
 
 /// Trends that appear in the time series, in the report's trend order.
@@ -784,10 +740,21 @@ fn distribution_charts(
 mod tests {
     use super::*;
 
+    /// askama escapes every value unless a template opts out; none may, since the page's text
+    /// comes from the scenario and the run.
     #[test]
-    fn fills_placeholders_and_keeps_unknown_ones() {
-        assert_eq!(fill("a{{x}}b{{y}}c", &[("x", "1")]), "a1b{{y}}c");
-        assert!(!fill(TEMPLATE, &[("title", ""), ("body", ""), ("generator", "")]).contains("{{"));
+    fn no_template_opts_out_of_escaping() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/report/templates");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap().replace(' ', "");
+            for opt_out in ["|safe", "|e(", "|escape(", "filter"] {
+                assert!(!text.contains(opt_out), "{}: {opt_out}", path.display());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 2, "templates not found in {dir}");
     }
 
     #[test]

@@ -167,6 +167,18 @@ pub fn read_summary(path: &Path) -> Result<Summary, ReportError> {
 /// Text escaped for HTML and XML content and attribute values.
 pub(crate) struct Escaped<'a>(pub &'a str);
 
+/// The escaper askama applies to every value in the HTML templates (`askama.toml` names it), so
+/// the page escapes exactly as the JUnit file does: named entities, and control characters that
+/// XML forbids replaced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HtmlEscaper;
+
+impl askama::filters::Escaper for HtmlEscaper {
+    fn write_escaped_str<W: fmt::Write>(&self, mut dest: W, string: &str) -> fmt::Result {
+        write!(dest, "{}", Escaped(string))
+    }
+}
+
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {

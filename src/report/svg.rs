@@ -1,15 +1,13 @@
-//! A small SVG line-chart writer for the HTML report: labelled axes with "nice" ticks, several
-//! series, horizontal threshold lines, gaps where an interval had no samples, and a log-scaled
-//! percentile axis the way HdrHistogram plots a latency distribution. A plotting crate would bring
-//! fonts and a raster back end we do not need; this stays under a few hundred lines.
+//! The HTML report's line charts: labelled axes with "nice" ticks, several series, horizontal
+//! threshold lines, gaps where an interval had no samples, and a log-scaled percentile axis the way
+//! HdrHistogram plots a latency distribution. A plotting crate would bring fonts and a raster back
+//! end we do not need; this stays under a few hundred lines.
 //!
-//! The chart is inline SVG without `xmlns` (HTML5 does not need it) and styled by the page's
-//! CSS, so it follows the page into print. The legend is HTML under the chart so it wraps in a
-//! narrow window.
-
-use std::fmt::Write;
-
-use super::Escaped;
+//! This module does the arithmetic: [`Chart::view`] places every tick, point and line on screen.
+//! `templates/chart.html` draws the result as inline SVG, escaping every title, label and series
+//! name like the rest of the page. The SVG has no `xmlns` (HTML5 does not need it) and is styled
+//! by the page's CSS, so it follows the page into print. The legend is HTML under the chart so it
+//! wraps in a narrow window.
 
 const W: f64 = 640.0;
 const H: f64 = 300.0;
@@ -17,6 +15,8 @@ const LEFT: f64 = 62.0;
 const RIGHT: f64 = 18.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 46.0;
+const PLOT_W: f64 = W - LEFT - RIGHT;
+const PLOT_H: f64 = H - TOP - BOTTOM;
 
 /// Colour-blind-safe series colours (Okabe–Ito, without the yellow that vanishes on white).
 const PALETTE: [&str; 8] = [
@@ -69,8 +69,8 @@ impl Chart {
             .count()
     }
 
-    /// Appends the chart as a `<figure>` holding the SVG and its legend.
-    pub fn render(&self, out: &mut String) {
+    /// The chart placed on screen, for `templates/chart.html`.
+    pub fn view(&self) -> ChartView<'_> {
         let finite = || {
             self.series
                 .iter()
@@ -93,146 +93,186 @@ impl Chart {
             }
         };
         let (y_ticks, y_lo, y_hi) = nice_ticks(y_min, y_max);
-        let plot_w = W - LEFT - RIGHT;
-        let plot_h = H - TOP - BOTTOM;
-        let sx = |x: f64| LEFT + (x - x_lo) / (x_hi - x_lo) * plot_w;
-        let sy = |y: f64| TOP + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h;
+        let sx = |x: f64| LEFT + (x - x_lo) / (x_hi - x_lo) * PLOT_W;
+        let sy = |y: f64| TOP + PLOT_H - (y - y_lo) / (y_hi - y_lo) * PLOT_H;
 
-        let title = Escaped(&self.title);
-        // Writing into a String cannot fail; the results are ignored for that reason.
-        let _ = write!(
-            out,
-            r#"<figure class="chart" id="{id}"><figcaption>{title}</figcaption><svg viewBox="0 0 {W} {H}" role="img" aria-label="{title}" data-points="{n}" preserveAspectRatio="xMidYMid meet">"#,
-            id = Escaped(&self.id),
-            n = self.point_count(),
-        );
-
-        // Grid and y ticks.
-        for &t in &y_ticks {
-            let y = sy(t);
-            let _ = write!(
-                out,
-                r#"<line class="grid" x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}"/><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-                W - RIGHT,
-                LEFT - 6.0,
-                y + 4.0,
-                tick_label(t, &y_ticks),
-            );
+        let y_tick_views = y_ticks
+            .iter()
+            .map(|&t| Tick {
+                at: px(sy(t)),
+                label_at: px(sy(t) + 4.0),
+                label: tick_label(t, &y_ticks),
+                anchor: "end",
+            })
+            .collect();
+        let x_tick_views = x_ticks
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| Tick {
+                at: px(sx(t)),
+                label_at: px(sx(t)),
+                label: match self.x_axis {
+                    XAxis::Linear => tick_label(t, &x_ticks),
+                    XAxis::Percentile => percentile_label(t as u32),
+                },
+                // The last percentile label (99.99%) is wide: keep it inside the frame.
+                anchor: if self.x_axis == XAxis::Percentile && k + 1 == x_ticks.len() {
+                    "end"
+                } else {
+                    "middle"
+                },
+            })
+            .collect();
+        let series = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SeriesView {
+                name: &s.name,
+                colour: PALETTE[i % PALETTE.len()],
+                segments: s
+                    .points
+                    .split(|(x, y)| !x.is_finite() || !y.is_finite())
+                    .filter(|seg| !seg.is_empty())
+                    .map(|segment| match segment {
+                        [(x, y)] => Segment::Dot {
+                            cx: px(sx(*x)),
+                            cy: px(sy(*y)),
+                        },
+                        _ => {
+                            let screen: Vec<(f64, f64)> =
+                                segment.iter().map(|(x, y)| (sx(*x), sy(*y))).collect();
+                            let points: Vec<String> = decimate(&screen)
+                                .iter()
+                                .map(|(x, y)| format!("{x:.1},{y:.1}"))
+                                .collect();
+                            Segment::Line {
+                                points: points.join(" "),
+                            }
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let ref_lines = self
+            .ref_lines
+            .iter()
+            .map(|r| RefLineView {
+                label: &r.label,
+                y: px(sy(r.y)),
+                label_y: px(sy(r.y) - 4.0),
+            })
+            .collect();
+        ChartView {
+            id: &self.id,
+            title: &self.title,
+            x_label: &self.x_label,
+            y_label: &self.y_label,
+            points: self.point_count(),
+            frame: Frame::new(),
+            y_ticks: y_tick_views,
+            x_ticks: x_tick_views,
+            series,
+            ref_lines,
+            threshold_colour: THRESHOLD_COLOUR,
         }
-        // X ticks.
-        for (k, &t) in x_ticks.iter().enumerate() {
-            let x = sx(t);
-            // The last percentile label (99.99%) is wide: keep it inside the frame.
-            let anchor = if self.x_axis == XAxis::Percentile && k + 1 == x_ticks.len() {
-                "end"
-            } else {
-                "middle"
-            };
-            let label = match self.x_axis {
-                XAxis::Linear => tick_label(t, &x_ticks),
-                XAxis::Percentile => percentile_label(t as u32),
-            };
-            let _ = write!(
-                out,
-                r#"<line class="axis" x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}"/><text class="tick" x="{x:.1}" y="{:.1}" text-anchor="{anchor}">{label}</text>"#,
-                TOP + plot_h,
-                TOP + plot_h + 4.0,
-                TOP + plot_h + 17.0,
-            );
-        }
-        // Axes and their labels.
-        let _ = write!(
-            out,
-            r#"<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{:.1}"/><line class="axis" x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}"/>"#,
-            TOP + plot_h,
-            W - RIGHT,
-            TOP + plot_h,
-            TOP + plot_h,
-        );
-        let _ = write!(
-            out,
-            r#"<text class="label" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text class="label" transform="translate(14 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-            LEFT + plot_w / 2.0,
-            H - 6.0,
-            Escaped(&self.x_label),
-            TOP + plot_h / 2.0,
-            Escaped(&self.y_label),
-        );
-
-        for (i, s) in self.series.iter().enumerate() {
-            let colour = PALETTE[i % PALETTE.len()];
-            let _ = write!(
-                out,
-                r#"<g class="series" data-name="{}" stroke="{colour}" fill="{colour}"><title>{}</title>"#,
-                Escaped(&s.name),
-                Escaped(&s.name)
-            );
-            for segment in s
-                .points
-                .split(|(x, y)| !x.is_finite() || !y.is_finite())
-                .filter(|seg| !seg.is_empty())
-            {
-                if let [(x, y)] = segment {
-                    let _ = write!(
-                        out,
-                        r#"<circle cx="{:.1}" cy="{:.1}" r="2.5"/>"#,
-                        sx(*x),
-                        sy(*y)
-                    );
-                    continue;
-                }
-                let screen: Vec<(f64, f64)> =
-                    segment.iter().map(|(x, y)| (sx(*x), sy(*y))).collect();
-                out.push_str(r#"<polyline fill="none" stroke-width="1.6" points=""#);
-                for (j, (x, y)) in decimate(&screen).iter().enumerate() {
-                    if j > 0 {
-                        out.push(' ');
-                    }
-                    let _ = write!(out, "{x:.1},{y:.1}");
-                }
-                out.push_str(r#""/>"#);
-            }
-            out.push_str("</g>");
-        }
-
-        for r in &self.ref_lines {
-            let y = sy(r.y);
-            let _ = write!(
-                out,
-                r#"<g class="threshold"><line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{THRESHOLD_COLOUR}" stroke-width="1.4" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="{THRESHOLD_COLOUR}">{}</text></g>"#,
-                W - RIGHT,
-                W - RIGHT - 2.0,
-                y - 4.0,
-                Escaped(&r.label)
-            );
-        }
-        out.push_str("</svg>");
-
-        out.push_str(r#"<ul class="legend">"#);
-        for (i, s) in self.series.iter().enumerate() {
-            let _ = write!(
-                out,
-                r#"<li><span class="swatch" style="background:{}"></span>{}</li>"#,
-                PALETTE[i % PALETTE.len()],
-                Escaped(&s.name)
-            );
-        }
-        for r in &self.ref_lines {
-            let _ = write!(
-                out,
-                r#"<li><span class="swatch dashed"></span>threshold {}</li>"#,
-                Escaped(&r.label)
-            );
-        }
-        out.push_str("</ul></figure>\n");
     }
+}
+
+/// A chart with every coordinate already on screen, formatted to a tenth of a unit; all its
+/// text is the chart's own, escaped by the template.
+pub(crate) struct ChartView<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    /// Finite points over all series (`data-points`).
+    pub points: usize,
+    pub frame: Frame,
+    pub y_ticks: Vec<Tick>,
+    pub x_ticks: Vec<Tick>,
+    pub series: Vec<SeriesView<'a>>,
+    pub ref_lines: Vec<RefLineView<'a>>,
+    pub threshold_colour: &'static str,
+}
+
+/// The fixed positions every chart shares: the plot area's edges and where the axis labels sit.
+pub(crate) struct Frame {
+    pub view_box: String,
+    pub left: String,
+    pub right: String,
+    pub top: String,
+    pub bottom: String,
+    /// Where an x tick mark ends and its label's baseline is.
+    pub x_tick_end: String,
+    pub x_tick_label: String,
+    /// Where the y tick labels end.
+    pub y_tick_label: String,
+    /// The x axis label's centre and baseline.
+    pub x_label_x: String,
+    pub x_label_y: String,
+    /// The rotated y axis label's centre.
+    pub y_label_y: String,
+    /// Where threshold labels end.
+    pub ref_label_x: String,
+}
+
+impl Frame {
+    fn new() -> Frame {
+        let bottom = TOP + PLOT_H;
+        Frame {
+            view_box: format!("0 0 {W} {H}"),
+            left: LEFT.to_string(),
+            right: px(W - RIGHT),
+            top: TOP.to_string(),
+            bottom: px(bottom),
+            x_tick_end: px(bottom + 4.0),
+            x_tick_label: px(bottom + 17.0),
+            y_tick_label: px(LEFT - 6.0),
+            x_label_x: px(LEFT + PLOT_W / 2.0),
+            x_label_y: px(H - 6.0),
+            y_label_y: px(TOP + PLOT_H / 2.0),
+            ref_label_x: px(W - RIGHT - 2.0),
+        }
+    }
+}
+
+/// A tick on either axis: its grid line or mark, and its label.
+pub(crate) struct Tick {
+    pub at: String,
+    pub label_at: String,
+    pub label: String,
+    pub anchor: &'static str,
+}
+
+pub(crate) struct SeriesView<'a> {
+    pub name: &'a str,
+    pub colour: &'static str,
+    pub segments: Vec<Segment>,
+}
+
+/// A run of points without a gap: a line, or a dot when it is a single point.
+pub(crate) enum Segment {
+    Dot { cx: String, cy: String },
+    Line { points: String },
+}
+
+pub(crate) struct RefLineView<'a> {
+    pub label: &'a str,
+    pub y: String,
+    pub label_y: String,
+}
+
+/// A screen coordinate as the chart writes it.
+fn px(v: f64) -> String {
+    format!("{v:.1}")
 }
 
 /// Screen points reduced to what a pixel column can show: for a long run (an hour is 3,600
 /// intervals) each column keeps its first, lowest, highest and last point, so spikes survive and
 /// the page stays small.
 fn decimate(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    if points.len() <= 2 * (W - LEFT - RIGHT) as usize {
+    if points.len() <= 2 * PLOT_W as usize {
         return points.to_vec();
     }
     let mut out: Vec<(f64, f64)> = Vec::new();
@@ -311,7 +351,16 @@ pub(crate) fn percentile_x(q: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use askama::Template;
+
     use super::*;
+
+    /// The chart alone, drawn as the page draws it.
+    #[derive(Template)]
+    #[template(path = "chart.html")]
+    struct Figure<'a> {
+        c: ChartView<'a>,
+    }
 
     #[test]
     fn nice_ticks_cover_the_range() {
@@ -361,8 +410,7 @@ mod tests {
                 y: 2.0,
             }],
         };
-        let mut out = String::new();
-        chart.render(&mut out);
+        let out = Figure { c: chart.view() }.render().unwrap();
         assert_eq!(chart.point_count(), 3);
         assert_eq!(out.matches("<polyline").count(), 1);
         assert_eq!(out.matches("<circle").count(), 1);
