@@ -94,7 +94,7 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
         };
         if matches!(pooling, Some(PoolMode::Transaction | PoolMode::Statement)) {
             return Err(RunError::BadInput(format!(
-                "{}: protocol = \"prepared\" cannot work through PgBouncer in transaction or statement mode: a named prepared statement lives on one server connection, and the next transaction may run on another (\"prepared statement does not exist\"). Use protocol = \"extended\" (unnamed statements) or \"simple\", or pass --pool-mode session|none if the target is not a transaction pooler (for the embedded stack: pool_mode = \"session\" in [stack.pgbouncer]).",
+                "{}: protocol = \"prepared\" cannot work through PgBouncer in transaction mode (nor in statement mode): a named prepared statement lives on one server connection, and the next transaction may run on another (\"prepared statement does not exist\"). Use protocol = \"extended\" (unnamed statements) or \"simple\", or pass --pool-mode session|none if the target is not a transaction pooler (for the embedded stack: pool_mode = \"session\" in [stack.pgbouncer]).",
                 opts.scenario.display()
             )));
         }
