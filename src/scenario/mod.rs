@@ -41,10 +41,7 @@ pub fn load(path: &Path) -> Result<Plan, ScenarioError> {
 /// Parses and validates scenario text; `path` is used in messages only.
 pub fn parse(text: &str, path: &Path) -> Result<Plan, ScenarioError> {
     let raw: file::ScenarioFile = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(0);
+        let line = e.span().map_or(0, |s| line_at(text, s.start));
         ScenarioError::Invalid {
             path: path.to_owned(),
             line,
@@ -69,36 +66,7 @@ fn field_of_toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// The 1-based line of the first `key =` at or after the `nth` (0-based) `[[table]]`/`[table]`
-/// header named `table` (or anywhere when `table` is empty); 0 when not found.
-pub(crate) fn line_of(text: &str, table: &str, nth: usize, key: &str) -> usize {
-    let mut in_table = table.is_empty();
-    let mut seen = 0usize;
-    for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            let name = l.trim_matches(|c| c == '[' || c == ']').trim();
-            if !table.is_empty() && name == table {
-                in_table = seen == nth;
-                seen += 1;
-            } else if !table.is_empty() {
-                in_table = false;
-            } else {
-                // Top-level keys end at the first table.
-                return 0;
-            }
-            continue;
-        }
-        if in_table {
-            if key.is_empty() {
-                return i;
-            }
-            if let Some((k, _)) = l.split_once('=') {
-                if k.trim().trim_matches('"') == key {
-                    return i + 1;
-                }
-            }
-        }
-    }
-    0
+/// The 1-based line that byte `offset` of `text` is on.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }
