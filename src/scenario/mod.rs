@@ -52,18 +52,54 @@ pub fn parse(text: &str, path: &Path) -> Result<Plan, ScenarioError> {
     plan::validate(raw, text, path)
 }
 
-/// The key a TOML error points at: the key on the line the error's span starts on.
+/// The key a TOML error is about: the missing or unknown field its message names, else the key
+/// whose value the error's span starts in (the last `key =` before it on its line, so inline
+/// tables and dotted keys name the right one), else the text of the line.
 fn field_of_toml_error(text: &str, e: &toml::de::Error) -> String {
+    for prefix in ["missing field `", "unknown field `"] {
+        if let Some((field, _)) = e
+            .message()
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once('`'))
+        {
+            return field.to_owned();
+        }
+    }
     let Some(span) = e.span() else {
         return "(file)".into();
     };
     let start = span.start.min(text.len());
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    if let Some(key) = key_before(&text[line_start..start]) {
+        return key;
+    }
     let line = text[line_start..].lines().next().unwrap_or("");
     match line.split_once('=') {
         Some((key, _)) => key.trim().to_owned(),
         None => line.trim().to_owned(),
     }
+}
+
+/// The key of the last `key =` in `line` outside quotes, as written (dotted, quotes and all).
+fn key_before(line: &str) -> Option<String> {
+    let (mut quote, mut escaped, mut key_start, mut key) = (None, false, 0, None);
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            // Only basic ("...") strings have escapes; literal ('...') ones do not.
+            (Some('"'), '\\') => escaped = true,
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '{' | ',' | '[') => key_start = i + 1,
+            (None, '=') => {
+                key = Some(line[key_start..i].trim().to_owned());
+                key_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    key.filter(|k| !k.is_empty())
 }
 
 /// The 1-based line that byte `offset` of `text` is on.

@@ -874,6 +874,16 @@ queries = [{ name = "health", sql = "SELECT 1" }]
         assert!(e.starts_with("s.toml:4: `duration`"), "{e}");
         let e = err(&format!("{INLINE}connection.topology = \"bogus\"\n"));
         assert!(e.starts_with("s.toml:6: `connection.topology`"), "{e}");
+        let e = err(&format!(
+            "{INLINE}connection = {{ topology = \"bogus\" }}\n"
+        ));
+        assert!(e.starts_with("s.toml:6: `topology`"), "{e}");
+        let e = err(&INLINE.replace("target = 5", "targte = 5"));
+        assert!(e.starts_with("s.toml:4: `targte`"), "{e}");
+        let e = err(&INLINE.replace("duration = \"1m\", ", ""));
+        assert!(e.starts_with("s.toml:4: `duration`"), "{e}");
+        let e = err(&INLINE.replace("\"SELECT 1\"", "\"SELECT '\\\"=' \", params = [\"walet\"]"));
+        assert!(e.starts_with("s.toml:5: `params`"), "{e}");
         let e = err(&format!("{INLINE}connection.pools = 0\n"));
         assert!(e.starts_with("s.toml:6: `connection.pools`"), "{e}");
         let e = err(&format!(
