@@ -216,7 +216,7 @@ fn span<T>(value: &Option<Spanned<T>>) -> Option<Range<usize>> {
 }
 
 /// Turns a parsed file into a [`Plan`], checking everything a run would trip over later, one
-/// concern at a time in the order the file reads.
+/// concern at a time: a file with several mistakes hears of the first in this order.
 pub(crate) fn validate(raw: ScenarioFile, text: &str, path: &Path) -> Result<Plan, ScenarioError> {
     let src = Source { text, path };
     let name = name(&src, &raw.name)?;
@@ -343,6 +343,7 @@ fn schedule(src: &Source, raw: &ScenarioFile, gateway: bool) -> Result<Schedule,
     })
 }
 
+/// `[[stages]]` with their durations parsed; each names its own line when it is wrong.
 fn stages(src: &Source, defs: &[StageDef]) -> Result<Vec<Stage>, ScenarioError> {
     defs.iter()
         .map(|s| {
@@ -498,8 +499,9 @@ struct Connection {
     max_backoff: Duration,
 }
 
-/// How VUs reach the target. Pool sizes of 0 are refused here: a pool of no connections would
-/// make every checkout time out, which reads as a target failure rather than a typo.
+/// How VUs reach the target. No pools, or pools of no connections, leave a `pooled` VU nothing to
+/// check out: refused here as the typo it is, rather than met as checkout timeouts that read as
+/// a failing target.
 fn connection(src: &Source, table: ConnectionTable) -> Result<Connection, ScenarioError> {
     let defaults = ConnectionDef::default();
     let connect_timeout = src.duration_or(
