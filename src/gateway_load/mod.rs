@@ -38,6 +38,7 @@ use crate::gateway_load::fake_discord::{
     FakeConfig, FakeDiscord, FakeStats, Fault, MemberMix, World,
 };
 use crate::metrics::summary::{CounterStats, GaugeStats, Interval, Metric};
+use crate::scenario::duration;
 pub use nats::NatsServer;
 pub use process::{GatewayProcess, ProcSample, ProcSampler};
 use recorder::{Gauge, Recorder};
@@ -126,26 +127,8 @@ impl Default for GatewayWorkload {
     }
 }
 
-/// Parses `"250ms"`, `"20s"`, `"2m"`, `"1h"` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 20s, 2m"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
-
+/// A `[gateway]` duration: a TOML number of seconds, or text in the scenario's one grammar where a
+/// bare number is seconds too (`"250ms"`, `"20s"`, `"2m"`, `"1.5"`), as this table always took.
 fn de_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -154,10 +137,10 @@ fn de_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
         Text(String),
     }
     match Text::deserialize(de)? {
-        Text::Seconds(s) if s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-        Text::Seconds(s) => Err(serde::de::Error::custom(format!("negative duration {s}"))),
-        Text::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+        Text::Seconds(s) => duration::from_seconds(s),
+        Text::Text(t) => duration::parse_or_seconds(&t),
     }
+    .map_err(serde::de::Error::custom)
 }
 
 /// A workload that cannot run.
@@ -654,10 +637,20 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("5 parsecs").is_err());
+    fn durations_are_seconds_as_numbers_and_the_scenario_grammar_as_text() {
+        let w: GatewayWorkload = toml::from_str(
+            "heartbeat_interval = 1.5\nload_timeout = \"2\"\ndrain_timeout = \"1m 30s\"",
+        )
+        .unwrap();
+        assert_eq!(w.heartbeat_interval, Duration::from_millis(1500));
+        assert_eq!(w.load_timeout, Duration::from_secs(2));
+        assert_eq!(w.drain_timeout, Duration::from_secs(90));
+        for bad in [
+            "heartbeat_interval = -1",
+            "heartbeat_interval = inf",
+            "load_timeout = \"5 parsecs\"",
+        ] {
+            assert!(toml::from_str::<GatewayWorkload>(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,43 +3,46 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
-use crate::dataset::DatasetSpec;
-
+/// The whole file. Every value a validation error can point at is [`Spanned`], so the error names
+/// the line it is on however the file writes it: a `[table]`, an inline table, a dotted key or an
+/// array of tables written inline. (Tables are never spanned themselves: toml 0.8 cannot span a
+/// table made of dotted keys.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScenarioFile {
-    pub name: String,
+    pub name: Spanned<String>,
     #[serde(default)]
     pub description: String,
-    pub executor: String,
+    pub executor: Spanned<String>,
     // Closed model.
     pub start_vus: Option<u32>,
     pub vus: Option<u32>,
-    pub duration: Option<String>,
-    pub graceful_ramp_down: Option<String>,
+    pub duration: Option<Spanned<String>>,
+    pub graceful_ramp_down: Option<Spanned<String>>,
     // Open model.
-    pub rate: Option<u32>,
+    pub rate: Option<Spanned<u32>>,
     pub start_rate: Option<u32>,
-    pub time_unit: Option<String>,
-    pub pre_allocated_vus: Option<u32>,
-    pub max_vus: Option<u32>,
-    pub on_busy: Option<super::plan::OnBusy>,
+    pub time_unit: Option<Spanned<String>>,
+    pub pre_allocated_vus: Option<Spanned<u32>>,
+    pub max_vus: Option<Spanned<u32>>,
+    pub on_busy: Option<Spanned<super::plan::OnBusy>>,
     // Both.
     #[serde(default)]
     pub stages: Vec<StageDef>,
-    pub think_time: Option<String>,
-    pub graceful_stop: Option<String>,
+    pub think_time: Option<Spanned<String>>,
+    pub graceful_stop: Option<Spanned<String>>,
     #[serde(default)]
     pub protocol: Protocol,
     #[serde(default)]
-    pub connection: ConnectionDef,
+    pub connection: ConnectionTable,
     #[serde(default)]
-    pub dataset: DatasetSpec,
+    pub dataset: DatasetTable,
     #[serde(default)]
-    pub queries: Vec<QueryDef>,
+    pub queries: Vec<QueryEntry>,
     #[serde(default)]
-    pub thresholds: BTreeMap<String, Vec<ThresholdDef>>,
+    pub thresholds: BTreeMap<Spanned<String>, Vec<Spanned<ThresholdDef>>>,
     /// Settings for the embedded stack (`[stack.pgbouncer]`), handed to the stack as they are.
     pub stack: Option<toml::Table>,
     /// The gateway workload (`[gateway]`), handed to the gateway harness as it is.
@@ -49,10 +52,12 @@ pub(crate) struct ScenarioFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StageDef {
-    pub duration: String,
+    pub duration: Spanned<String>,
     pub target: u32,
 }
 
+/// One threshold expression. Spanned from outside: an untagged enum buffers its input, which
+/// loses the spans of anything inside it.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum ThresholdDef {
@@ -63,6 +68,42 @@ pub(crate) enum ThresholdDef {
         abort_on_fail: bool,
         delay_abort_eval: Option<String>,
     },
+}
+
+/// `[connection]` as written; unset values take [`ConnectionDef::default`]'s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConnectionTable {
+    pub topology: Option<Topology>,
+    pub pools: Option<Spanned<u32>>,
+    pub pool_size: Option<Spanned<u32>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub min_backoff: Option<Spanned<String>>,
+    pub max_backoff: Option<Spanned<String>>,
+}
+
+/// `[dataset]` as written; unset values take [`crate::dataset::DatasetSpec::default`]'s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatasetTable {
+    pub seed: Option<u64>,
+    pub communities: Option<Spanned<u32>>,
+    pub profiles_per_community: Option<Spanned<u32>>,
+    pub rules_per_community: Option<u32>,
+    pub badges_per_community: Option<u32>,
+    pub audit_logs_per_community: Option<u32>,
+}
+
+/// One `[[queries]]` entry as written; validated into a [`QueryDef`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryEntry {
+    pub name: Spanned<String>,
+    pub sql: Spanned<String>,
+    pub weight: Option<Spanned<u32>>,
+    pub params: Option<Spanned<Vec<ParamKind>>>,
+    #[serde(default)]
+    pub tenant_scoped: bool,
 }
 
 /// The wire protocol, as pgbench's `-M` offers it.

@@ -41,10 +41,7 @@ pub fn load(path: &Path) -> Result<Plan, ScenarioError> {
 /// Parses and validates scenario text; `path` is used in messages only.
 pub fn parse(text: &str, path: &Path) -> Result<Plan, ScenarioError> {
     let raw: file::ScenarioFile = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(0);
+        let line = e.span().map_or(0, |s| line_at(text, s.start));
         ScenarioError::Invalid {
             path: path.to_owned(),
             line,
@@ -55,13 +52,27 @@ pub fn parse(text: &str, path: &Path) -> Result<Plan, ScenarioError> {
     plan::validate(raw, text, path)
 }
 
-/// The key a TOML error points at: the key on the line the error's span starts on.
+/// The key a TOML error is about: the missing or unknown field its message names, else the key
+/// whose value the error's span starts in (the last `key =` before it on its line, so inline
+/// tables and dotted keys name the right one), else the text of the line.
 fn field_of_toml_error(text: &str, e: &toml::de::Error) -> String {
+    for prefix in ["missing field `", "unknown field `"] {
+        if let Some((field, _)) = e
+            .message()
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once('`'))
+        {
+            return field.to_owned();
+        }
+    }
     let Some(span) = e.span() else {
         return "(file)".into();
     };
     let start = span.start.min(text.len());
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    if let Some(key) = key_before(&text[line_start..start]) {
+        return key;
+    }
     let line = text[line_start..].lines().next().unwrap_or("");
     match line.split_once('=') {
         Some((key, _)) => key.trim().to_owned(),
@@ -69,36 +80,29 @@ fn field_of_toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// The 1-based line of the first `key =` at or after the `nth` (0-based) `[[table]]`/`[table]`
-/// header named `table` (or anywhere when `table` is empty); 0 when not found.
-pub(crate) fn line_of(text: &str, table: &str, nth: usize, key: &str) -> usize {
-    let mut in_table = table.is_empty();
-    let mut seen = 0usize;
-    for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            let name = l.trim_matches(|c| c == '[' || c == ']').trim();
-            if !table.is_empty() && name == table {
-                in_table = seen == nth;
-                seen += 1;
-            } else if !table.is_empty() {
-                in_table = false;
-            } else {
-                // Top-level keys end at the first table.
-                return 0;
+/// The key of the last `key =` in `line` outside quotes, as written (dotted, quotes and all).
+fn key_before(line: &str) -> Option<String> {
+    let (mut quote, mut escaped, mut key_start, mut key) = (None, false, 0, None);
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            // Only basic ("...") strings have escapes; literal ('...') ones do not.
+            (Some('"'), '\\') => escaped = true,
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '{' | ',' | '[') => key_start = i + 1,
+            (None, '=') => {
+                key = Some(line[key_start..i].trim().to_owned());
+                key_start = i + 1;
             }
-            continue;
-        }
-        if in_table {
-            if key.is_empty() {
-                return i;
-            }
-            if let Some((k, _)) = l.split_once('=') {
-                if k.trim().trim_matches('"') == key {
-                    return i + 1;
-                }
-            }
+            _ => {}
         }
     }
-    0
+    key.filter(|k| !k.is_empty())
+}
+
+/// The 1-based line that byte `offset` of `text` is on.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }

@@ -1,12 +1,19 @@
 //! A validated scenario: the load shape as stages over time, the query mix, the thresholds.
 //! Every load shape compiles to one list of [`Stage`]s that the executors follow.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+use toml::Spanned;
+
 use super::duration;
-use super::file::{ConnectionDef, Protocol, QueryDef, ScenarioFile, StageDef, ThresholdDef};
-use super::{line_of, ScenarioError};
+use super::file::{
+    ConnectionDef, ConnectionTable, DatasetTable, Protocol, QueryDef, QueryEntry, ScenarioFile,
+    StageDef, ThresholdDef,
+};
+use super::{line_at, ScenarioError};
 use crate::dataset::DatasetSpec;
 use crate::gate::{self, Threshold};
 
@@ -164,309 +171,511 @@ impl Plan {
     }
 }
 
-fn invalid(path: &Path, line: usize, field: &str, message: impl Into<String>) -> ScenarioError {
-    ScenarioError::Invalid {
-        path: path.to_owned(),
-        line,
-        field: field.to_owned(),
-        message: message.into(),
+/// The text being validated: turns the span of a value into the line an error names.
+struct Source<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    /// An error on the line `span` starts on; line 0 when the value is not in the file.
+    fn invalid(
+        &self,
+        span: Option<Range<usize>>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> ScenarioError {
+        ScenarioError::Invalid {
+            path: self.path.to_owned(),
+            line: span.map_or(0, |s| line_at(self.text, s.start)),
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, text: &Spanned<String>, field: &str) -> Result<Duration, ScenarioError> {
+        duration::parse(text.get_ref()).map_err(|m| self.invalid(Some(text.span()), field, m))
+    }
+
+    /// A duration that may be left out; `default` is written as a file would write it.
+    fn duration_or(
+        &self,
+        text: Option<&Spanned<String>>,
+        default: &str,
+        field: &str,
+    ) -> Result<Duration, ScenarioError> {
+        match text {
+            Some(text) => self.duration(text, field),
+            None => duration::parse(default).map_err(|m| self.invalid(None, field, m)),
+        }
     }
 }
 
-fn parse_duration(
-    text: &str,
-    path: &Path,
-    src: &str,
-    table: &str,
-    nth: usize,
-    field: &str,
-) -> Result<Duration, ScenarioError> {
-    duration::parse(text).map_err(|m| invalid(path, line_of(src, table, nth, field), field, m))
+fn span<T>(value: &Option<Spanned<T>>) -> Option<Range<usize>> {
+    value.as_ref().map(Spanned::span)
 }
 
-fn stages(defs: &[StageDef], path: &Path, src: &str) -> Result<Vec<Stage>, ScenarioError> {
-    defs.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            Ok(Stage {
-                duration: parse_duration(&s.duration, path, src, "stages", i, "duration")?,
-                target: s.target,
-            })
-        })
-        .collect()
+/// Turns a parsed file into a [`Plan`], checking everything a run would trip over later, one
+/// concern at a time: a file with several mistakes hears of the first in this order.
+pub(crate) fn validate(raw: ScenarioFile, text: &str, path: &Path) -> Result<Plan, ScenarioError> {
+    let src = Source { text, path };
+    let name = name(&src, &raw.name)?;
+    let schedule = schedule(&src, &raw, raw.gateway.is_some())?;
+    let passthrough = passthrough(raw.stack, raw.gateway);
+    let connection = connection(&src, raw.connection)?;
+    let queries = queries(&src, raw.queries, !passthrough.is_gateway())?;
+    let dataset = dataset(&src, raw.dataset)?;
+    let thresholds = thresholds(&src, &raw.thresholds, &queries)?;
+    Ok(Plan {
+        name,
+        description: raw.description,
+        file: path.display().to_string(),
+        executor: raw.executor.into_inner(),
+        load: schedule.load,
+        think_time: schedule.think_time,
+        graceful_stop: schedule.graceful_stop,
+        protocol: raw.protocol,
+        connection: connection.def,
+        connect_timeout: connection.connect_timeout,
+        min_backoff: connection.min_backoff,
+        max_backoff: connection.max_backoff,
+        dataset,
+        queries,
+        thresholds,
+        stack: passthrough.stack,
+        gateway: passthrough.gateway,
+    })
 }
 
-/// Turns a parsed file into a [`Plan`], checking everything a run would trip over later.
-pub(crate) fn validate(raw: ScenarioFile, src: &str, path: &Path) -> Result<Plan, ScenarioError> {
-    let top = |field: &str| line_of(src, "", 0, field);
-    let dur = |text: &Option<String>, default: &str, field: &str| {
-        parse_duration(text.as_deref().unwrap_or(default), path, src, "", 0, field)
-    };
-    if raw.name.trim().is_empty()
-        || !raw
-            .name
+/// The name becomes a folder under `reports/`, so it is kept to characters every file system and
+/// shell takes as they are.
+fn name(src: &Source, name: &Spanned<String>) -> Result<String, ScenarioError> {
+    let valid = !name.get_ref().trim().is_empty()
+        && name
+            .get_ref()
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(invalid(
-            path,
-            top("name"),
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(src.invalid(
+            Some(name.span()),
             "name",
             "must be a non-empty name of letters, digits, '-' or '_' (it names the report folder)",
         ));
     }
-    let open = matches!(
-        raw.executor.as_str(),
-        "constant-arrival-rate" | "ramping-arrival-rate"
-    );
-    let stage_list = stages(&raw.stages, path, src)?;
-    let load = match raw.executor.as_str() {
-        "ramping-vus" => {
-            if stage_list.is_empty() {
-                return Err(invalid(path, top("executor"), "stages", "ramping-vus needs at least one [[stages]] entry with duration and target"));
-            }
-            LoadShape::Closed {
-                start_vus: raw.start_vus.unwrap_or(0),
-                stages: stage_list,
-                graceful_ramp_down: dur(&raw.graceful_ramp_down, "30s", "graceful_ramp_down")?,
-            }
-        }
-        "constant-vus" => {
-            let vus = raw.vus.ok_or_else(|| {
-                invalid(path, top("executor"), "vus", "constant-vus needs `vus = N` and `duration = \"...\"`")
-            })?;
-            let duration = raw.duration.as_ref().ok_or_else(|| {
-                invalid(path, top("executor"), "duration", "constant-vus needs `duration = \"...\"`, e.g. \"1m\"")
-            })?;
-            LoadShape::Closed {
-                start_vus: vus,
-                stages: vec![Stage {
-                    duration: parse_duration(duration, path, src, "", 0, "duration")?,
-                    target: vus,
-                }],
-                graceful_ramp_down: dur(&raw.graceful_ramp_down, "30s", "graceful_ramp_down")?,
-            }
-        }
+    Ok(name.get_ref().clone())
+}
+
+/// `[stack]` and `[gateway]` belong to the embedded stack and the gateway harness, which own
+/// their schemas and check them when they start; the plan carries them as written.
+struct Passthrough {
+    stack: Option<toml::Table>,
+    gateway: Option<toml::Table>,
+}
+
+impl Passthrough {
+    /// A gateway scenario drives events through the fake Discord server, not queries through
+    /// VUs: it needs no query mix and no pre-allocated VUs.
+    fn is_gateway(&self) -> bool {
+        self.gateway.is_some()
+    }
+}
+
+fn passthrough(stack: Option<toml::Table>, gateway: Option<toml::Table>) -> Passthrough {
+    Passthrough { stack, gateway }
+}
+
+/// When and how hard load is offered: the executor's load shape and the pauses around it.
+struct Schedule {
+    load: LoadShape,
+    think_time: Duration,
+    graceful_stop: Duration,
+}
+
+/// Each executor is k6's: it says which settings the load shape needs, and compiles them to
+/// stages. Settings of the other model are refused rather than ignored, so a file that mixes the
+/// two does not run a shape its author did not write.
+fn schedule(src: &Source, raw: &ScenarioFile, gateway: bool) -> Result<Schedule, ScenarioError> {
+    let executor = &raw.executor;
+    // Every stage is checked first, whatever the executor, so a bad one is named even when the
+    // executor is wrong too.
+    let stages = stages(src, &raw.stages)?;
+    let (load, open) = match executor.get_ref().as_str() {
+        "ramping-vus" | "constant-vus" => (closed_load(src, executor, raw, stages)?, false),
         "constant-arrival-rate" | "ramping-arrival-rate" => {
-            let stages = if raw.executor == "constant-arrival-rate" {
-                let rate = raw.rate.ok_or_else(|| {
-                    invalid(path, top("executor"), "rate", "constant-arrival-rate needs `rate = N` (iterations per time_unit) and `duration`")
-                })?;
-                let duration = raw.duration.as_ref().ok_or_else(|| {
-                    invalid(path, top("executor"), "duration", "constant-arrival-rate needs `duration = \"...\"`")
-                })?;
-                vec![Stage {
-                    duration: parse_duration(duration, path, src, "", 0, "duration")?,
-                    target: rate,
-                }]
-            } else {
-                if stage_list.is_empty() {
-                    return Err(invalid(path, top("executor"), "stages", "ramping-arrival-rate needs [[stages]] whose targets are iterations per time_unit"));
-                }
-                stage_list
-            };
-            // A gateway scenario's rate is events per second, driven by the fake Discord
-            // server, not by VUs.
-            let gateway = raw.gateway.is_some();
-            let pre = match raw.pre_allocated_vus {
-                Some(p) => p,
-                None if gateway => 1,
-                None => return Err(invalid(path, top("executor"), "pre_allocated_vus", "arrival-rate executors need `pre_allocated_vus = N` (VUs connected before the start)")),
-            };
-            let max_vus = raw.max_vus.unwrap_or(pre);
-            if max_vus < pre {
-                return Err(invalid(path, top("max_vus"), "max_vus", format!("must be at least pre_allocated_vus ({pre})")));
-            }
-            if pre == 0 && max_vus == 0 {
-                return Err(invalid(path, top("pre_allocated_vus"), "pre_allocated_vus", "must be at least 1"));
-            }
-            let start_rate = if raw.executor == "constant-arrival-rate" {
-                stages[0].target
-            } else {
-                raw.start_rate.unwrap_or(0)
-            };
-            LoadShape::Open {
-                start_rate,
-                stages,
-                time_unit: dur(&raw.time_unit, "1s", "time_unit")?,
-                pre_allocated_vus: pre,
-                max_vus,
-                on_busy: raw.on_busy.unwrap_or_default(),
-            }
+            (open_load(src, executor, raw, stages, gateway)?, true)
         }
         other => {
-            return Err(invalid(
-                path,
-                top("executor"),
+            return Err(src.invalid(
+                Some(executor.span()),
                 "executor",
                 format!("unknown executor \"{other}\"; expected ramping-vus, constant-vus, constant-arrival-rate or ramping-arrival-rate"),
             ))
         }
     };
     if load.duration().is_zero() {
-        return Err(invalid(
-            path,
-            line_of(src, "stages", 0, "duration"),
+        let first = raw.stages.first().map(|s| s.duration.span());
+        return Err(src.invalid(
+            first.or(span(&raw.duration)),
             "stages",
             "the stages add up to zero time",
         ));
     }
-    if !open && (raw.rate.is_some() || raw.pre_allocated_vus.is_some() || raw.on_busy.is_some()) {
-        return Err(invalid(
-            path,
-            top("rate").max(top("pre_allocated_vus")),
-            "executor",
-            "rate, pre_allocated_vus and on_busy apply only to the arrival-rate executors",
+    if !open {
+        let open_only = [
+            span(&raw.rate),
+            span(&raw.pre_allocated_vus),
+            span(&raw.on_busy),
+        ];
+        if let Some(first) = open_only.into_iter().flatten().min_by_key(|s| s.start) {
+            return Err(src.invalid(
+                Some(first),
+                "executor",
+                "rate, pre_allocated_vus and on_busy apply only to the arrival-rate executors",
+            ));
+        }
+    }
+    // An open-model VU waits for its next scheduled iteration, not for a think time.
+    let think_default = if open { "0s" } else { "100ms" };
+    Ok(Schedule {
+        load,
+        think_time: src.duration_or(raw.think_time.as_ref(), think_default, "think_time")?,
+        graceful_stop: src.duration_or(raw.graceful_stop.as_ref(), "30s", "graceful_stop")?,
+    })
+}
+
+/// `[[stages]]` with their durations parsed; each names its own line when it is wrong.
+fn stages(src: &Source, defs: &[StageDef]) -> Result<Vec<Stage>, ScenarioError> {
+    defs.iter()
+        .map(|s| {
+            Ok(Stage {
+                duration: src.duration(&s.duration, "duration")?,
+                target: s.target,
+            })
+        })
+        .collect()
+}
+
+/// The closed model: `ramping-vus` follows `[[stages]]`, `constant-vus` is one stage held at
+/// `vus` for `duration`.
+fn closed_load(
+    src: &Source,
+    executor: &Spanned<String>,
+    raw: &ScenarioFile,
+    stages: Vec<Stage>,
+) -> Result<LoadShape, ScenarioError> {
+    // A missing setting is named on the executor's line: the executor is what needs it.
+    let at = Some(executor.span());
+    let (start_vus, stages) = if executor.get_ref() == "ramping-vus" {
+        if stages.is_empty() {
+            return Err(src.invalid(
+                at,
+                "stages",
+                "ramping-vus needs at least one [[stages]] entry with duration and target",
+            ));
+        }
+        (raw.start_vus.unwrap_or(0), stages)
+    } else {
+        let vus = raw.vus.ok_or_else(|| {
+            src.invalid(
+                at.clone(),
+                "vus",
+                "constant-vus needs `vus = N` and `duration = \"...\"`",
+            )
+        })?;
+        let duration = raw.duration.as_ref().ok_or_else(|| {
+            src.invalid(
+                at,
+                "duration",
+                "constant-vus needs `duration = \"...\"`, e.g. \"1m\"",
+            )
+        })?;
+        let stage = Stage {
+            duration: src.duration(duration, "duration")?,
+            target: vus,
+        };
+        (vus, vec![stage])
+    };
+    Ok(LoadShape::Closed {
+        start_vus,
+        stages,
+        graceful_ramp_down: src.duration_or(
+            raw.graceful_ramp_down.as_ref(),
+            "30s",
+            "graceful_ramp_down",
+        )?,
+    })
+}
+
+/// The open model: `constant-arrival-rate` is one stage held at `rate` for `duration`,
+/// `ramping-arrival-rate` follows `[[stages]]` from `start_rate`; both need VUs to run the
+/// iterations they start.
+fn open_load(
+    src: &Source,
+    executor: &Spanned<String>,
+    raw: &ScenarioFile,
+    stages: Vec<Stage>,
+    gateway: bool,
+) -> Result<LoadShape, ScenarioError> {
+    let at = Some(executor.span());
+    let constant = executor.get_ref() == "constant-arrival-rate";
+    let stages = if constant {
+        let rate = raw.rate.as_ref().ok_or_else(|| {
+            src.invalid(
+                at.clone(),
+                "rate",
+                "constant-arrival-rate needs `rate = N` (iterations per time_unit) and `duration`",
+            )
+        })?;
+        let duration = raw.duration.as_ref().ok_or_else(|| {
+            src.invalid(
+                at.clone(),
+                "duration",
+                "constant-arrival-rate needs `duration = \"...\"`",
+            )
+        })?;
+        vec![Stage {
+            duration: src.duration(duration, "duration")?,
+            target: *rate.get_ref(),
+        }]
+    } else {
+        if stages.is_empty() {
+            return Err(src.invalid(
+                at,
+                "stages",
+                "ramping-arrival-rate needs [[stages]] whose targets are iterations per time_unit",
+            ));
+        }
+        stages
+    };
+    // A gateway scenario's rate is events per second, driven by the fake Discord server, not by
+    // VUs.
+    let pre = match &raw.pre_allocated_vus {
+        Some(p) => *p.get_ref(),
+        None if gateway => 1,
+        None => return Err(src.invalid(
+            at,
+            "pre_allocated_vus",
+            "arrival-rate executors need `pre_allocated_vus = N` (VUs connected before the start)",
+        )),
+    };
+    let max_vus = raw.max_vus.as_ref().map_or(pre, |m| *m.get_ref());
+    if max_vus < pre {
+        return Err(src.invalid(
+            span(&raw.max_vus),
+            "max_vus",
+            format!("must be at least pre_allocated_vus ({pre})"),
         ));
     }
-    let think_default = if open { "0s" } else { "100ms" };
-    let think_time = dur(&raw.think_time, think_default, "think_time")?;
-    let graceful_stop = dur(&raw.graceful_stop, "30s", "graceful_stop")?;
-    let conn = raw.connection;
-    let connect_timeout = parse_duration(
-        &conn.connect_timeout,
-        path,
-        src,
-        "connection",
-        0,
+    if pre == 0 && max_vus == 0 {
+        return Err(src.invalid(
+            span(&raw.pre_allocated_vus),
+            "pre_allocated_vus",
+            "must be at least 1",
+        ));
+    }
+    let start_rate = if constant {
+        stages[0].target
+    } else {
+        raw.start_rate.unwrap_or(0)
+    };
+    Ok(LoadShape::Open {
+        start_rate,
+        stages,
+        time_unit: src.duration_or(raw.time_unit.as_ref(), "1s", "time_unit")?,
+        pre_allocated_vus: pre,
+        max_vus,
+        on_busy: raw
+            .on_busy
+            .as_ref()
+            .map_or_else(OnBusy::default, |o| *o.get_ref()),
+    })
+}
+
+/// `[connection]` with its durations parsed.
+struct Connection {
+    def: ConnectionDef,
+    connect_timeout: Duration,
+    min_backoff: Duration,
+    max_backoff: Duration,
+}
+
+/// How VUs reach the target. No pools, or pools of no connections, leave a `pooled` VU nothing to
+/// check out: refused here as the typo it is, rather than met as checkout timeouts that read as
+/// a failing target.
+fn connection(src: &Source, table: ConnectionTable) -> Result<Connection, ScenarioError> {
+    let defaults = ConnectionDef::default();
+    let connect_timeout = src.duration_or(
+        table.connect_timeout.as_ref(),
+        &defaults.connect_timeout,
         "connect_timeout",
     )?;
-    let min_backoff = parse_duration(&conn.min_backoff, path, src, "connection", 0, "min_backoff")?;
-    let max_backoff = parse_duration(&conn.max_backoff, path, src, "connection", 0, "max_backoff")?;
-    if conn.pools == 0 || conn.pool_size == 0 {
-        return Err(invalid(
-            path,
-            line_of(src, "connection", 0, "pools"),
-            "connection.pools",
-            "pools and pool_size must be at least 1",
-        ));
+    let min_backoff = src.duration_or(
+        table.min_backoff.as_ref(),
+        &defaults.min_backoff,
+        "min_backoff",
+    )?;
+    let max_backoff = src.duration_or(
+        table.max_backoff.as_ref(),
+        &defaults.max_backoff,
+        "max_backoff",
+    )?;
+    for (value, field) in [
+        (&table.pools, "connection.pools"),
+        (&table.pool_size, "connection.pool_size"),
+    ] {
+        if let Some(zero) = value.as_ref().filter(|v| *v.get_ref() == 0) {
+            return Err(src.invalid(
+                Some(zero.span()),
+                field,
+                "pools and pool_size must be at least 1",
+            ));
+        }
     }
-    let queries = raw.queries;
-    let needs_queries = raw.gateway.is_none();
-    if needs_queries && queries.is_empty() {
-        return Err(invalid(
-            path,
-            0,
+    let text = |v: Option<Spanned<String>>, default: String| v.map_or(default, Spanned::into_inner);
+    let number = |v: Option<Spanned<u32>>, default: u32| v.map_or(default, Spanned::into_inner);
+    Ok(Connection {
+        def: ConnectionDef {
+            topology: table.topology.unwrap_or(defaults.topology),
+            pools: number(table.pools, defaults.pools),
+            pool_size: number(table.pool_size, defaults.pool_size),
+            connect_timeout: text(table.connect_timeout, defaults.connect_timeout),
+            min_backoff: text(table.min_backoff, defaults.min_backoff),
+            max_backoff: text(table.max_backoff, defaults.max_backoff),
+        },
+        connect_timeout,
+        min_backoff,
+        max_backoff,
+    })
+}
+
+/// The query mix. Names become metric tags, so they must be unique and free of the tag syntax;
+/// placeholders and params are counted against each other so a mismatch is found now rather than
+/// as a failing query in every iteration.
+fn queries(
+    src: &Source,
+    entries: Vec<QueryEntry>,
+    needs_queries: bool,
+) -> Result<Vec<QueryDef>, ScenarioError> {
+    if needs_queries && entries.is_empty() {
+        return Err(src.invalid(
+            None,
             "queries",
             "a scenario needs at least one [[queries]] entry with name and sql",
         ));
     }
-    for (i, q) in queries.iter().enumerate() {
-        if q.name.is_empty() || q.name.contains(['{', '}', ':', ',']) {
-            return Err(invalid(
-                path,
-                line_of(src, "queries", i, "name"),
+    for (i, q) in entries.iter().enumerate() {
+        let name = q.name.get_ref();
+        if name.is_empty() || name.contains(['{', '}', ':', ',']) {
+            return Err(src.invalid(
+                Some(q.name.span()),
                 "queries.name",
                 "must be non-empty and free of { } : , (it becomes a metric tag)",
             ));
         }
-        if queries[..i].iter().any(|o| o.name == q.name) {
-            return Err(invalid(
-                path,
-                line_of(src, "queries", i, "name"),
+        if entries[..i].iter().any(|o| o.name.get_ref() == name) {
+            return Err(src.invalid(
+                Some(q.name.span()),
                 "queries.name",
-                format!("\"{}\" is used twice; query names must be unique", q.name),
+                format!("\"{name}\" is used twice; query names must be unique"),
             ));
         }
-        if q.sql.trim().is_empty() {
-            return Err(invalid(
-                path,
-                line_of(src, "queries", i, "sql"),
-                "queries.sql",
-                "is empty",
-            ));
+        let sql = q.sql.get_ref();
+        if sql.trim().is_empty() {
+            return Err(src.invalid(Some(q.sql.span()), "queries.sql", "is empty"));
         }
-        let placeholders = (1..=q.params.len() + 1)
-            .take_while(|n| q.sql.contains(&format!("${n}")))
+        let params = q.params.as_ref().map_or(0, |p| p.get_ref().len());
+        let placeholders = (1..=params + 1)
+            .take_while(|n| sql.contains(&format!("${n}")))
             .count();
-        if placeholders != q.params.len() {
-            return Err(invalid(
-                path,
-                line_of(src, "queries", i, "params"),
+        if placeholders != params {
+            // With no params written, the SQL is what disagrees.
+            let at = span(&q.params).unwrap_or_else(|| q.sql.span());
+            return Err(src.invalid(
+                Some(at),
                 "queries.params",
                 format!(
-                    "query \"{}\" uses {placeholders} placeholder(s) ($1..) but lists {} param(s)",
-                    q.name,
-                    q.params.len()
+                    "query \"{name}\" uses {placeholders} placeholder(s) ($1..) but lists {params} param(s)"
                 ),
             ));
         }
     }
-    if needs_queries && queries.iter().all(|q| q.weight == 0) {
-        return Err(invalid(
-            path,
-            line_of(src, "queries", 0, "weight"),
+    let weight = |q: &QueryEntry| q.weight.as_ref().map_or(1, |w| *w.get_ref());
+    if needs_queries && entries.iter().all(|q| weight(q) == 0) {
+        let first = entries.iter().find_map(|q| span(&q.weight));
+        return Err(src.invalid(
+            first,
             "queries.weight",
             "at least one query needs a weight above 0",
         ));
     }
-    let d = raw.dataset;
-    if d.communities == 0 || d.profiles_per_community == 0 {
-        return Err(invalid(
-            path,
-            line_of(src, "dataset", 0, "communities"),
-            "dataset",
-            "communities and profiles_per_community must be at least 1",
-        ));
-    }
-    let mut thresholds = Vec::new();
-    for (key, defs) in &raw.thresholds {
-        let line = line_of(src, "thresholds", 0, key);
-        let (name, canonical) =
-            gate::split_metric_key(key).map_err(|m| invalid(path, line, key, m))?;
-        let kind = gate::metric_kind(&name).ok_or_else(|| {
-            let known: Vec<&str> = gate::KNOWN_METRICS.iter().map(|(n, _)| *n).collect();
-            invalid(
-                path,
-                line,
-                key,
-                format!(
-                    "unknown metric \"{name}\"; known metrics: {}",
-                    known.join(", ")
-                ),
-            )
-        })?;
-        if canonical != name {
-            // Only per-query sub-metrics exist: a filter on any other tag would match nothing
-            // and fail at the end of the run for lack of samples.
-            let tag = canonical
-                .strip_prefix(&format!("{name}{{query:"))
-                .and_then(|r| r.strip_suffix('}'))
-                .filter(|t| !t.contains(','));
-            let Some(tag) = tag.filter(|_| gate::TAGGED_BY_QUERY.contains(&name.as_str())) else {
-                return Err(invalid(
-                    path,
-                    line,
-                    key,
-                    format!(
-                        "\"{canonical}\" filters on a tag thumper does not record; the one tag is `query`, on {} (e.g. {}{{query:tenant}})",
-                        gate::TAGGED_BY_QUERY.join(", "),
-                        gate::TAGGED_BY_QUERY[0],
-                    ),
-                ));
-            };
-            if !queries.iter().any(|q| q.name == tag) {
-                return Err(invalid(
-                    path,
-                    line,
-                    key,
-                    format!("no query is named \"{tag}\""),
-                ));
-            }
+    Ok(entries
+        .into_iter()
+        .map(|q| QueryDef {
+            weight: weight(&q),
+            name: q.name.into_inner(),
+            sql: q.sql.into_inner(),
+            params: q.params.map(Spanned::into_inner).unwrap_or_default(),
+            tenant_scoped: q.tenant_scoped,
+        })
+        .collect())
+}
+
+/// The generated dataset. Without communities or profiles there is nothing for a parameter to be
+/// drawn from.
+fn dataset(src: &Source, table: DatasetTable) -> Result<DatasetSpec, ScenarioError> {
+    for (value, field) in [
+        (&table.communities, "dataset.communities"),
+        (
+            &table.profiles_per_community,
+            "dataset.profiles_per_community",
+        ),
+    ] {
+        if let Some(zero) = value.as_ref().filter(|v| *v.get_ref() == 0) {
+            return Err(src.invalid(
+                Some(zero.span()),
+                field,
+                "communities and profiles_per_community must be at least 1",
+            ));
         }
+    }
+    let d = DatasetSpec::default();
+    let number = |v: Option<Spanned<u32>>, default: u32| v.map_or(default, Spanned::into_inner);
+    Ok(DatasetSpec {
+        seed: table.seed.unwrap_or(d.seed),
+        communities: number(table.communities, d.communities),
+        profiles_per_community: number(table.profiles_per_community, d.profiles_per_community),
+        rules_per_community: table.rules_per_community.unwrap_or(d.rules_per_community),
+        badges_per_community: table.badges_per_community.unwrap_or(d.badges_per_community),
+        audit_logs_per_community: table
+            .audit_logs_per_community
+            .unwrap_or(d.audit_logs_per_community),
+    })
+}
+
+/// The thresholds, parsed now so that a typo is bad input before the run rather than a failed
+/// verdict after it. `queries` are the validated mix that a `{query:NAME}` tag must name.
+fn thresholds(
+    src: &Source,
+    table: &BTreeMap<Spanned<String>, Vec<Spanned<ThresholdDef>>>,
+    queries: &[QueryDef],
+) -> Result<Vec<Threshold>, ScenarioError> {
+    let mut thresholds = Vec::new();
+    for (key, defs) in table {
+        let (canonical, kind) = threshold_metric(src, key, queries)?;
         for def in defs {
-            let (expression, abort_on_fail, delay) = match def {
+            let invalid = |m: String| src.invalid(Some(def.span()), key.get_ref(), m);
+            let (expression, abort_on_fail, delay) = match def.get_ref() {
                 ThresholdDef::Plain(e) => (e.clone(), false, None),
                 ThresholdDef::Detailed {
                     threshold,
                     abort_on_fail,
                     delay_abort_eval,
-                } => (threshold.clone(), *abort_on_fail, delay_abort_eval.clone()),
+                } => (threshold.clone(), *abort_on_fail, delay_abort_eval.as_ref()),
             };
-            let (aggregation, op, value) = gate::parse_expression(&expression, kind)
-                .map_err(|m| invalid(path, line, key, m))?;
+            let (aggregation, op, value) =
+                gate::parse_expression(&expression, kind).map_err(invalid)?;
             let delay_abort_eval = match delay {
-                Some(text) => duration::parse(&text).map_err(|m| invalid(path, line, key, m))?,
+                Some(text) => duration::parse(text).map_err(invalid)?,
                 None => Duration::ZERO,
             };
             thresholds.push(Threshold {
@@ -480,25 +689,43 @@ pub(crate) fn validate(raw: ScenarioFile, src: &str, path: &Path) -> Result<Plan
             });
         }
     }
-    Ok(Plan {
-        name: raw.name,
-        description: raw.description,
-        file: path.display().to_string(),
-        executor: raw.executor,
-        load,
-        think_time,
-        graceful_stop,
-        protocol: raw.protocol,
-        connection: conn,
-        connect_timeout,
-        min_backoff,
-        max_backoff,
-        dataset: d,
-        queries,
-        thresholds,
-        stack: raw.stack,
-        gateway: raw.gateway,
-    })
+    Ok(thresholds)
+}
+
+/// A threshold's metric key, canonical (`query_duration{query:tenant}`), and its kind. Only
+/// per-query sub-metrics exist: a filter on any other tag, or on a query that is not in the mix,
+/// would match nothing and fail at the end of the run for lack of samples.
+fn threshold_metric(
+    src: &Source,
+    key: &Spanned<String>,
+    queries: &[QueryDef],
+) -> Result<(String, gate::MetricKind), ScenarioError> {
+    let invalid = |m: String| src.invalid(Some(key.span()), key.get_ref(), m);
+    let (name, canonical) = gate::split_metric_key(key.get_ref()).map_err(invalid)?;
+    let kind = gate::metric_kind(&name).ok_or_else(|| {
+        let known: Vec<&str> = gate::KNOWN_METRICS.iter().map(|(n, _)| *n).collect();
+        invalid(format!(
+            "unknown metric \"{name}\"; known metrics: {}",
+            known.join(", ")
+        ))
+    })?;
+    if canonical != name {
+        let tag = canonical
+            .strip_prefix(&format!("{name}{{query:"))
+            .and_then(|r| r.strip_suffix('}'))
+            .filter(|t| !t.contains(','));
+        let Some(tag) = tag.filter(|_| gate::TAGGED_BY_QUERY.contains(&name.as_str())) else {
+            return Err(invalid(format!(
+                "\"{canonical}\" filters on a tag thumper does not record; the one tag is `query`, on {} (e.g. {}{{query:tenant}})",
+                gate::TAGGED_BY_QUERY.join(", "),
+                gate::TAGGED_BY_QUERY[0],
+            )));
+        };
+        if !queries.iter().any(|q| q.name == tag) {
+            return Err(invalid(format!("no query is named \"{tag}\"")));
+        }
+    }
+    Ok((canonical, kind))
 }
 
 #[cfg(test)]
@@ -626,6 +853,56 @@ query_duration = ["p(99) < 10"]
         assert!(e.contains("placeholder"), "{e}");
         let e = err(&STEADY.replace("{query:lookup}", "{query:lokup}"));
         assert!(e.contains("no query is named \"lokup\""), "{e}");
+    }
+
+    /// Tables written inline, as dotted keys or as inline arrays: the same errors, on the line
+    /// of the value that is wrong.
+    const INLINE: &str = r#"
+name = "inline"
+executor = "ramping-vus"
+stages = [{ duration = "1m", target = 5 }]
+queries = [{ name = "health", sql = "SELECT 1" }]
+"#;
+
+    #[test]
+    fn errors_in_inline_tables_name_the_line_of_the_value() {
+        parse(INLINE, Path::new("s.toml")).unwrap();
+        let e = err(&format!(
+            "{INLINE}thresholds = {{ query_duration = [\"p99 < 10\"] }}\n"
+        ));
+        assert!(e.starts_with("s.toml:6: `query_duration`"), "{e}");
+        assert!(e.contains("unknown aggregation"), "{e}");
+        let e = err(&INLINE.replace("\"1m\"", "\"1 minute\""));
+        assert!(e.starts_with("s.toml:4: `duration`"), "{e}");
+        let e = err(&format!("{INLINE}connection.topology = \"bogus\"\n"));
+        assert!(e.starts_with("s.toml:6: `connection.topology`"), "{e}");
+        let e = err(&format!(
+            "{INLINE}connection = {{ topology = \"bogus\" }}\n"
+        ));
+        assert!(e.starts_with("s.toml:6: `topology`"), "{e}");
+        let e = err(&INLINE.replace("target = 5", "targte = 5"));
+        assert!(e.starts_with("s.toml:4: `targte`"), "{e}");
+        let e = err(&INLINE.replace("duration = \"1m\", ", ""));
+        assert!(e.starts_with("s.toml:4: `duration`"), "{e}");
+        let e = err(&INLINE.replace("\"SELECT 1\"", "\"SELECT '\\\"=' \", params = [\"walet\"]"));
+        assert!(e.starts_with("s.toml:5: `params`"), "{e}");
+        let e = err(&format!("{INLINE}connection.pools = 0\n"));
+        assert!(e.starts_with("s.toml:6: `connection.pools`"), "{e}");
+        let e = err(&format!(
+            "{INLINE}dataset = {{ seed = 2, communities = 0 }}\n"
+        ));
+        assert!(e.starts_with("s.toml:6: `dataset.communities`"), "{e}");
+        let e = err(&INLINE.replace("SELECT 1", "SELECT $1"));
+        assert!(e.starts_with("s.toml:5: `queries.params`"), "{e}");
+    }
+
+    #[test]
+    fn errors_in_a_multi_line_array_name_the_element() {
+        let e = err(&format!(
+            "{INLINE}[thresholds]\nquery_duration = [\n  \"p(99) < 10\",\n  {{ threshold = \"p(95) < 5\", delay_abort_eval = \"5 parsecs\" }},\n]\n"
+        ));
+        assert!(e.starts_with("s.toml:9: `query_duration`"), "{e}");
+        assert!(e.contains("unknown unit"), "{e}");
     }
 
     #[test]
