@@ -121,6 +121,19 @@ pub enum Command {
         #[arg(long)]
         summary_md: Option<PathBuf>,
     },
+    /// Merge the reports of a fleet's instances (`--segment I/N` runs) into one summary and
+    /// verdict: counters summed, histograms merged, every threshold judged on the fleet's data.
+    Merge {
+        /// Instance report folders (or their summary.json files).
+        #[arg(required = true)]
+        instances: Vec<PathBuf>,
+        /// Folder to write the merged reports into.
+        #[arg(long, default_value = "reports/merged")]
+        out: PathBuf,
+        /// Also append the Markdown summary to this file (e.g. "$GITHUB_STEP_SUMMARY").
+        #[arg(long)]
+        summary_md: Option<PathBuf>,
+    },
     /// Compare two runs' summaries; exit 99 on a regression beyond the limit.
     Compare {
         baseline: PathBuf,

@@ -169,6 +169,11 @@ pub async fn dispatch(command: Command) -> u8 {
                 }
             }
         }
+        Command::Merge {
+            instances,
+            out,
+            summary_md,
+        } => merge(&instances, &out, summary_md.as_deref()),
         Command::Compare {
             baseline,
             current,
@@ -318,4 +323,41 @@ async fn stack_command(action: StackAction) -> u8 {
             }
         },
     }
+}
+
+/// `thumper merge`: the fleet's summary from its instances' reports, with the exit code of its
+/// verdict.
+fn merge(
+    instances: &[std::path::PathBuf],
+    out: &std::path::Path,
+    summary_md: Option<&std::path::Path>,
+) -> u8 {
+    let mut summaries = Vec::with_capacity(instances.len());
+    for path in instances {
+        let file = if path.is_dir() {
+            path.join("summary.json")
+        } else {
+            path.clone()
+        };
+        match report::read_summary(&file) {
+            Ok(s) => summaries.push(s),
+            Err(e) => {
+                eprintln!("thumper merge: {e}");
+                return exit::BAD_INPUT;
+            }
+        }
+    }
+    let merged = match crate::fleet::merge::merge(&summaries) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("thumper merge: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    if let Err(e) = run::write_reports(&merged, out, summary_md) {
+        eprintln!("thumper merge: {e}");
+        return exit::FAILED;
+    }
+    print!("{}", console::render(&merged, out));
+    exit::of_verdict(merged.verdict)
 }

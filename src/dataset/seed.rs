@@ -97,8 +97,11 @@ async fn seed_with(client: &mut Client, spec: &DatasetSpec) -> Result<SeedOutcom
         .transaction()
         .await
         .map_err(step("begin a transaction"))?;
+    // Two runs seeding one database at once (a fleet's instances) must take turns: CREATE TABLE
+    // IF NOT EXISTS alone races on the catalog, so a transaction-level advisory lock comes first.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS thumper_dataset (
+        "SELECT pg_advisory_xact_lock(7421196655432716384);
+         CREATE TABLE IF NOT EXISTS thumper_dataset (
              singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
              spec jsonb NOT NULL,
              seeded_at timestamptz NOT NULL DEFAULT now()

@@ -72,6 +72,12 @@ pub(crate) async fn measure(
     mut notes: Vec<String>,
     interrupt: CancellationToken,
 ) -> Result<(Summary, time::OffsetDateTime), RunError> {
+    if opts.segment != crate::fleet::Segment::WHOLE {
+        notes.push(format!(
+            "instance {} of a fleet run: this report holds its share of the scenario; `thumper merge` judges the fleet",
+            opts.segment
+        ));
+    }
     let workload = Workload::new(&plan.queries, plan.dataset, plan.protocol);
     let connector =
         Connector::new(&target.url, plan).map_err(|e| RunError::BadInput(e.to_string()))?;
