@@ -69,6 +69,17 @@ pub enum Command {
         #[command(flatten)]
         args: RunArgs,
     },
+    /// Run a scenario as a fleet of worker processes (each its --segment I/N), set up once and
+    /// judged as one run.
+    Fleet {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
+        /// Number of local worker processes.
+        #[arg(long, value_name = "N")]
+        local: u32,
+        #[command(flatten)]
+        args: RunArgs,
+    },
     /// Start, inspect or stop a local PostgreSQL + PgBouncer that stays up between runs.
     Stack {
         #[command(subcommand)]

@@ -18,6 +18,14 @@ pub async fn dispatch(command: Command) -> u8 {
             scenario: path,
             args,
         } => scenario(args.into_options(path)).await,
+        Command::Fleet {
+            scenario: path,
+            local,
+            args,
+        } => finish_run(
+            crate::fleet::local::run(&args.into_options(path), local, crate::signals::watch())
+                .await,
+        ),
         Command::Capacity {
             scenario: path,
             slo_p99,

@@ -25,6 +25,7 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
     ("service_time", MetricKind::Trend),
     ("scheduling_lag", MetricKind::Trend),
     ("connect_duration", MetricKind::Trend),
+    ("fleet_start_skew", MetricKind::Gauge),
     ("pool_wait", MetricKind::Trend),
     ("success_rate", MetricKind::Rate),
     ("connection_errors", MetricKind::Counter),
