@@ -76,7 +76,7 @@ pub enum Verdict {
     Pass,
     /// At least one threshold failed.
     Fail,
-    /// The run was stopped before its end (e.g. Ctrl-C).
+    /// Stopped by Ctrl-C or SIGTERM before its end (a threshold abort is a `Fail`).
     Interrupted,
 }
 
