@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::run::RunOptions;
 use crate::stack::PoolMode;
 
+/// The `thumper` command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "thumper",
@@ -16,10 +17,12 @@ use crate::stack::PoolMode;
     after_help = "Exit codes: 0 all thresholds passed; 99 a threshold failed (or compare found a regression); 2 bad input; 1 the run could not be carried out; 130 interrupted by Ctrl-C; 143 terminated by SIGTERM."
 )]
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// thumper's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run scenarios/steady.toml: ramp to 100 VUs over 3 minutes, hold, ramp down.
@@ -34,6 +37,7 @@ pub enum Command {
         /// An existing NATS server; without it thumper starts nats-server on a free port.
         #[arg(long, env = "NATS_URL")]
         nats: Option<String>,
+        /// Options shared by every load run.
         #[command(flatten)]
         args: RunArgs,
     },
@@ -59,6 +63,7 @@ pub enum Command {
         /// Bisection steps between the last passing and the first failing rate.
         #[arg(long, default_value_t = 3)]
         refine: u32,
+        /// Options shared by every load run.
         #[command(flatten)]
         args: RunArgs,
     },
@@ -66,6 +71,7 @@ pub enum Command {
     Run {
         /// Scenario file (TOML), e.g. scenarios/steady.toml.
         scenario: PathBuf,
+        /// Options shared by every load run.
         #[command(flatten)]
         args: RunArgs,
     },
@@ -82,6 +88,7 @@ pub enum Command {
     },
     /// Start, inspect or stop a local PostgreSQL + PgBouncer that stays up between runs.
     Stack {
+        /// What to do with the stack.
         #[command(subcommand)]
         action: StackAction,
     },
@@ -124,6 +131,7 @@ pub enum Command {
     RlsBench(RlsBenchArgs),
     /// Re-render every report format from a summary.json.
     Report {
+        /// The summary.json to render.
         summary: PathBuf,
         /// Folder to write into (default: the summary's folder).
         #[arg(long)]
@@ -147,7 +155,9 @@ pub enum Command {
     },
     /// Compare two runs' summaries; exit 99 on a regression beyond the limit.
     Compare {
+        /// The earlier run's summary.json, judged against.
         baseline: PathBuf,
+        /// The run being judged, its summary.json.
         current: PathBuf,
         /// Largest tolerated slowdown, in percent.
         #[arg(long, default_value_t = 10.0)]
@@ -158,6 +168,7 @@ pub enum Command {
     },
 }
 
+/// What `thumper stack` does.
 #[derive(Debug, Subcommand)]
 pub enum StackAction {
     /// Start a stack that stays up and print DATABASE_URL, ADMIN_DATABASE_URL, PGBOUNCER_ADMIN_URL.
@@ -172,6 +183,7 @@ pub enum StackAction {
     Down,
 }
 
+/// Options of every command that applies database load (steady, spike, run, capacity, gateway).
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Application-role URL of an existing PgBouncer (or PostgreSQL); without it thumper starts its own stack.
@@ -284,6 +296,7 @@ impl RlsBenchArgs {
 }
 
 impl RunArgs {
+    /// The run options for `scenario`; clap's types stop here.
     pub fn into_options(self, scenario: PathBuf) -> RunOptions {
         RunOptions {
             scenario,

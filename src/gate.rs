@@ -13,9 +13,13 @@ use crate::metrics::summary::{Metric, Summary, ThresholdResult, TrendStats, Verd
 /// The kind of value a metric holds, which decides the aggregations a threshold may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
+    /// Latency and other distributions: percentiles, avg, min, max, med, count.
     Trend,
+    /// Event counts: count and rate (per second).
     Counter,
+    /// Pass/fail shares: rate.
     Rate,
+    /// Sampled values: value (the last), min, max.
     Gauge,
 }
 
@@ -78,10 +82,15 @@ pub fn metric_kind(name: &str) -> Option<MetricKind> {
 pub enum Aggregation {
     /// `p(N)`: the N-th percentile, in milliseconds.
     Percentile(f64),
+    /// `avg`: the mean (milliseconds for durations).
     Avg,
+    /// `min`: the smallest sample.
     Min,
+    /// `max`: the largest sample.
     Max,
+    /// `med`: the median.
     Med,
+    /// `count`: the number of samples or events.
     Count,
     /// Counters: events per second; rates: the passing fraction.
     Rate,
@@ -89,13 +98,20 @@ pub enum Aggregation {
     Value,
 }
 
+/// A threshold's comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `<`
     Lt,
+    /// `<=`
     Le,
+    /// `>`
     Gt,
+    /// `>=`
     Ge,
+    /// `==`
     Eq,
+    /// `!=`
     Ne,
 }
 
@@ -119,11 +135,15 @@ pub struct Threshold {
     pub metric: String,
     /// The expression as written: `p(99) < 10`.
     pub expression: String,
+    /// What is computed from the metric.
     pub aggregation: Aggregation,
+    /// How the computed value is compared with `value`.
     pub op: Op,
+    /// The right-hand side, in the aggregation's unit (milliseconds for durations).
     pub value: f64,
     /// Stop the run as soon as this threshold fails (after `delay_abort_eval`).
     pub abort_on_fail: bool,
+    /// How long into the run an `abort_on_fail` threshold is first judged.
     pub delay_abort_eval: Duration,
 }
 

@@ -16,24 +16,37 @@ use crate::workload::describe;
 /// Limits for the console checks.
 #[derive(Debug, Clone)]
 pub struct HealthOptions {
+    /// Application-role URL through PgBouncer.
     pub target: String,
+    /// PgBouncer admin console URL; `None` skips the pool checks.
     pub admin: Option<String>,
+    /// Time allowed for each check.
     pub timeout: Duration,
+    /// Most clients allowed to wait for a server connection (`cl_waiting`).
     pub max_waiting: f64,
+    /// Longest allowed client wait for a server connection (`maxwait`), in seconds.
     pub max_wait_s: f64,
 }
 
+/// One step of the health check and its outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// Short name of the step.
     pub name: &'static str,
+    /// Whether the step passed.
     pub ok: bool,
+    /// What was seen, or why the step failed.
     pub detail: String,
+    /// How long the step took, in milliseconds.
     pub elapsed_ms: f64,
 }
 
+/// Every check's outcome: what `thumper health` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthReport {
+    /// True when every check passed.
     pub healthy: bool,
+    /// The checks, in the order they ran.
     pub checks: Vec<Check>,
 }
 

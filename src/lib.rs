@@ -4,6 +4,7 @@
 //! The binary's `run()` reads as the pipeline: scenario → plan → stack → execute → gate →
 //! report → exit code. Each stage lives in its own module.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod commands;

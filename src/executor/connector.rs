@@ -12,24 +12,34 @@ use crate::workload::{classify, ErrorKind, QueryFailure};
 /// A target URL or pool settings that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
+    /// The target URL does not parse.
     #[error("target URL is not a valid PostgreSQL connection string: {0} (expected postgres://user:password@host:port/dbname)")]
     Url(tokio_postgres::Error),
+    /// deadpool refused the pool settings.
     #[error("cannot build connection pool: {0}")]
     Pool(String),
 }
 
+/// How VUs get clients, built once per run from the plan's `[connection]` table.
 pub enum Connector {
+    /// Each VU opens and keeps its own connection.
     PerVu {
+        /// The target, with thumper's connect timeout and application name.
         config: Box<Config>,
+        /// Time allowed to connect before it counts as a connection error.
         timeout: Duration,
     },
+    /// VUs check clients out of shared pools.
     Pooled {
+        /// `connection.pools` pools of `connection.pool_size` connections each.
         pools: Vec<Pool>,
+        /// Time allowed for a checkout (wait or connect) before it counts as a connection error.
         timeout: Duration,
     },
 }
 
 impl Connector {
+    /// The connector for `plan`'s topology against `url`; pools connect lazily.
     pub fn new(url: &str, plan: &Plan) -> Result<Connector, ConnectorError> {
         let mut config: Config = url.parse().map_err(ConnectorError::Url)?;
         config.connect_timeout(plan.connect_timeout);

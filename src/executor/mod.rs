@@ -23,12 +23,19 @@ use crate::workload::Workload;
 
 /// Everything a virtual user needs, shared read-only.
 pub struct RunContext {
+    /// When the run started; sample times count from here.
     pub start: Instant,
+    /// The query catalogue and parameter generators.
     pub workload: Arc<Workload>,
+    /// Where VUs get their clients.
     pub connector: Connector,
+    /// Pause after each iteration of a closed-model VU.
     pub think_time: Duration,
+    /// First reconnect delay after a broken connection.
     pub min_backoff: Duration,
+    /// Longest reconnect delay; the delay doubles up to it.
     pub max_backoff: Duration,
+    /// Where VUs send their sample batches (the aggregator).
     pub samples: UnboundedSender<Vec<Sample>>,
     /// This instance's share of a fleet run ([`Segment::WHOLE`] alone).
     pub segment: Segment,

@@ -13,20 +13,35 @@ use crate::metrics::summary::{
 /// Why instance summaries cannot be merged.
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
+    /// No summaries were given.
     #[error("nothing to merge: give at least one instance summary")]
     Empty,
+    /// The summaries are of different scenarios.
     #[error("instance {index} ran scenario `{found}`, the first ran `{expected}`: merge the instances of one run")]
     OtherScenario {
+        /// Position of the odd summary in the list (from 0).
         index: usize,
+        /// The first summary's scenario name.
         expected: String,
+        /// The odd summary's scenario name.
         found: String,
     },
+    /// A trend's histogram cannot be decoded or added to the others.
     #[error("{metric}: {reason}")]
-    Histogram { metric: String, reason: String },
+    Histogram {
+        /// The trend.
+        metric: String,
+        /// The codec's or HdrHistogram's error.
+        reason: String,
+    },
+    /// A summary's threshold no longer parses, so it cannot be judged again.
     #[error("threshold {metric}: {expression}: {reason}")]
     Threshold {
+        /// The threshold's metric key.
         metric: String,
+        /// The threshold's expression.
         expression: String,
+        /// Why it does not parse.
         reason: String,
     },
 }

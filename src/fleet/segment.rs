@@ -14,7 +14,9 @@ use std::str::FromStr;
 /// Instance `index` (from 0) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
+    /// This instance's position, `0..count`.
     pub index: u32,
+    /// How many instances share the run (at least 1).
     pub count: u32,
 }
 

@@ -94,10 +94,13 @@ impl FromStr for IdentifyConcurrency {
     }
 }
 
+/// How the gateway writes its logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
     #[default]
     Json,
+    /// Human-readable lines.
     Text,
 }
 
@@ -115,12 +118,16 @@ impl FromStr for LogFormat {
 /// The shards this process runs, `first..=last` of `total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardRange {
+    /// The first shard id this process runs.
     pub first: u32,
+    /// The last shard id this process runs (inclusive).
     pub last: u32,
+    /// The bot's total shard count across all processes.
     pub total: u32,
 }
 
 impl ShardRange {
+    /// The shard ids this process runs.
     pub fn ids(&self) -> std::ops::RangeInclusive<u32> {
         self.first..=self.last
     }
@@ -129,14 +136,23 @@ impl ShardRange {
 /// A validated gateway configuration.
 #[derive(Clone, PartialEq)]
 pub struct GatewayConfig {
+    /// The bot token (kept out of `Debug` output).
     pub token: String,
+    /// Which shards this process runs.
     pub shards: ShardRange,
+    /// Gateway WebSocket URL: Discord's, or a fake's in tests.
     pub gateway_url: String,
+    /// How fast shards may identify.
     pub identify_concurrency: IdentifyConcurrency,
+    /// What is kept of Discord's state.
     pub cache: CacheMode,
+    /// NATS server to publish to; `None` counts envelopes and drops them.
     pub nats_url: Option<String>,
+    /// First part of every NATS subject: `<prefix>.<shard>.<EVENT_TYPE>`.
     pub subject_prefix: String,
+    /// How logs are written.
     pub log_format: LogFormat,
+    /// How often the stats reporter logs the shard counters.
     pub stats_interval: Duration,
 }
 
@@ -159,29 +175,52 @@ impl fmt::Debug for GatewayConfig {
 /// A configuration that cannot run, naming the setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// No token was given.
     #[error("no bot token: set DISCORD_TOKEN (or `token` in the config file)")]
     MissingToken,
+    /// A shard id is not below the total shard count.
     #[error(
         "shard id {id} is out of range: it must be below the total shard count {total} \
          (GATEWAY_SHARD_ID/GATEWAY_SHARDS and GATEWAY_TOTAL_SHARDS)"
     )]
-    ShardOutOfRange { id: u32, total: u32 },
+    ShardOutOfRange {
+        /// The shard id.
+        id: u32,
+        /// The total shard count.
+        total: u32,
+    },
+    /// A setting's value does not parse or is out of range.
     #[error("invalid {key} {value:?}: {reason}")]
     Invalid {
+        /// The setting, named by its environment variable (even when the file set it).
         key: &'static str,
+        /// The value as given.
         value: String,
+        /// Why it was refused.
         reason: String,
     },
+    /// The gateway URL is not a usable WebSocket URL.
     #[error("invalid GATEWAY_URL {url:?}: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     ReadFile {
+        /// The file's path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The config file is not valid YAML or holds an unknown key.
     #[error("config file {path}: {source}")]
     ParseFile {
+        /// The file's path.
         path: PathBuf,
+        /// The YAML error.
         source: serde_norway::Error,
     },
 }

@@ -29,19 +29,26 @@ pub const ENVELOPE_VERSION: u32 = 1;
 /// What routing needs from one raw dispatch; borrows the gateway's text.
 #[derive(Debug, Clone, Copy)]
 pub struct Dispatch<'a> {
+    /// Discord's dispatch sequence number (`s`).
     pub seq: u64,
+    /// Discord's event name (`t`), e.g. `GUILD_MEMBER_ADD`.
     pub kind: &'a str,
+    /// The guild the event belongs to, as Discord's string snowflake.
     pub guild_id: Option<&'a str>,
+    /// The event's `d`, unparsed.
     pub data: &'a RawValue,
 }
 
 /// A payload that could not be routed.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
+    /// The payload has no `op`.
     #[error("payload has no opcode")]
     NoOpcode,
+    /// An op 0 payload lacks `s` or `t`.
     #[error("dispatch has no sequence or event type")]
     Incomplete,
+    /// The payload is not valid JSON.
     #[error("dispatch is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -101,18 +108,26 @@ pub fn route(json: &str) -> Result<Option<Dispatch<'_>>, RouteError> {
 /// The envelope as written.
 #[derive(Debug, Serialize)]
 pub struct Envelope<'a> {
+    /// Envelope version ([`ENVELOPE_VERSION`]).
     pub v: u32,
+    /// The shard that received the event.
     pub shard: u32,
+    /// Discord's dispatch sequence number.
     pub seq: u64,
+    /// Discord's event name.
     #[serde(rename = "type")]
     pub kind: &'a str,
+    /// The event's guild as a string; omitted when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guild_id: Option<&'a str>,
+    /// When the gateway read the event, Unix microseconds.
     pub received_at_us: u64,
+    /// Discord's `d`, byte for byte.
     pub payload: &'a RawValue,
 }
 
 impl<'a> Envelope<'a> {
+    /// The envelope for `dispatch`, received by `shard` at `received_at_us` (Unix µs).
     pub fn new(shard: u32, dispatch: &Dispatch<'a>, received_at_us: u64) -> Self {
         Envelope {
             v: ENVELOPE_VERSION,
@@ -134,14 +149,21 @@ impl<'a> Envelope<'a> {
 /// The envelope as read back; `payload` stays raw.
 #[derive(Debug, Deserialize)]
 pub struct EnvelopeView<'a> {
+    /// Envelope version.
     pub v: u32,
+    /// The shard that received the event.
     pub shard: u32,
+    /// Discord's dispatch sequence number.
     pub seq: u64,
+    /// Discord's event name.
     #[serde(rename = "type")]
     pub kind: &'a str,
+    /// The event's guild, if any.
     #[serde(default)]
     pub guild_id: Option<&'a str>,
+    /// When the gateway read the event, Unix microseconds.
     pub received_at_us: u64,
+    /// Discord's `d`.
     #[serde(borrow)]
     pub payload: &'a RawValue,
 }

@@ -42,10 +42,13 @@ const LARGE_THRESHOLD: u64 = 250;
 /// Why the gateway stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// Publishing an envelope failed.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// A shard stopped for good.
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// A shard task panicked or was cancelled.
     #[error("shard task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

@@ -6,11 +6,15 @@ use bytes::Bytes;
 /// A failure to reach or use NATS.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// The connection to NATS could not be made.
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
+        /// The NATS URL.
         url: String,
+        /// The client's error.
         source: async_nats::ConnectError,
     },
+    /// A publish was refused.
     #[error("publishing to NATS failed: {0}")]
     Publish(#[from] async_nats::PublishError),
 }
@@ -18,6 +22,7 @@ pub enum PublishError {
 /// The envelope sink shared by every shard of the process.
 #[derive(Clone, Debug)]
 pub enum Publisher {
+    /// Publish to this NATS client.
     Nats(async_nats::Client),
     /// No NATS URL: envelopes are counted by the caller and dropped.
     Discard,

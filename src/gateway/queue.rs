@@ -12,11 +12,14 @@ use super::config::IdentifyConcurrency;
 /// One queue shared by every shard of the process (sharing it is what makes the limit hold).
 #[derive(Debug, Clone)]
 pub enum IdentifyQueue {
+    /// Twilight's in-memory queue, limited to the configured identifies per 5 seconds.
     Limited(InMemoryQueue),
+    /// No waiting: every shard identifies at once.
     Unlimited,
 }
 
 impl IdentifyQueue {
+    /// The queue for `concurrency`, sized for `total_shards`.
     pub fn new(concurrency: IdentifyConcurrency, total_shards: u32) -> Self {
         match concurrency {
             IdentifyConcurrency::Unlimited => IdentifyQueue::Unlimited,

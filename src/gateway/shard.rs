@@ -25,13 +25,21 @@ use super::unix_micros;
 /// Counters one shard writes and the stats reporter reads.
 #[derive(Debug, Default)]
 pub struct ShardStats {
+    /// Dispatches (op 0) received.
     pub dispatches: AtomicU64,
+    /// Envelopes published to NATS.
     pub published: AtomicU64,
+    /// Envelopes dropped because no NATS URL is configured.
     pub discarded: AtomicU64,
+    /// Envelopes NATS refused.
     pub publish_errors: AtomicU64,
+    /// Errors reading from the gateway (Twilight reconnects after them).
     pub receive_errors: AtomicU64,
+    /// Payloads that could not be routed.
     pub route_errors: AtomicU64,
+    /// Close frames received from the gateway.
     pub disconnects: AtomicU64,
+    /// Events parsed and given to the cache.
     pub cached_events: AtomicU64,
 }
 
@@ -42,15 +50,25 @@ fn bump(counter: &AtomicU64) {
 /// Why a shard stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
+    /// The gateway closed the shard with a code that forbids reconnecting.
     #[error("shard {shard} was closed by the gateway and cannot reconnect (close code {code:?}); check the token and the shard settings")]
-    FatallyClosed { shard: u32, code: Option<u16> },
+    FatallyClosed {
+        /// The shard that was closed.
+        shard: u32,
+        /// The close code, if the frame had one.
+        code: Option<u16>,
+    },
 }
 
 /// What every shard of the process shares.
 pub struct ShardContext {
+    /// Where envelopes go.
     pub publisher: Publisher,
+    /// The cache, when the cache mode keeps one.
     pub cache: Option<Arc<InMemoryCache>>,
+    /// What the cache keeps, and so which events are parsed.
     pub cache_mode: CacheMode,
+    /// First part of every subject; the shard appends `.<shard>.<EVENT_TYPE>`.
     pub subject_prefix: String,
 }
 

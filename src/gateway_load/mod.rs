@@ -48,10 +48,13 @@ pub use run::{run_gateway, GatewayOptions};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayWorkload {
+    /// Guilds the fake serves.
     #[serde(default = "default_guilds")]
     pub guilds: u32,
+    /// Members per guild.
     #[serde(default = "default_members")]
     pub members_per_guild: u32,
+    /// Shards the gateway runs (and the fake spreads guilds over).
     #[serde(default = "default_shards")]
     pub shards: u32,
     /// The gateway's cache mode (`none`, `guilds`, `members`); the gateway's default otherwise.
@@ -81,9 +84,12 @@ pub struct GatewayWorkload {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultAt {
+    /// When the fault happens, counted from the start of the member events.
     #[serde(deserialize_with = "de_duration")]
     pub at: Duration,
+    /// What the fake does.
     pub kind: Fault,
+    /// The shard it hits.
     #[serde(default)]
     pub shard: u32,
 }
@@ -146,17 +152,23 @@ fn de_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
 /// A workload that cannot run.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum WorkloadError {
+    /// A count that must be at least 1 is 0; names the key.
     #[error("gateway.{0} must be at least 1")]
     Zero(&'static str),
+    /// A fault names a shard the run does not have.
     #[error("gateway.faults[{index}]: shard {shard} does not exist (gateway.shards = {shards})")]
     FaultShard {
+        /// The fault's index in `gateway.faults`.
         index: usize,
+        /// The shard it names.
         shard: u32,
+        /// `gateway.shards`.
         shards: u32,
     },
 }
 
 impl GatewayWorkload {
+    /// Checks the counts and the faults' shards before anything starts.
     pub fn validate(&self) -> Result<(), WorkloadError> {
         if self.guilds == 0 {
             return Err(WorkloadError::Zero("guilds"));
@@ -190,13 +202,16 @@ impl GatewayWorkload {
 
 /// One run's inputs.
 pub struct GatewayRunConfig {
+    /// The `[gateway]` table.
     pub workload: GatewayWorkload,
     /// `(duration, target events per second)`, each ramping linearly from the previous target
     /// (0 before the first), as k6's ramping-arrival-rate stages.
     pub rate_stages: Vec<(Duration, u32)>,
     /// `None`: start a nats-server of our own.
     pub nats_url: Option<String>,
+    /// The gateway binary to start.
     pub gateway_bin: PathBuf,
+    /// Cancelled to stop the run early (Ctrl-C); what was measured is still reported.
     pub cancel: CancellationToken,
     /// Don't echo the gateway's log lines.
     pub quiet: bool,
@@ -205,11 +220,15 @@ pub struct GatewayRunConfig {
 /// One run's results, in the summary model's terms.
 #[derive(Debug, Clone)]
 pub struct GatewayRunOutcome {
+    /// Run totals by metric name.
     pub metrics: BTreeMap<String, Metric>,
+    /// One point per interval.
     pub time_series: Vec<Interval>,
     /// Seconds of member events actually driven.
     pub duration_s: f64,
+    /// Why the run stopped early; `None` when it ran out.
     pub stop_reason: Option<String>,
+    /// Findings worth a reader's attention.
     pub notes: Vec<String>,
 }
 

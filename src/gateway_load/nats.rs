@@ -74,6 +74,7 @@ impl NatsServer {
         bail!("nats-server did not accept connections on port {port} within 5 s")
     }
 
+    /// The server's `nats://` URL.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -51,6 +51,7 @@ pub struct ProcSampler {
 /// One /proc reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcSample {
+    /// Resident set size, in MiB (`VmRSS` / 1024).
     pub rss_mb: f64,
     /// CPU use since the previous sample, percent of one core; `None` on the first sample.
     pub cpu_percent: Option<f64>,
@@ -92,6 +93,7 @@ impl GatewayProcess {
         })
     }
 
+    /// The gateway's process id.
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -130,6 +132,7 @@ impl GatewayProcess {
 }
 
 impl ProcSampler {
+    /// A sampler of `/proc/<pid>`; its first sample has no CPU figure.
     pub fn new(pid: u32) -> Self {
         ProcSampler {
             pid,

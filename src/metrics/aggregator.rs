@@ -28,9 +28,13 @@ const GRACE_US: u64 = 1_500_000;
 
 /// What the aggregator needs to know about the run.
 pub struct AggregatorConfig {
+    /// When the run started: sample times and interval boundaries count from here.
     pub start: Instant,
+    /// Length of one time-series interval.
     pub interval: Duration,
+    /// How long the scenario's stages add up to (for progress and reports).
     pub planned: Duration,
+    /// The plan's query names; a sample's query id indexes this list.
     pub query_names: Vec<String>,
     /// Open model: response time differs from service time, and scheduling lag exists.
     pub open_model: bool,
@@ -45,6 +49,7 @@ pub struct AggregatorConfig {
 /// Something that follows the run while it goes: told once per interval tick what has been
 /// measured so far. Returns a reason to stop the run now, or `None` to let it go on.
 pub trait Watcher: Send {
+    /// Called once per interval tick; `Some(reason)` stops the run.
     fn tick(&mut self, run: &RunView<'_>) -> Option<String>;
     /// The run is over (the last interval is closed).
     fn finish(&mut self, _run: &RunView<'_>) {}
@@ -85,7 +90,9 @@ impl RunView<'_> {
 
 /// What the aggregator hands back at the end.
 pub struct Aggregated {
+    /// Run totals by metric name.
     pub metrics: BTreeMap<String, Metric>,
+    /// The closed intervals, oldest first.
     pub time_series: Vec<Interval>,
     /// Why a watcher stopped the run (a failed `abort_on_fail` threshold), if one did.
     pub aborted_by: Option<String>,
@@ -230,6 +237,7 @@ struct Totals {
     gauges: BTreeMap<&'static str, GaugeStats>,
 }
 
+/// Merges sample batches into per-interval and run-total histograms and counters.
 pub struct Aggregator {
     cfg: AggregatorConfig,
     catalog: Catalog,
@@ -242,6 +250,7 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// An aggregator for one run; metric ids are fixed here from `cfg.query_names`.
     pub fn new(cfg: AggregatorConfig) -> Aggregator {
         let catalog = Catalog::new(&cfg.query_names, cfg.open_model);
         let totals = Totals {

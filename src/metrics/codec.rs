@@ -8,8 +8,10 @@ use hdrhistogram::Histogram;
 /// Errors decoding a histogram from a summary.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
+    /// The text was not base64.
     #[error("histogram is not valid base64: {0}")]
     Base64(#[from] base64::DecodeError),
+    /// The bytes were not a histogram.
     #[error("histogram is not a valid HdrHistogram V2 encoding: {0:?}")]
     Hdr(hdrhistogram::serialization::DeserializeError),
 }

@@ -16,15 +16,23 @@ use crate::metrics::recorder::{Recorder, Sample, SampleKind};
 /// One reading of the console, summed over the pools of one database.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolSnapshot {
+    /// Clients linked to a server connection.
     pub cl_active: f64,
+    /// Clients queued for a server connection: the sign of pool starvation.
     pub cl_waiting: f64,
+    /// Server connections linked to a client.
     pub sv_active: f64,
+    /// Server connections idle and ready for a client.
     pub sv_idle: f64,
+    /// Server connections idle for too long, due a `server_check_query` before reuse.
     pub sv_used: f64,
+    /// Server connections still logging in.
     pub sv_login: f64,
     /// Longest current client wait, in seconds.
     pub maxwait_s: f64,
+    /// Transactions pooled since PgBouncer started (a running total).
     pub total_xact_count: f64,
+    /// Queries pooled since PgBouncer started (a running total).
     pub total_query_count: f64,
     /// Total time clients spent waiting for a server, in microseconds.
     pub total_wait_time_us: f64,

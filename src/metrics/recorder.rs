@@ -12,13 +12,16 @@ use crate::workload::ErrorKind;
 pub struct Sample {
     /// Microseconds since the run started.
     pub at_us: u64,
+    /// What happened.
     pub kind: SampleKind,
 }
 
+/// What a [`Sample`] records.
 #[derive(Debug, Clone)]
 pub enum SampleKind {
     /// A query that returned.
     Query {
+        /// Query id: its index in the plan's query names.
         query: u16,
         /// From the intended start (open model) or the send (closed model) to the answer;
         /// connecting and pool checkout count in the open model only (they delay a scheduled
@@ -28,12 +31,16 @@ pub enum SampleKind {
         service_us: u64,
         /// From the intended start to the actual send (open model only).
         lag_us: Option<u64>,
+        /// Rows the answer held that belong to another tenant (RLS leaks).
         tenant_violations: u32,
     },
     /// A query (or, with `query == None`, a connection attempt) that failed.
     Error {
+        /// Query id, or `None` for a connection attempt.
         query: Option<u16>,
+        /// Connection or query failure.
         kind: ErrorKind,
+        /// `SQLSTATE name` or a short kind (`closed`, `timeout`, ...); errors are counted per class.
         class: Box<str>,
     },
     /// An iteration finished (successfully or not).
@@ -42,12 +49,27 @@ pub enum SampleKind {
     Dropped,
     /// An iteration still waiting when the run ended (for its answer, or queued for a VU with
     /// no query chosen yet: `query == None`); `waited_us` is a lower bound of its latency.
-    Incomplete { query: Option<u16>, waited_us: u64 },
+    Incomplete {
+        /// Query id, or `None` when no query was chosen yet.
+        query: Option<u16>,
+        /// Microseconds from the intended start until the VU was stopped.
+        waited_us: u64,
+    },
     /// Time a VU spent getting a client before it could send: opening its own connection
     /// (`connect_duration`) or waiting for a pooled one (`pool_wait`).
-    Setup { step: SetupStep, us: u64 },
+    Setup {
+        /// Which step was measured.
+        step: SetupStep,
+        /// How long it took, in microseconds.
+        us: u64,
+    },
     /// A sampled value from outside the VUs (PgBouncer pool statistics, ...).
-    Gauge { name: &'static str, value: f64 },
+    Gauge {
+        /// The gauge's metric name (`pgbouncer_cl_waiting`, ...).
+        name: &'static str,
+        /// The value sampled.
+        value: f64,
+    },
 }
 
 /// What a [`SampleKind::Setup`] measured.
@@ -84,6 +106,7 @@ const MAX_AGE: Duration = Duration::from_millis(100);
 const MAX_LEN: usize = 256;
 
 impl Recorder {
+    /// A recorder whose sample times count from `start`, sending batches on `tx`.
     pub fn new(start: Instant, tx: UnboundedSender<Vec<Sample>>) -> Recorder {
         Recorder {
             start,
@@ -105,6 +128,7 @@ impl Recorder {
         self.in_flight = Some((query, intended));
     }
 
+    /// Records a sample that completed at `at`; a query's answer or error clears the in-flight query.
     pub fn push(&mut self, at: Instant, kind: SampleKind) {
         if matches!(
             kind,
@@ -128,6 +152,7 @@ impl Recorder {
         }
     }
 
+    /// Hands whatever is buffered to the aggregator now.
     pub fn flush(&mut self) {
         if self.buf.is_empty() {
             return;

@@ -20,8 +20,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// A finished (or interrupted) run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
+    /// Version of this schema the file was written with ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
+    /// Version of thumper that wrote the summary.
     pub thumper_version: String,
+    /// Which scenario ran.
     pub scenario: ScenarioInfo,
     /// Target address with any password removed.
     pub target: String,
@@ -31,6 +34,7 @@ pub struct Summary {
     pub duration_s: f64,
     /// Seconds the scenario's stages add up to (after `--time-scale`/`--quick`).
     pub planned_duration_s: f64,
+    /// Pass, fail (a threshold failed) or interrupted.
     pub verdict: Verdict,
     /// Why the run stopped early (Ctrl-C, threshold abort, dead target); `None` when it ran out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,9 +53,12 @@ pub struct Summary {
     pub curves: Vec<Curve>,
 }
 
+/// The scenario a summary was produced from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ScenarioInfo {
+    /// The scenario's name.
     pub name: String,
+    /// The scenario's free-text description (empty when it has none).
     #[serde(default)]
     pub description: String,
     /// The scenario file, as given on the command line.
@@ -61,15 +68,20 @@ pub struct ScenarioInfo {
     pub executor: String,
 }
 
+/// The run's outcome.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// Every threshold held.
     Pass,
+    /// At least one threshold failed.
     Fail,
+    /// Stopped by Ctrl-C or SIGTERM before its end (a threshold abort is a `Fail`).
     Interrupted,
 }
 
 impl Verdict {
+    /// The lowercase name used in `summary.json` and the reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
@@ -79,6 +91,7 @@ impl Verdict {
     }
 }
 
+/// One threshold and how the run fared against it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ThresholdResult {
     /// Metric name with its tag filter, as written in the scenario: `query_duration{query:tenant}`.
@@ -88,7 +101,9 @@ pub struct ThresholdResult {
     /// The value the expression's aggregation produced, in the expression's unit (milliseconds
     /// for durations); `None` when the metric had no samples (which fails the threshold).
     pub observed: Option<f64>,
+    /// Whether the threshold held.
     pub ok: bool,
+    /// Whether a failure of this threshold stops the run as soon as it is seen.
     #[serde(default)]
     pub abort_on_fail: bool,
 }
@@ -97,25 +112,38 @@ pub struct ThresholdResult {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Metric {
+    /// A distribution (latencies), with percentiles.
     Trend(TrendStats),
+    /// A count of events (iterations, errors, ...).
     Counter(CounterStats),
+    /// A share of checks that passed.
     Rate(RateStats),
+    /// A sampled value (PgBouncer pool statistics, gateway RSS, ...).
     Gauge(GaugeStats),
 }
 
 /// A distribution of durations (or other values) in microseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TrendStats {
+    /// Number of samples.
     pub count: u64,
     /// Samples per second over the run's duration.
     pub rate_per_s: f64,
+    /// Smallest sample.
     pub min_us: u64,
+    /// Mean sample.
     pub mean_us: f64,
+    /// Median.
     pub p50_us: u64,
+    /// 90th percentile.
     pub p90_us: u64,
+    /// 95th percentile.
     pub p95_us: u64,
+    /// 99th percentile.
     pub p99_us: u64,
+    /// 99.9th percentile.
     pub p999_us: u64,
+    /// Largest sample.
     pub max_us: u64,
     /// base64 of the HdrHistogram V2 deflate encoding of all samples (microseconds).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -129,27 +157,37 @@ fn default_unit() -> String {
     "us".to_owned()
 }
 
+/// Run totals of a counter.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct CounterStats {
+    /// Events over the whole run.
     pub count: u64,
+    /// Events per second over the run's duration.
     pub rate_per_s: f64,
     /// Counts per class (SQLSTATE or error kind) where the counter counts errors.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_class: BTreeMap<String, u64>,
 }
 
+/// Run totals of a pass/fail rate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RateStats {
     /// passes / (passes + fails); 0 when there were no samples.
     pub rate: f64,
+    /// Samples that passed.
     pub passes: u64,
+    /// Samples that failed.
     pub fails: u64,
 }
 
+/// Run totals of a sampled value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GaugeStats {
+    /// The most recent sample.
     pub last: f64,
+    /// The smallest sample.
     pub min: f64,
+    /// The largest sample.
     pub max: f64,
     /// Number of samples taken; a gauge with none has no value.
     pub samples: u64,
@@ -177,12 +215,18 @@ pub struct Interval {
     pub gauges: BTreeMap<String, f64>,
 }
 
+/// One trend's statistics within one interval, in microseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct IntervalTrend {
+    /// Samples in the interval.
     pub count: u64,
+    /// Median.
     pub p50_us: u64,
+    /// 95th percentile.
     pub p95_us: u64,
+    /// 99th percentile.
     pub p99_us: u64,
+    /// Largest sample.
     pub max_us: u64,
     /// base64 HdrHistogram V2 deflate encoding of this interval's samples (for `latency.hlog`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -192,8 +236,11 @@ pub struct IntervalTrend {
 /// A named x/y series, e.g. arrival rate against p99 from `thumper capacity`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Curve {
+    /// The curve's name (a chart title).
     pub name: String,
+    /// What the x values are, with their unit.
     pub x_label: String,
+    /// What the y values are, with their unit.
     pub y_label: String,
     /// Series name → points (x, y).
     pub series: BTreeMap<String, Vec<(f64, f64)>>,

@@ -57,14 +57,18 @@ pub const THROUGHPUT_FLOOR_PER_S: f64 = 1.0;
 /// The verdict on one statistic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
+    /// Better than the baseline beyond the floor and the limit.
     Improved,
+    /// Worse than the baseline beyond the floor and the limit: fails the gate.
     Regressed,
+    /// A change inside the confidence intervals, the floor or the limit.
     WithinNoise,
     /// The confidence intervals overlap and one of them is unbounded: too few samples to tell.
     Insufficient,
 }
 
 impl Change {
+    /// The text the report's verdict column shows.
     pub fn label(self) -> &'static str {
         match self {
             Change::Improved => "improved",
@@ -78,13 +82,18 @@ impl Change {
 /// The statistic a row compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stat {
+    /// Median latency.
     P50,
+    /// 95th-percentile latency.
     P95,
+    /// 99th-percentile latency.
     P99,
+    /// Samples per second.
     Throughput,
 }
 
 impl Stat {
+    /// The statistic's column label.
     pub fn label(self) -> &'static str {
         match self {
             Stat::P50 => "p50",
@@ -112,8 +121,11 @@ impl Stat {
 /// rank falls before the first sample, `high` +∞ when the upper rank falls past the last.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
+    /// The point estimate.
     pub value: f64,
+    /// Lower end of the confidence interval (−∞ when unbounded).
     pub low: f64,
+    /// Upper end of the confidence interval (+∞ when unbounded).
     pub high: f64,
 }
 
@@ -214,17 +226,24 @@ pub fn interval_ranks(n: u64, q: f64) -> (Option<u64>, Option<u64>) {
 /// One metric and statistic, both runs' values (µs for percentiles, per second for throughput).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ComparisonRow {
+    /// Trend name (`query_duration{query:NAME}`, ...).
     pub metric: String,
+    /// Which statistic of the trend.
     pub stat: Stat,
+    /// The baseline run's estimate.
     pub baseline: Estimate,
+    /// The current run's estimate.
     pub current: Estimate,
     /// (current − baseline) / baseline in percent; `None` when the baseline is 0.
     pub change_pct: Option<f64>,
+    /// What the row says about the change.
     pub verdict: Change,
 }
 
+/// The outcome of comparing two runs: one row per trend and statistic, and the verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
+    /// Rows in report order.
     pub rows: Vec<ComparisonRow>,
     /// Some row regressed beyond the limit (never true when refused).
     pub regressed: bool,
@@ -232,6 +251,7 @@ pub struct Comparison {
     pub refused: Option<String>,
     /// Things a reader should know that do not change the verdict.
     pub notes: Vec<String>,
+    /// The relative limit judged against, in percent.
     pub max_regression_pct: f64,
 }
 

@@ -47,36 +47,58 @@ pub fn formats() -> Vec<Box<dyn ReportFormat>> {
 /// Errors reading a summary or writing a report. Every file-system error names its path.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A summary file is not valid JSON or does not fit the model.
     #[error("{path}:{line}:{column}: not a valid summary: {message}")]
     Json {
+        /// The summary file.
         path: PathBuf,
+        /// 1-based line of the error.
         line: usize,
+        /// 1-based column of the error.
         column: usize,
+        /// serde_json's message.
         message: String,
     },
+    /// A summary written with a schema version this thumper cannot read.
     #[error(
         "{path}: summary schema version {found} is not supported (this thumper reads version \
          {expected}); re-run with a matching thumper or re-render with the version that wrote it"
     )]
     SchemaVersion {
+        /// The summary file.
         path: PathBuf,
+        /// The file's `schema_version`.
         found: u64,
+        /// The version this thumper reads (`SCHEMA_VERSION`).
         expected: u32,
     },
+    /// A trend's embedded histogram could not be decoded.
     #[error("histogram of `{metric}`: {source}")]
     Histogram {
+        /// The trend's name.
         metric: String,
+        /// The decoding error.
         #[source]
         source: CodecError,
     },
+    /// A report format failed to produce its file.
     #[error("{file}: {message}")]
-    Render { file: &'static str, message: String },
+    Render {
+        /// The report file name (`report.html`, ...).
+        file: &'static str,
+        /// Why it failed.
+        message: String,
+    },
+    /// Some report files were written and others failed.
     #[error("{}", incomplete_message(.written, .failed))]
     Incomplete {
         /// Files that were written.

@@ -54,12 +54,16 @@ const QUERIES: [&str; 3] = ["tenant", "lookup", "write"];
 /// One way of running the queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Way {
+    /// As the application role under the shipped policies.
     Rls,
+    /// As a `BYPASSRLS` role with the tenant filter in the SQL: the baseline.
     Bypass,
+    /// On a copy of `profiles` under the seed's `tenant OR admin` policy.
     SeedOr,
 }
 
 impl Way {
+    /// The way's name in metric tags and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Way::Rls => "rls",
@@ -81,10 +85,15 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// `EXPLAIN ANALYZE` samples per query and way (a tenth of it for `seed-or`).
     pub samples: u32,
+    /// Also measure the `seed-or` way (`--seed-or`).
     pub seed_or: bool,
+    /// Thresholds on the `rls_*` gauges.
     pub thresholds: Vec<Threshold>,
+    /// Folder the summary and reports are written to.
     pub report_dir: PathBuf,
+    /// File the Markdown summary is also appended to.
     pub summary_md: Option<PathBuf>,
+    /// Print no progress.
     pub quiet: bool,
 }
 
@@ -313,8 +322,11 @@ fn spec_for(size: u64) -> DatasetSpec {
 /// Server-side cost of one statement: time and buffers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServerSample {
+    /// Planning time, in milliseconds.
     pub planning_ms: f64,
+    /// Execution time, in milliseconds.
     pub execution_ms: f64,
+    /// Shared buffers hit and read by the plan's root.
     pub buffers: f64,
 }
 

@@ -30,6 +30,7 @@ pub struct CheckOptions {
     pub queries: Vec<QueryDef>,
     /// Parameters and the tenant are drawn from community 0 of this dataset.
     pub dataset: DatasetSpec,
+    /// The column the policies compare with the tenant (`community_id`).
     pub tenant_column: String,
     /// Limit for the whole check.
     pub timeout: Duration,
@@ -42,11 +43,14 @@ pub struct CheckReport {
     pub tables: Vec<String>,
     /// Tenant-scoped queries explained.
     pub queries: Vec<String>,
+    /// What looks wrong.
     pub findings: Vec<Finding>,
+    /// How long the check took, in milliseconds.
     pub elapsed_ms: f64,
 }
 
 impl CheckReport {
+    /// True when nothing was found.
     pub fn clean(&self) -> bool {
         self.findings.is_empty()
     }
@@ -55,24 +59,34 @@ impl CheckReport {
 /// Why the check could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
+    /// The target URL does not parse.
     #[error("target URL is not valid: {0}")]
     BadUrl(String),
+    /// The login to the target failed.
     #[error("cannot log in to the target: {0}")]
     Connect(String),
+    /// A catalogue or setup statement failed.
     #[error("{what}: {source}")]
     Db {
+        /// What was being done.
         what: String,
+        /// The database's error.
         #[source]
         source: DbError,
     },
+    /// A query's plan could not be obtained or read.
     #[error("query `{query}`: {source}")]
     Plan {
+        /// The scenario query's name.
         query: String,
+        /// Why.
         #[source]
         source: plan::PlanError,
     },
+    /// The target has no RLS tables to check.
     #[error("no table in the search path has row-level security: nothing to check (is this the Arrakis database, migrated?)")]
     NoRlsTables,
+    /// The whole check took longer than its timeout.
     #[error("the check did not finish within {0:?}")]
     Timeout(Duration),
 }
@@ -368,9 +382,11 @@ pub async fn health_check(
 /// `thumper rls-check`'s input.
 #[derive(Debug, Clone)]
 pub struct CommandOptions {
+    /// The scenario whose tenant-scoped queries are checked.
     pub scenario: std::path::PathBuf,
     /// Application-role URL; without it the stack that is up, else an embedded one.
     pub target: Option<String>,
+    /// The column the policies compare with the tenant.
     pub tenant_column: String,
 }
 

@@ -37,6 +37,7 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    /// The finding's name in JSON output.
     pub fn as_str(self) -> &'static str {
         match self {
             FindingKind::SeqScan => "seq_scan",
@@ -51,7 +52,9 @@ impl FindingKind {
 /// One problem, with the plan line (or catalog fact) that shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// What kind of problem.
     pub kind: FindingKind,
+    /// The table it concerns.
     pub table: String,
     /// The scenario query whose plan shows it; `None` for a table-level finding.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +69,9 @@ pub struct Finding {
 /// A table with row-level security, as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RlsTable {
+    /// The table's name.
     pub name: String,
+    /// Whether RLS is forced (applies to the table's owner as well).
     pub forced: bool,
     /// Whether the table has the tenant column at all.
     pub has_tenant_column: bool,
@@ -80,15 +85,23 @@ pub struct RlsTable {
 /// One node of a plan tree, with the fields the rules read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PlanNode {
+    /// `Node Type`, e.g. `Seq Scan`.
     pub node_type: String,
+    /// `Relation Name`: the table a scan reads.
     pub relation: Option<String>,
+    /// `Alias` of the scanned table.
     pub alias: Option<String>,
+    /// `Index Name` of an index scan.
     pub index_name: Option<String>,
+    /// `Index Cond`.
     pub index_cond: Option<String>,
+    /// `Recheck Cond` of a bitmap heap scan.
     pub recheck_cond: Option<String>,
+    /// `Filter`: the condition applied row by row.
     pub filter: Option<String>,
     /// `InitPlan 1 (returns $0)` for an InitPlan child.
     pub subplan_name: Option<String>,
+    /// `Plans`: the child nodes.
     pub children: Vec<PlanNode>,
 }
 

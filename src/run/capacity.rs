@@ -19,8 +19,11 @@ use crate::scenario::{LoadShape, OnBusy, Stage};
 pub struct CapacityOptions {
     /// p99 limit in milliseconds.
     pub slo_p99_ms: f64,
+    /// First arrival rate tried, iterations per second; doubled while steps pass.
     pub start_rate: u32,
+    /// Highest arrival rate tried, iterations per second.
     pub max_rate: u32,
+    /// Length of each step.
     pub step: Duration,
     /// Most errors (connection + query) a passing step may have.
     pub max_errors: u64,
@@ -31,13 +34,21 @@ pub struct CapacityOptions {
 /// One measured step.
 #[derive(Debug, Clone)]
 pub struct Step {
+    /// Offered arrival rate, iterations per second.
     pub rate: u32,
+    /// Queries completed per second over the step's planned length.
     pub achieved: f64,
+    /// Median `query_duration`, in milliseconds.
     pub p50_ms: f64,
+    /// 99th-percentile `query_duration`, in milliseconds.
     pub p99_ms: f64,
+    /// Connection and query errors.
     pub errors: u64,
+    /// Iterations dropped or left unfinished.
     pub dropped: u64,
+    /// Whether the step met the SLO and the error, drop and throughput limits.
     pub pass: bool,
+    /// Why the step failed, comma-separated; empty when it passed.
     pub why: String,
 }
 

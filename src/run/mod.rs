@@ -22,8 +22,11 @@ pub use target::{default_migrations_dir, stack_options};
 /// Settings of one run, from the command line.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The scenario file.
     pub scenario: PathBuf,
+    /// `--time-scale`: every stage duration multiplied by this.
     pub time_scale: Option<f64>,
+    /// `--quick`: the timeline squeezed into 30 seconds.
     pub quick: bool,
     /// Application-role URL of an existing PgBouncer/PostgreSQL.
     pub target: Option<String>,
@@ -34,8 +37,11 @@ pub struct RunOptions {
     /// What `--target` pools by: PgBouncer's mode, or `None` for PostgreSQL itself. The
     /// embedded stack's own mode comes from the scenario's `[stack.pgbouncer]`.
     pub pool_mode: Option<PoolMode>,
+    /// Folder under which the run's report folder is made.
     pub report_dir: PathBuf,
+    /// File the Markdown summary is also appended to.
     pub summary_md: Option<PathBuf>,
+    /// No live progress line.
     pub quiet: bool,
     /// This instance's share of a fleet run (`--segment I/N`).
     pub segment: crate::fleet::Segment,
@@ -63,7 +69,9 @@ impl From<scenario::ScenarioError> for RunError {
 
 /// A finished run: its summary and where its reports went.
 pub struct RunResult {
+    /// The run's summary, as written to `summary.json`.
     pub summary: Summary,
+    /// The folder the reports were written to.
     pub report_dir: PathBuf,
 }
 

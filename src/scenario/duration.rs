@@ -118,11 +118,13 @@ pub mod serde_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// Parses a duration written as text (`"30s"`, `"1m30s"`).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         super::parse(&text).map_err(serde::de::Error::custom)
     }
 
+    /// Writes a duration in the same text form.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format(*d))
     }

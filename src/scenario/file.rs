@@ -131,9 +131,11 @@ pub enum Topology {
     Pooled,
 }
 
+/// The `[connection]` table: how VUs get their database clients.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionDef {
+    /// Whether each VU connects on its own or draws from shared pools.
     pub topology: Topology,
     /// Number of application-side pools (pooled topology).
     pub pools: u32,
@@ -143,6 +145,7 @@ pub struct ConnectionDef {
     pub connect_timeout: String,
     /// First reconnect delay after a broken connection; doubles up to `max_backoff`.
     pub min_backoff: String,
+    /// Longest reconnect delay (text duration).
     pub max_backoff: String,
 }
 
@@ -165,6 +168,7 @@ impl Default for ConnectionDef {
 pub struct QueryDef {
     /// Name used as the `query` tag (`query_duration{query:NAME}`).
     pub name: String,
+    /// The SQL text; parameters are `$1`, `$2`, ...
     pub sql: String,
     /// Relative share of iterations that run this query.
     #[serde(default = "one")]

@@ -14,17 +14,24 @@ pub use plan::{LoadShape, OnBusy, Plan, Stage};
 /// A scenario file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
+    /// The file could not be read.
     #[error("cannot read scenario file {}: {source}", path.display())]
     Read {
+        /// The scenario file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file does not parse or a field is not valid.
     #[error("{}:{line}: `{field}`: {message}", path.display())]
     Invalid {
+        /// The scenario file.
         path: PathBuf,
         /// 1-based line, 0 when the field is missing from the file.
         line: usize,
+        /// The field at fault, as a dotted path (e.g. `connection.pools`).
         field: String,
+        /// What is wrong with it.
         message: String,
     },
 }

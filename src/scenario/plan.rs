@@ -22,7 +22,9 @@ use crate::gate::{self, Threshold};
 /// (open model).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stage {
+    /// How long the stage lasts.
     pub duration: Duration,
+    /// VUs (closed model) or iterations per `time_unit` (open model) at the stage's end.
     pub target: u32,
 }
 
@@ -31,7 +33,9 @@ pub struct Stage {
 pub enum LoadShape {
     /// Closed model: VUs that wait for each answer (`ramping-vus`, `constant-vus`).
     Closed {
+        /// VUs running before the first stage.
         start_vus: u32,
+        /// The ramp, in order.
         stages: Vec<Stage>,
         /// Time a VU being ramped down has to finish its iteration before it is stopped.
         graceful_ramp_down: Duration,
@@ -39,11 +43,17 @@ pub enum LoadShape {
     /// Open model: iterations start on a schedule whatever the responses
     /// (`constant-arrival-rate`, `ramping-arrival-rate`).
     Open {
+        /// Iterations per `time_unit` before the first stage.
         start_rate: u32,
+        /// The ramp, in order.
         stages: Vec<Stage>,
+        /// The period the rates are counted in (1 s unless the scenario says otherwise).
         time_unit: Duration,
+        /// VUs started before the load begins.
         pre_allocated_vus: u32,
+        /// The most VUs the executor may start when the pre-allocated ones are busy.
         max_vus: u32,
+        /// What to do with a due iteration when all `max_vus` are busy.
         on_busy: OnBusy,
     },
 }
@@ -117,24 +127,35 @@ impl LoadShape {
 /// A scenario ready to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The scenario's name.
     pub name: String,
+    /// The scenario's free-text description.
     pub description: String,
     /// The scenario file, as given.
     pub file: String,
     /// Executor name in k6's spelling.
     pub executor: String,
+    /// How load is offered over time.
     pub load: LoadShape,
     /// Pause after each iteration of a closed-model VU.
     pub think_time: Duration,
     /// Time in-flight iterations get to finish after the last stage.
     pub graceful_stop: Duration,
+    /// Simple or extended query protocol, prepared or not.
     pub protocol: Protocol,
+    /// The `[connection]` table as written.
     pub connection: ConnectionDef,
+    /// `connection.connect_timeout`, parsed.
     pub connect_timeout: Duration,
+    /// `connection.min_backoff`, parsed.
     pub min_backoff: Duration,
+    /// `connection.max_backoff`, parsed.
     pub max_backoff: Duration,
+    /// The tenant data set the queries expect.
     pub dataset: DatasetSpec,
+    /// The query mix.
     pub queries: Vec<QueryDef>,
+    /// Thresholds, in scenario order.
     pub thresholds: Vec<Threshold>,
     /// `[stack]` table, for the embedded stack's settings.
     pub stack: Option<toml::Table>,

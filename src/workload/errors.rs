@@ -5,13 +5,16 @@
 /// Which error counter a failure goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// The target could not be reached, the login failed or the connection broke.
     Connection,
+    /// The server answered the query with an error.
     Query,
 }
 
 /// A classified failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryFailure {
+    /// Which counter the failure goes to.
     pub kind: ErrorKind,
     /// `SQLSTATE name` (e.g. `57014 query_canceled`) or a short kind (`closed`, `timeout`, ...).
     pub class: String,

@@ -25,6 +25,7 @@ const SET_TENANT_SQL: &str = "SELECT set_tenant_context($1::uuid, false)";
 /// What one successful execution returned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {
+    /// Rows returned.
     pub rows: u64,
     /// Rows of a tenant-scoped query that belong to another tenant.
     pub tenant_violations: u64,
@@ -33,6 +34,7 @@ pub struct Outcome {
 /// One query of the mix, ready to execute.
 #[derive(Debug)]
 pub struct CatalogQuery {
+    /// The query's name: its `query` tag.
     pub name: String,
     sql: String,
     params: Vec<ParamKind>,
@@ -64,6 +66,7 @@ pub struct ConnectionState {
 }
 
 impl Workload {
+    /// The catalogue for `defs`, with parameters drawn from `dataset` and sent by `protocol`.
     pub fn new(defs: &[QueryDef], dataset: DatasetSpec, protocol: Protocol) -> Arc<Workload> {
         let queries: Vec<CatalogQuery> = defs.iter().map(CatalogQuery::new).collect();
         let mut total = 0;
@@ -82,10 +85,12 @@ impl Workload {
         })
     }
 
+    /// The queries in scenario order; a query id indexes this list.
     pub fn queries(&self) -> &[CatalogQuery] {
         &self.queries
     }
 
+    /// How queries are sent.
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }

@@ -10,7 +10,9 @@ use crate::scenario::ParamKind;
 /// A random profile: community index and profile index within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Draw {
+    /// Community index, `0..communities`.
     pub community: u32,
+    /// Profile index within the community, `0..profiles_per_community`.
     pub profile: u32,
 }
 

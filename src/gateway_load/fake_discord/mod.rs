@@ -42,6 +42,7 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The fault's name as written in a scenario (`[[gateway.faults]] kind`).
     pub fn as_str(self) -> &'static str {
         match self {
             Fault::Drop => "drop",
@@ -56,10 +57,13 @@ impl Fault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberMix {
+    /// Weight of GUILD_MEMBER_ADD.
     #[serde(default)]
     pub add: u32,
+    /// Weight of GUILD_MEMBER_UPDATE.
     #[serde(default)]
     pub update: u32,
+    /// Weight of GUILD_MEMBER_REMOVE.
     #[serde(default)]
     pub remove: u32,
 }
@@ -96,11 +100,13 @@ impl MemberMix {
 /// How the fake behaves.
 #[derive(Debug, Clone)]
 pub struct FakeConfig {
+    /// The guilds and members the fake serves.
     pub world: World,
     /// Sent in Hello. Twilight declares a connection dead after two intervals without traffic.
     pub heartbeat_interval: Duration,
     /// When set, Identify and Resume must carry `Bot <token>` (else close code 4004).
     pub token: Option<String>,
+    /// How member events are split between add, update and remove.
     pub member_mix: MemberMix,
     /// Written dispatches kept for resumes beyond what heartbeats confirmed.
     pub replay_capacity: usize,
@@ -109,6 +115,7 @@ pub struct FakeConfig {
 }
 
 impl FakeConfig {
+    /// Defaults for `world`: 5 s heartbeats, no token check, the default member mix.
     pub fn new(world: World) -> Self {
         FakeConfig {
             world,
@@ -128,7 +135,9 @@ pub struct FakeStats {
     pub events_sent: Vec<u64>,
     /// Member events that were due while a shard had no session.
     pub events_skipped: u64,
+    /// Identify (op 2) payloads accepted.
     pub identifies: u64,
+    /// Resume (op 6) payloads accepted.
     pub resumes: u64,
     /// Dispatches replayed to resuming clients (the events of the gaps).
     pub replayed: u64,
@@ -139,6 +148,7 @@ pub struct FakeStats {
 }
 
 impl FakeStats {
+    /// Member events sent over all shards.
     pub fn total_events_sent(&self) -> u64 {
         self.events_sent.iter().sum()
     }

@@ -21,8 +21,11 @@ const JOINED_AT: &str = "2024-01-01T00:00:00.000000+00:00";
 /// The kinds of member events the fake drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberEventKind {
+    /// GUILD_MEMBER_ADD.
     Add,
+    /// GUILD_MEMBER_UPDATE.
     Update,
+    /// GUILD_MEMBER_REMOVE.
     Remove,
 }
 

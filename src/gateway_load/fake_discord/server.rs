@@ -95,6 +95,7 @@ impl FakeDiscord {
         &self.shared.url
     }
 
+    /// The address the fake listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -7,8 +7,11 @@
 /// Guilds and members of one run, split over `total_shards` shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct World {
+    /// Guilds over all shards.
     pub guilds: u32,
+    /// Members in each guild.
     pub members_per_guild: u32,
+    /// The bot's shard count; guild ids are spread over it by Discord's rule.
     pub total_shards: u32,
 }
 
