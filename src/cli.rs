@@ -83,6 +83,7 @@ pub enum Command {
         /// Number of local worker processes.
         #[arg(long, value_name = "N")]
         local: u32,
+        /// The options every worker runs with.
         #[command(flatten)]
         args: RunArgs,
     },
