@@ -176,6 +176,18 @@ pub struct RunArgs {
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Live output, k6's syntax: json=FILE, prometheus-rw=URL (or prometheus-rw with K6_PROMETHEUS_RW_SERVER_URL set); repeatable.
+    #[arg(long = "out", value_name = "KIND=TARGET", value_parser = crate::output::OutSpec::parse)]
+    pub outputs: Vec<crate::output::OutSpec>,
+    /// How often prometheus-rw pushes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "K6_PROMETHEUS_RW_PUSH_INTERVAL")]
+    pub out_interval: std::time::Duration,
+    /// Fail the run when an output cannot deliver (default: a warning and counted drops).
+    #[arg(long)]
+    pub out_required: bool,
+    /// A label on every output series and point, NAME=VALUE (repeatable); testid defaults to the report folder's name.
+    #[arg(long = "tag", value_name = "NAME=VALUE", value_parser = crate::output::parse_tag)]
+    pub tags: Vec<(String, String)>,
 }
 
 /// Arguments of `thumper rls-check`.
@@ -265,6 +277,12 @@ impl RunArgs {
             report_dir: self.report_dir,
             summary_md: self.summary_md,
             quiet: self.quiet,
+            outputs: crate::output::OutputOptions {
+                specs: self.outputs,
+                interval: self.out_interval,
+                required: self.out_required,
+                tags: self.tags.into_iter().collect(),
+            },
         }
     }
 }

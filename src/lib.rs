@@ -17,6 +17,7 @@ pub mod gateway_load;
 pub mod health;
 pub mod metrics;
 pub mod migrate;
+pub mod output;
 pub mod pgbouncer;
 pub mod redact;
 pub mod report;

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub report_dir: PathBuf,
     pub summary_md: Option<PathBuf>,
     pub quiet: bool,
+    /// `--out`, `--out-interval`, `--out-required`, `--tag`.
+    pub outputs: crate::output::OutputOptions,
 }
 
 /// Why a run could not be carried out.
@@ -144,6 +146,7 @@ pub fn check_outputs(opts: &RunOptions) -> Result<(), RunError> {
                 ))
             })?;
     }
+    crate::output::check(&opts.outputs).map_err(RunError::BadInput)?;
     Ok(())
 }
 
@@ -378,6 +381,16 @@ pub(crate) async fn measure(
     let stop = interrupt.child_token();
     let abort = CancellationToken::new();
     let open_model = matches!(plan.load, scenario::LoadShape::Open { .. });
+    let report_name = report_folder(Path::new(""), &plan.name, started_at);
+    let labels = crate::output::RunLabels::new(
+        &opts.outputs,
+        &plan.name,
+        &report_name.to_string_lossy(),
+        started_at,
+    );
+    let (outputs, output_watchers) = crate::output::Outputs::start(&opts.outputs, &labels);
+    let mut watchers = watchers(plan, opts.quiet);
+    watchers.extend(output_watchers);
     let aggregator = Aggregator::new(AggregatorConfig {
         start,
         interval: Duration::from_secs(1),
@@ -385,7 +398,7 @@ pub(crate) async fn measure(
         query_names: plan.queries.iter().map(|q| q.name.clone()).collect(),
         open_model,
         vus: vus.clone(),
-        watchers: watchers(plan, opts.quiet),
+        watchers,
         abort: abort.clone(),
     });
     let aggregator = tokio::spawn(aggregator.run(rx));
@@ -430,6 +443,9 @@ pub(crate) async fn measure(
         .await
         .map_err(|e| RunError::Failed(format!("metrics aggregation failed: {e}")))?;
     let duration_s = start.elapsed().as_secs_f64();
+    // The watchers are gone with the aggregator: the outputs deliver their last batch.
+    let delivered = outputs.finish().await;
+    notes.extend(delivered.notes);
 
     let interrupted = interrupt.is_cancelled();
     let stop_reason = if let Some(reason) = &aggregated.aborted_by {
@@ -473,7 +489,10 @@ pub(crate) async fn measure(
         ..Summary::empty()
     };
     summary.thresholds = gate::evaluate(&plan.thresholds, &summary);
-    summary.verdict = if aggregated.aborted_by.is_some() {
+    // `--out-required`: an output that could not deliver fails the run like a threshold.
+    let output_failed = delivered.failure.is_some();
+    summary.notes.extend(delivered.failure);
+    summary.verdict = if aggregated.aborted_by.is_some() || output_failed {
         Verdict::Fail
     } else {
         gate::verdict(&summary.thresholds, interrupted)
@@ -521,6 +540,11 @@ pub async fn run_gateway(
             plan.file
         )));
     };
+    if !opts.outputs.specs.is_empty() {
+        return Err(RunError::BadInput(
+            "--out is not supported by `thumper gateway` yet (its metrics do not go through the aggregator's watchers)".into(),
+        ));
+    }
     let rate_stages = stages.iter().map(|s| (s.duration, s.target)).collect();
     let gateway_bin = gateway_binary().await?;
     let started_at = time::OffsetDateTime::now_utc();

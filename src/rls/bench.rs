@@ -557,6 +557,7 @@ async fn run_on_stack(
         report_dir: opts.report_dir.clone(),
         summary_md: None,
         quiet: true,
+        outputs: Default::default(),
     };
 
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
