@@ -117,8 +117,8 @@ async fn json_lines_parse_and_add_up_to_the_summary() {
     stack.stop().await.unwrap();
 }
 
-/// A real Prometheus on 127.0.0.1 with the remote-write receiver and native histograms, its
-/// storage in a temporary folder. Stopped (by its own handle) when dropped.
+/// A real Prometheus on 127.0.0.1 with the remote-write receiver (and native histograms if
+/// asked), its storage in a temporary folder. Stopped (by its own handle) when dropped.
 struct Prometheus {
     child: Child,
     port: u16,
@@ -126,7 +126,7 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start() -> Prometheus {
+    fn start(native_histograms: bool) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -143,10 +143,8 @@ impl Prometheus {
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args([
-                "--web.enable-remote-write-receiver",
-                "--enable-feature=native-histograms",
-            ])
+            .arg("--web.enable-remote-write-receiver")
+            .args(native_histograms.then_some("--enable-feature=native-histograms"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -252,7 +250,7 @@ fn dashboard_queries(path: &Path, testid: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_holds_what_the_summary_says() {
     let _serial = SERIAL.lock().await;
-    let prometheus = Prometheus::start();
+    let prometheus = Prometheus::start(true);
     let stack = common::start_default().await;
     prometheus.wait_ready().await;
     let tmp = tempfile::tempdir().unwrap();
@@ -413,6 +411,62 @@ async fn a_receiver_that_is_down_costs_a_warning_and_counted_drops() {
             .contains("--out-required"),
         "{:?}",
         s.stop_reason
+    );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prometheus_without_native_histograms_gets_classic_buckets() {
+    let _serial = SERIAL.lock().await;
+    let prometheus = Prometheus::start(false);
+    let stack = common::start_default().await;
+    prometheus.wait_ready().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = scenario_file(tmp.path(), "outputs", SCENARIO);
+    let reports = tmp.path().join("r");
+    let testid = format!("classic-{}", std::process::id());
+    let spec = format!("prometheus-rw={}", prometheus.write_url());
+    let tag = format!("testid={testid}");
+    let o = output(run_against(
+        &stack,
+        &file,
+        &reports,
+        &["--out", &spec, "--out-interval", "1s", "--tag", &tag],
+    ));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("classic _bucket series"), "{}", text(&o));
+    let (_, s) = summary(&reports);
+    let sel = format!("{{testid=\"{testid}\"}}");
+    let iterations = prometheus
+        .value(&format!("sum(k6_iterations_total{sel})"))
+        .await;
+    assert_eq!(
+        iterations as u64,
+        count(&s, "iterations"),
+        "no push was lost"
+    );
+    let p99 = prometheus
+        .value(&format!(
+            "histogram_quantile(0.99, sum by (le) (k6_query_duration_seconds_bucket{sel}))"
+        ))
+        .await;
+    let want = s.trend("query_duration").unwrap().p99_us as f64 / 1e6;
+    eprintln!(
+        "classic p99: Prometheus {:.3} ms, summary {:.3} ms",
+        p99 * 1e3,
+        want * 1e3
+    );
+    // A classic bucket is 2^(1/4) − 1 = 19 % wide.
+    assert!(
+        (p99 - want).abs() / want < 0.19,
+        "p99 {p99} s against {want} s"
+    );
+    let count_series = prometheus
+        .value(&format!("sum(k6_query_duration_seconds_count{sel})"))
+        .await;
+    assert_eq!(
+        count_series as u64,
+        s.trend("query_duration").unwrap().count
     );
     stack.stop().await.unwrap();
 }

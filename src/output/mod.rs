@@ -253,6 +253,9 @@ struct Feed {
     dropped: Arc<AtomicU64>,
     failure: FailureSlot,
     required: bool,
+    /// Time spent handing batches over (on the aggregator's task), for the log.
+    busy: Duration,
+    batches: u64,
 }
 
 impl Feed {
@@ -265,6 +268,7 @@ impl Feed {
     }
 
     fn send(&mut self, run: &RunView<'_>) {
+        let started = std::time::Instant::now();
         let intervals = std::mem::take(&mut self.pending);
         let n = intervals.len() as u64;
         let batch = Batch {
@@ -275,6 +279,8 @@ impl Feed {
         if self.tx.try_send(batch).is_err() {
             self.dropped.fetch_add(n.max(1), Ordering::Relaxed);
         }
+        self.busy += started.elapsed();
+        self.batches += 1;
     }
 }
 
@@ -295,6 +301,12 @@ impl Watcher for Feed {
     fn finish(&mut self, run: &RunView<'_>) {
         self.take_new(run);
         self.send(run);
+        tracing::info!(
+            output = %self.name,
+            batches = self.batches,
+            us_per_batch = self.busy.as_secs_f64() * 1e6 / self.batches as f64,
+            "aggregator time handing batches to the output"
+        );
     }
 }
 
@@ -353,6 +365,8 @@ impl Outputs {
                 dropped: dropped.clone(),
                 failure,
                 required: opts.required,
+                busy: Duration::ZERO,
+                batches: 0,
             }));
             running.push(Running {
                 name,

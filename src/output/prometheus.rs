@@ -30,6 +30,18 @@ use crate::metrics::summary::{Interval, Metric};
 
 /// Native histogram schema: bucket boundaries at powers of 2^(2^-SCHEMA).
 pub const SCHEMA: i32 = 5;
+/// Classic histograms (for a receiver without native ones) have a boundary at every
+/// `CLASSIC_STEP`th native boundary, 2^(1/4) apart (19 % wide buckets), from 2^(CLASSIC_FROM/4)
+/// s = 61 µs to 2^(CLASSIC_TO/4) s = 32 s: 77 `le` values and `+Inf`.
+pub const CLASSIC_STEP: i32 = 8;
+const CLASSIC_FROM: i32 = -56;
+const CLASSIC_TO: i32 = 20;
+
+/// The `le` label of classic boundary `j`: 2^(j/4) seconds.
+fn classic_le(j: i32) -> String {
+    format!("{}", 2f64.powf(f64::from(j) / 4.0))
+}
+
 /// One push may take this long before it counts as failed.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -199,7 +211,11 @@ pub struct Series {
     labels: RunLabels,
     stats: TrendStats,
     histograms: BTreeMap<String, NativeHistogram>,
+    /// Each trend's samples since the previous push, for the trend-stat gauges.
+    window: BTreeMap<String, Histogram<u64>>,
     last_ts: i64,
+    /// Classic `_bucket` series instead of native histograms (a receiver without them).
+    pub classic: bool,
 }
 
 impl Series {
@@ -208,7 +224,9 @@ impl Series {
             labels,
             stats,
             histograms: BTreeMap::new(),
+            window: BTreeMap::new(),
             last_ts: i64::MIN,
+            classic: false,
         }
     }
 
@@ -253,7 +271,7 @@ impl Series {
         // Prometheus already has for a time is refused as out of order.
         let ts = self.labels.epoch_ms(batch.at_us).max(self.last_ts + 1);
         self.last_ts = ts;
-        let mut window: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+        let mut window: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
         for interval in &batch.intervals {
             for (name, t) in &interval.trends {
                 if t.count == 0 || !exported_trend(name) {
@@ -264,21 +282,34 @@ impl Series {
                 };
                 self.histograms.entry(name.clone()).or_default().add(&h);
                 let w = window
-                    .entry(name.as_str())
+                    .entry(name.clone())
                     .or_insert_with(new_latency_histogram);
                 let _ = w.add(&h);
             }
         }
+        self.window = window;
+        self.rebuild(batch)
+    }
+
+    /// The request for the batch [`Series::request`] last folded in, built again (after a
+    /// switch to classic histograms).
+    pub fn rebuild(&self, batch: &Batch) -> prompb::WriteRequest {
+        let ts = self.last_ts;
         let mut series = Vec::new();
         for (name, h) in &self.histograms {
             let (base, tags) = split_name(name);
+            let metric = format!("k6_{base}_seconds");
+            if self.classic {
+                self.classic_buckets(&mut series, &metric, &tags, h, ts);
+                continue;
+            }
             series.push(prompb::TimeSeries {
-                labels: self.labels(&format!("k6_{base}_seconds"), &tags),
+                labels: self.labels(&metric, &tags),
                 samples: Vec::new(),
                 histograms: vec![h.to_proto(ts)],
             });
         }
-        for (name, h) in &window {
+        for (name, h) in &self.window {
             let (base, tags) = split_name(name);
             for stat in &self.stats.0 {
                 let metric = format!("k6_{base}_{}", stat.suffix());
@@ -292,6 +323,37 @@ impl Series {
             self.gauges(&mut series, last, ts);
         }
         prompb::WriteRequest { timeseries: series }
+    }
+
+    /// `METRIC_bucket{le}`, `METRIC_count`, `METRIC_sum`: the classic form of a cumulative
+    /// histogram, with boundaries at every [`CLASSIC_STEP`]th native boundary, so each `le`
+    /// count is exact.
+    fn classic_buckets(
+        &self,
+        series: &mut Vec<prompb::TimeSeries>,
+        metric: &str,
+        tags: &[(&str, &str)],
+        h: &NativeHistogram,
+        ts: i64,
+    ) {
+        let bucket = format!("{metric}_bucket");
+        let mut below = h.zero;
+        let mut native = h.buckets.iter().peekable();
+        for j in CLASSIC_FROM..=CLASSIC_TO {
+            let index = j * CLASSIC_STEP;
+            while let Some((_, n)) = native.next_if(|(&i, _)| i <= index) {
+                below += n;
+            }
+            let le = classic_le(j);
+            let mut with_le = tags.to_vec();
+            with_le.push(("le", &le));
+            series.push(self.sample(&bucket, &with_le, below as f64, ts));
+        }
+        let mut with_le = tags.to_vec();
+        with_le.push(("le", "+Inf"));
+        series.push(self.sample(&bucket, &with_le, h.count as f64, ts));
+        series.push(self.sample(&format!("{metric}_count"), tags, h.count as f64, ts));
+        series.push(self.sample(&format!("{metric}_sum"), tags, h.sum, ts));
     }
 
     fn totals(
@@ -374,9 +436,25 @@ pub fn spawn(
         let mut series = Series::new(labels, stats);
         let (mut pushed, mut failed) = (0u64, 0u64);
         let mut last_error = None;
+        let (mut building, mut intervals) = (Duration::ZERO, 0usize);
         while let Some(batch) = rx.recv().await {
+            let started = std::time::Instant::now();
             let body = encode(&series.request(&batch));
-            match push(&client, &url, body).await {
+            building += started.elapsed();
+            intervals += batch.intervals.len();
+            let mut result = push(&client, &url, body).await;
+            if !series.classic
+                && result
+                    .as_ref()
+                    .is_err_and(|e| e.contains("native histograms"))
+            {
+                eprintln!(
+                    "thumper: warning: {shown} does not take native histograms (Prometheus needs --enable-feature=native-histograms); sending classic _bucket series instead"
+                );
+                series.classic = true;
+                result = push(&client, &url, encode(&series.rebuild(&batch))).await;
+            }
+            match result {
                 Ok(()) => pushed += 1,
                 Err(e) => {
                     if failed == 0 {
@@ -390,8 +468,21 @@ pub fn spawn(
                 }
             }
         }
+        tracing::info!(
+            output = %shown,
+            pushes = pushed + failed,
+            intervals,
+            us_per_push = building.as_secs_f64() * 1e6 / (pushed + failed).max(1) as f64,
+            us_per_interval = building.as_secs_f64() * 1e6 / intervals.max(1) as f64,
+            "time building and compressing remote-write requests"
+        );
         let line = format!(
-            "{shown}: {pushed} push(es) delivered, {failed} failed{}",
+            "{shown}: {pushed} push(es) delivered, {failed} failed{}{}",
+            if series.classic {
+                ", histograms as classic _bucket series (the receiver has no native histograms)"
+            } else {
+                ""
+            },
             last_error
                 .as_ref()
                 .map(|e| format!(" (last: {e})"))
@@ -603,6 +694,38 @@ mod tests {
         assert_eq!(
             prompb::WriteRequest::decode(raw.as_slice()).unwrap(),
             second
+        );
+    }
+
+    #[test]
+    fn classic_buckets_count_exactly_below_each_le() {
+        let mut series = Series::new(labels(), TrendStats(Vec::new()));
+        series.classic = true;
+        // 1 ms, 1.1 ms and 3 ms: le = 2^(-39/4) s ≈ 1.19 ms holds two, 2^(-33/4) ≈ 3.36 ms all.
+        let r = series.request(&Batch {
+            intervals: vec![interval(1.0, &[1_000, 1_100, 3_000])],
+            totals: None,
+            at_us: 1_000_000,
+        });
+        assert!(find(&r, "k6_query_duration_seconds").is_empty());
+        let buckets = find(&r, "k6_query_duration_seconds_bucket");
+        assert_eq!(buckets.len(), 78);
+        let at = |le: &str| {
+            buckets
+                .iter()
+                .find(|s| label(s, "le") == Some(le))
+                .unwrap_or_else(|| panic!("no le {le}"))
+                .samples[0]
+                .value
+        };
+        assert_eq!(at(&classic_le(-40)), 0.0, "≈ 0.97 ms");
+        assert_eq!(at(&classic_le(-39)), 2.0);
+        assert_eq!(at(&classic_le(-34)), 2.0, "≈ 2.8 ms");
+        assert_eq!(at(&classic_le(-33)), 3.0);
+        assert_eq!(at("+Inf"), 3.0);
+        assert_eq!(
+            find(&r, "k6_query_duration_seconds_count")[0].samples[0].value,
+            3.0
         );
     }
 
