@@ -470,3 +470,46 @@ async fn a_prometheus_without_native_histograms_gets_classic_buckets() {
     );
     stack.stop().await.unwrap();
 }
+
+#[test]
+fn compose_gives_prometheus_with_the_receiver_and_grafana_with_the_dashboard() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap();
+    let compose: serde_norway::Value = serde_norway::from_str(&read("docker-compose.yml")).unwrap();
+    let strings = |v: &serde_norway::Value| -> Vec<String> {
+        v.as_sequence()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let prometheus = &compose["services"]["prometheus"];
+    let flags = strings(&prometheus["command"]);
+    for flag in [
+        "--web.enable-remote-write-receiver",
+        "--enable-feature=native-histograms",
+    ] {
+        assert!(flags.iter().any(|f| f == flag), "{flags:?}");
+    }
+    assert!(strings(&prometheus["ports"]).contains(&"127.0.0.1:9090:9090".to_owned()));
+    // Grafana's dashboard provider reads the folder the dashboards are mounted on.
+    let volumes = strings(&compose["services"]["grafana"]["volumes"]);
+    let provider: serde_norway::Value =
+        serde_norway::from_str(&read("grafana/provisioning/dashboards/thumper.yml")).unwrap();
+    let folder = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    assert!(
+        volumes.contains(&format!("./grafana/dashboards:{folder}:ro")),
+        "{volumes:?} vs {folder}"
+    );
+    assert!(volumes.contains(&"./grafana/provisioning:/etc/grafana/provisioning:ro".to_owned()));
+    let datasources: serde_norway::Value =
+        serde_norway::from_str(&read("grafana/provisioning/datasources/prometheus.yml")).unwrap();
+    assert_eq!(
+        datasources["datasources"][0]["url"].as_str(),
+        Some("http://prometheus:9090")
+    );
+}
