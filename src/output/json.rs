@@ -26,7 +26,13 @@ pub fn spawn(
     mut rx: mpsc::Receiver<Batch>,
 ) -> JoinHandle<Delivery> {
     tokio::task::spawn_blocking(move || {
-        let file = match std::fs::File::create(&path) {
+        // Appended to: `check` emptied the file before the run, and a capacity search's steps
+        // (one run each) follow one another in it.
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path);
+        let file = match opened {
             Ok(f) => f,
             Err(e) => {
                 // Drain the queue so the watcher never sees a full one for this reason.
