@@ -220,6 +220,18 @@ pub struct RunArgs {
     /// sum to the whole at every stage, iteration k of the arrival timetable on instance k mod N.
     #[arg(long, value_name = "I/N", default_value = "0/1")]
     pub segment: crate::fleet::Segment,
+    /// Live output, k6's syntax: json=FILE, prometheus-rw=URL (or prometheus-rw with K6_PROMETHEUS_RW_SERVER_URL set); repeatable.
+    #[arg(long = "out", value_name = "KIND=TARGET", value_parser = crate::output::OutSpec::parse)]
+    pub outputs: Vec<crate::output::OutSpec>,
+    /// How often prometheus-rw pushes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "K6_PROMETHEUS_RW_PUSH_INTERVAL")]
+    pub out_interval: std::time::Duration,
+    /// Fail the run when an output cannot deliver (default: a warning and counted drops).
+    #[arg(long)]
+    pub out_required: bool,
+    /// A label on every output series and point, NAME=VALUE (repeatable); testid defaults to the report folder's name.
+    #[arg(long = "tag", value_name = "NAME=VALUE", value_parser = crate::output::parse_tag)]
+    pub tags: Vec<(String, String)>,
 }
 
 /// Arguments of `thumper rls-check`.
@@ -311,6 +323,12 @@ impl RunArgs {
             summary_md: self.summary_md,
             quiet: self.quiet,
             segment: self.segment,
+            outputs: crate::output::OutputOptions {
+                specs: self.outputs,
+                interval: self.out_interval,
+                required: self.out_required,
+                tags: self.tags.into_iter().collect(),
+            },
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod gateway_load;
 pub mod health;
 pub mod metrics;
 pub mod migrate;
+pub mod output;
 pub mod redact;
 pub mod report;
 pub mod rls;

@@ -48,7 +48,11 @@ async fn coordinate(
     // Set-up once, here: the workers are given no owner URL, so they never migrate or seed.
     prepare_target(plan, opts, target, &interrupt).await?;
     let started_at = time::OffsetDateTime::now_utc();
-    let folder = run::report_folder(&opts.report_dir, &format!("{}-fleet", plan.name), started_at);
+    let folder = run::report_folder(
+        &opts.report_dir,
+        &format!("{}-fleet", plan.name),
+        started_at,
+    );
     std::fs::create_dir_all(&folder)
         .map_err(|e| RunError::Failed(format!("{}: {e}", folder.display())))?;
     let me = std::env::current_exe()
@@ -64,7 +68,10 @@ async fn coordinate(
             .map_err(|e| RunError::Failed(format!("{}: {e}", folder.display())))?;
         let mut cmd = worker_command(&me, opts, target, segment, &dir);
         cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| RunError::Failed(e.to_string()))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| RunError::Failed(e.to_string()))?,
+            )
             .stderr(log)
             // Its own process group: the coordinator decides when workers stop.
             .process_group(0)

@@ -50,6 +50,11 @@ pub async fn run_gateway(
             plan.file
         )));
     };
+    if !opts.outputs.specs.is_empty() {
+        return Err(RunError::BadInput(
+            "--out is not supported by `thumper gateway` yet (its metrics do not go through the aggregator's watchers)".into(),
+        ));
+    }
     let rate_stages = stages.iter().map(|s| (s.duration, s.target)).collect();
     let gateway_bin = gateway_binary().await?;
     let started_at = time::OffsetDateTime::now_utc();
@@ -80,6 +85,7 @@ pub async fn run_gateway(
                 .or_else(|| interrupted.then(crate::signals::stop_reason)),
             aborted: false,
             interrupted,
+            output_failed: false,
             metrics: outcome.metrics,
             time_series: outcome.time_series,
             notes: outcome.notes,

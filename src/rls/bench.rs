@@ -570,6 +570,7 @@ async fn run_on_stack(
         summary_md: None,
         quiet: true,
         segment: crate::fleet::Segment::WHOLE,
+        outputs: Default::default(),
     };
 
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();

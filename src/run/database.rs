@@ -88,6 +88,16 @@ pub(crate) async fn measure(
     let stop = interrupt.child_token();
     let abort = CancellationToken::new();
     let open_model = matches!(plan.load, scenario::LoadShape::Open { .. });
+    let report_name = report_folder(std::path::Path::new(""), &plan.name, started_at);
+    let labels = crate::output::RunLabels::new(
+        &opts.outputs,
+        &plan.name,
+        &report_name.to_string_lossy(),
+        started_at,
+    );
+    let (outputs, output_watchers) = crate::output::Outputs::start(&opts.outputs, &labels);
+    let mut watchers = watchers(plan, opts.quiet);
+    watchers.extend(output_watchers);
     let aggregator = Aggregator::new(AggregatorConfig {
         start,
         interval: Duration::from_secs(1),
@@ -95,7 +105,7 @@ pub(crate) async fn measure(
         query_names: plan.queries.iter().map(|q| q.name.clone()).collect(),
         open_model,
         vus: vus.clone(),
-        watchers: watchers(plan, opts.quiet),
+        watchers,
         abort: abort.clone(),
     });
     let aggregator = tokio::spawn(aggregator.run(rx));
@@ -141,6 +151,9 @@ pub(crate) async fn measure(
         .await
         .map_err(|e| RunError::Failed(format!("metrics aggregation failed: {e}")))?;
     let duration_s = start.elapsed().as_secs_f64();
+    // The watchers are gone with the aggregator: the outputs deliver their last batch.
+    let delivered = outputs.finish().await;
+    notes.extend(delivered.notes);
 
     let interrupted = interrupt.is_cancelled();
     let stop_reason = if let Some(reason) = &aggregated.aborted_by {
@@ -164,6 +177,8 @@ pub(crate) async fn measure(
             aggregated.late_samples
         ));
     }
+    // `--out-required`: an output that could not deliver fails the run like a threshold.
+    notes.extend(delivered.failure.clone());
     let summary = super::judged_summary(
         plan,
         redact(&target.url),
@@ -173,6 +188,7 @@ pub(crate) async fn measure(
             stop_reason,
             aborted: aggregated.aborted_by.is_some(),
             interrupted,
+            output_failed: delivered.failure.is_some(),
             metrics: aggregated.metrics,
             time_series: aggregated.time_series,
             notes,

@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// This instance's share of a fleet run (`--segment I/N`).
     pub segment: crate::fleet::Segment,
+    /// `--out`, `--out-interval`, `--out-required`, `--tag`.
+    pub outputs: crate::output::OutputOptions,
 }
 
 /// Why a run could not be carried out.
@@ -158,6 +160,7 @@ pub fn check_outputs(opts: &RunOptions) -> Result<(), RunError> {
                 ))
             })?;
     }
+    crate::output::check(&opts.outputs).map_err(RunError::BadInput)?;
     Ok(())
 }
 
@@ -169,6 +172,8 @@ pub(crate) struct Measured {
     pub aborted: bool,
     /// Ctrl-C or SIGTERM stopped the run.
     pub interrupted: bool,
+    /// `--out-required` and an output could not deliver: the run fails as on a threshold.
+    pub output_failed: bool,
     pub metrics: BTreeMap<String, Metric>,
     pub time_series: Vec<Interval>,
     pub notes: Vec<String>,
@@ -202,7 +207,7 @@ pub(crate) fn judged_summary(
         ..Summary::empty()
     };
     summary.thresholds = gate::evaluate(&plan.thresholds, &summary);
-    summary.verdict = if measured.aborted {
+    summary.verdict = if measured.aborted || measured.output_failed {
         Verdict::Fail
     } else {
         gate::verdict(&summary.thresholds, measured.interrupted)
