@@ -91,3 +91,38 @@ async fn two_instances_add_up_to_the_scenario_and_merge_judges_the_sum() {
     assert!(out.join("report.html").is_file() && out.join("junit.xml").is_file());
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_fleet_is_set_up_once_and_judged_as_one_run() {
+    let stack = common::start_default().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = scenario_file(tmp.path(), "fleet", RATE);
+    let reports = tmp.path().join("r");
+    let urls = stack.urls();
+    let mut c = thumper();
+    c.args(["fleet", "--local", "2"])
+        .arg(&file)
+        .args(["--target", &urls.database_url])
+        .args(["--admin-url", &urls.admin_database_url])
+        .args(["--pgbouncer-admin", &urls.pgbouncer_admin_url])
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--quiet");
+    let o = output(c);
+    // Each worker alone stays under the iteration threshold; the fleet does not.
+    assert_eq!(o.status.code(), Some(99), "{}", text(&o));
+    let (dir, s) = summary(&reports);
+    assert_eq!(
+        count(&s, "iterations") + count(&s, "dropped_iterations"),
+        600
+    );
+    assert!(matches!(
+        s.metrics.get("fleet_start_skew"),
+        Some(thumper::metrics::summary::Metric::Gauge(g)) if g.samples == 1
+    ));
+    for i in 0..2 {
+        assert!(dir.join(format!("instance-{i}")).is_dir());
+    }
+    assert!(dir.join("report.html").is_file());
+    stack.stop().await.unwrap();
+}
