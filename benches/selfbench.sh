@@ -5,7 +5,8 @@
 # figures. A benchmark, not a test: it asserts nothing about speed, but stops on a failed run.
 #
 #   benches/selfbench.sh            # 20 s per workload
-#   SECONDS_PER_RUN=5 benches/selfbench.sh
+#   SECONDS_PER_RUN=5 CLIENTS=20 benches/selfbench.sh    # a quick look
+#   THUMPER=target/debug/thumper SKIP_GATEWAY=1 ...       # another build, no gateway part
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${SECONDS_PER_RUN:-20}"
@@ -13,8 +14,11 @@ clients="${CLIENTS:-100}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-cargo build --release --quiet --bin thumper --bin gateway
-thumper="$PWD/target/release/thumper"
+if [ -z "${THUMPER:-}" ]; then
+  cargo build --release --quiet --bin thumper --bin gateway
+  THUMPER="$PWD/target/release/thumper"
+fi
+thumper="$THUMPER"
 export THUMPER_STACK_STATE="$work/stack.json"
 
 # One stack for every run; PgBouncer takes 10,000 clients for the memory run.
@@ -119,6 +123,7 @@ for vus in 1000 10000; do
   printf '%-34s %12s %9.1f MB\n' "$vus VUs" "$(queries_of "$work/r-vus$vus")" "$(echo "$rss / 1024" | bc -l)"
 done
 
+[ -n "${SKIP_GATEWAY:-}" ] && exit 0
 echo
 echo "gateway (cargo test --release --test gateway_measure -- --ignored --nocapture):"
 cargo test --release --quiet --test gateway_measure -- --ignored --nocapture --test-threads 1 2>&1 |
