@@ -207,15 +207,9 @@ pub struct RunArgs {
     /// Short CI profile of the same shape (the timeline squeezed into 30 seconds).
     #[arg(long)]
     pub quick: bool,
-    /// Where report folders go.
-    #[arg(long, default_value = "reports")]
-    pub report_dir: PathBuf,
-    /// Also append the Markdown summary to this file (e.g. "$GITHUB_STEP_SUMMARY").
-    #[arg(long)]
-    pub summary_md: Option<PathBuf>,
-    /// No live progress line.
-    #[arg(long, short)]
-    pub quiet: bool,
+    /// Where the reports go.
+    #[command(flatten)]
+    pub reports: ReportArgs,
     /// Run instance I's share of the scenario, of N instances (I from 0): VUs split so the parts
     /// sum to the whole at every stage, iteration k of the arrival timetable on instance k mod N.
     #[arg(long, value_name = "I/N", default_value = "0/1")]
@@ -232,6 +226,21 @@ pub struct RunArgs {
     /// A label on every output series and point, NAME=VALUE (repeatable); testid defaults to the report folder's name.
     #[arg(long = "tag", value_name = "NAME=VALUE", value_parser = crate::output::parse_tag)]
     pub tags: Vec<(String, String)>,
+}
+
+/// Where a run's reports go and how much it says while it runs: the same for every command
+/// that writes reports.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Where report folders go.
+    #[arg(long, default_value = "reports")]
+    pub report_dir: PathBuf,
+    /// Also append the Markdown summary to this file (e.g. "$GITHUB_STEP_SUMMARY").
+    #[arg(long)]
+    pub summary_md: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Arguments of `thumper rls-check`.
@@ -271,15 +280,9 @@ pub struct RlsBenchArgs {
     /// A threshold, k6's expression syntax: 'rls_overhead_pct{query:lookup}: max < 20' (repeatable).
     #[arg(long = "threshold", value_name = "METRIC: EXPR")]
     pub thresholds: Vec<String>,
-    /// Where report folders go.
-    #[arg(long, default_value = "reports")]
-    pub report_dir: PathBuf,
-    /// Also append the Markdown summary to this file (e.g. "$GITHUB_STEP_SUMMARY").
-    #[arg(long)]
-    pub summary_md: Option<PathBuf>,
-    /// No progress lines.
-    #[arg(long, short)]
-    pub quiet: bool,
+    /// Where the reports go.
+    #[command(flatten)]
+    pub reports: ReportArgs,
 }
 
 impl RlsBenchArgs {
@@ -301,9 +304,9 @@ impl RlsBenchArgs {
             samples: self.samples,
             seed_or: self.seed_or,
             thresholds,
-            report_dir: self.report_dir,
-            summary_md: self.summary_md,
-            quiet: self.quiet,
+            report_dir: self.reports.report_dir,
+            summary_md: self.reports.summary_md,
+            quiet: self.reports.quiet,
         })
     }
 }
@@ -319,9 +322,9 @@ impl RunArgs {
             admin_url: self.admin_url,
             pgbouncer_admin_url: self.pgbouncer_admin,
             pool_mode: self.pool_mode.0,
-            report_dir: self.report_dir,
-            summary_md: self.summary_md,
-            quiet: self.quiet,
+            report_dir: self.reports.report_dir,
+            summary_md: self.reports.summary_md,
+            quiet: self.reports.quiet,
             segment: self.segment,
             outputs: crate::output::OutputOptions {
                 specs: self.outputs,

@@ -120,11 +120,7 @@ fn schedule(
     let start = pool.ctx.start;
     let segment = pool.ctx.segment;
     // In a fleet, iteration k of the scenario's timetable is instance k mod N's.
-    let due_times = timetable
-        .arrivals()
-        .enumerate()
-        .filter(|(k, _)| segment.owns(*k as u64))
-        .map(|(_, due)| due);
+    let due_times = timetable.arrivals_from(u64::from(segment.index), u64::from(segment.count));
     for due in due_times {
         let intended = start + due;
         // Wait for the ticket's time, serving VUs that become free meanwhile: often while

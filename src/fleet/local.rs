@@ -10,7 +10,7 @@ use std::process::Stdio;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::merge::merge;
+use super::merge::{combine, judge};
 use super::Segment;
 use crate::metrics::summary::{GaugeStats, Metric, Summary, Verdict};
 use crate::run::target::{prepare_target, resolve_target, Target};
@@ -66,7 +66,7 @@ async fn coordinate(
         let dir = folder.join(format!("instance-{index}"));
         let log = std::fs::File::create(folder.join(format!("instance-{index}.log")))
             .map_err(|e| RunError::Failed(format!("{}: {e}", folder.display())))?;
-        let mut cmd = worker_command(&me, opts, target, segment, &dir);
+        let mut cmd = worker_command(&me, opts, plan, target, segment, &dir);
         cmd.stdin(Stdio::null())
             .stdout(
                 log.try_clone()
@@ -121,24 +121,26 @@ async fn coordinate(
             missing.join("; ")
         )));
     }
-    let mut summary = merge(&summaries).map_err(|e| RunError::Failed(e.to_string()))?;
-    add_start_skew(&mut summary, &summaries, plan);
-    summary.notes.splice(
-        0..0,
-        std::iter::once(format!(
+    let mut summary = combine(&summaries).map_err(|e| RunError::Failed(e.to_string()))?;
+    add_start_skew(&mut summary, &summaries);
+    summary.notes.insert(
+        0,
+        format!(
             "a fleet of {workers} local workers; each one's reports are in {}",
             folder.display()
-        )),
+        ),
     );
+    // A worker that died is never a silent pass.
+    summary.notes.extend(missing.iter().cloned());
+    let interrupted = !missing.is_empty()
+        || interrupt.is_cancelled()
+        || summaries.iter().any(|s| s.verdict == Verdict::Interrupted);
     if !missing.is_empty() {
-        // A worker that died is never a silent pass.
-        summary.notes.extend(missing.iter().cloned());
-        summary.verdict = Verdict::Interrupted;
         summary.stop_reason = Some(missing.join("; "));
     } else if interrupt.is_cancelled() {
-        summary.verdict = Verdict::Interrupted;
         summary.stop_reason = Some(crate::signals::stop_reason());
     }
+    judge(&mut summary, &plan.thresholds, interrupted);
     write_reports(&summary, &folder, opts.summary_md.as_deref())?;
     Ok(RunResult {
         summary,
@@ -151,6 +153,7 @@ async fn coordinate(
 fn worker_command(
     me: &Path,
     opts: &RunOptions,
+    plan: &crate::scenario::Plan,
     target: &Target,
     segment: Segment,
     dir: &Path,
@@ -175,18 +178,13 @@ fn worker_command(
     if opts.quick {
         cmd.arg("--quick");
     }
-    let pool_mode = match opts.pool_mode {
-        None => "none",
-        Some(crate::stack::PoolMode::Session) => "session",
-        Some(crate::stack::PoolMode::Statement) => "statement",
-        Some(crate::stack::PoolMode::Transaction) => "transaction",
+    // The embedded stack is what the plan's [stack.pgbouncer] made it; another target is what
+    // --pool-mode said.
+    let pooling = match (&opts.target, run::stack_options(plan)) {
+        (None, Ok(stack)) => Some(stack.pgbouncer.pool_mode),
+        _ => opts.pool_mode,
     };
-    // The embedded stack is what the plan's [stack.pgbouncer] made it.
-    let pool_mode = if opts.target.is_none() {
-        crate::run::stack_options_pool_mode(opts).unwrap_or(pool_mode)
-    } else {
-        pool_mode
-    };
+    let pool_mode = pooling.map_or("none", crate::stack::PoolMode::as_str);
     cmd.args(["--pool-mode", pool_mode]);
     cmd
 }
@@ -202,7 +200,7 @@ fn read_instance(dir: &Path) -> Option<Summary> {
 
 /// The spread of the workers' load start times, in milliseconds, as the gauge
 /// `fleet_start_skew`; a threshold on it is judged with the others.
-fn add_start_skew(summary: &mut Summary, instances: &[Summary], plan: &crate::scenario::Plan) {
+fn add_start_skew(summary: &mut Summary, instances: &[Summary]) {
     let starts: Vec<time::OffsetDateTime> = instances
         .iter()
         .filter_map(|s| {
@@ -229,7 +227,4 @@ fn add_start_skew(summary: &mut Summary, instances: &[Summary], plan: &crate::sc
     summary.notes.push(format!(
         "workers started their load within {skew_ms:.1} ms of each other"
     ));
-    let interrupted = summary.verdict == Verdict::Interrupted;
-    summary.thresholds = crate::gate::evaluate(&plan.thresholds, summary);
-    summary.verdict = crate::gate::verdict(&summary.thresholds, interrupted);
 }

@@ -8,6 +8,7 @@ use crate::gate;
 use crate::metrics::codec;
 use crate::metrics::summary::{
     CounterStats, GaugeStats, Interval, IntervalTrend, Metric, RateStats, Summary, TrendStats,
+    Verdict,
 };
 
 /// Why instance summaries cannot be merged.
@@ -52,8 +53,28 @@ fn shared_gauge(name: &str) -> bool {
     name.starts_with("pgbouncer_")
 }
 
-/// Merges instance summaries into the fleet's, judged on the merged data.
+/// Merges instance summaries into the fleet's, judged on the merged data by the thresholds the
+/// instances ran with.
 pub fn merge(instances: &[Summary]) -> Result<Summary, MergeError> {
+    let mut summary = combine(instances)?;
+    let thresholds = instances[0]
+        .thresholds
+        .iter()
+        .map(|t| reparse(&t.metric, &t.expression, t.abort_on_fail))
+        .collect::<Result<Vec<_>, _>>()?;
+    let interrupted = instances.iter().any(|s| s.verdict == Verdict::Interrupted);
+    judge(&mut summary, &thresholds, interrupted);
+    Ok(summary)
+}
+
+/// Evaluates `thresholds` on a merged summary and sets its verdict.
+pub fn judge(summary: &mut Summary, thresholds: &[gate::Threshold], interrupted: bool) {
+    summary.thresholds = gate::evaluate(thresholds, summary);
+    summary.verdict = gate::verdict(&summary.thresholds, interrupted);
+}
+
+/// The fleet's data from its instances' summaries, not yet judged.
+pub fn combine(instances: &[Summary]) -> Result<Summary, MergeError> {
     let first = instances.first().ok_or(MergeError::Empty)?;
     for (index, s) in instances.iter().enumerate() {
         if s.scenario.name != first.scenario.name {
@@ -75,7 +96,7 @@ pub fn merge(instances: &[Summary]) -> Result<Summary, MergeError> {
             .collect();
         metrics.insert(name.clone(), merge_metric(name, &parts, duration_s)?);
     }
-    let mut summary = Summary {
+    Ok(Summary {
         scenario: first.scenario.clone(),
         target: first.target.clone(),
         started_at: instances
@@ -95,18 +116,7 @@ pub fn merge(instances: &[Summary]) -> Result<Summary, MergeError> {
             .collect(),
         curves: Vec::new(),
         ..Summary::empty()
-    };
-    let thresholds = first
-        .thresholds
-        .iter()
-        .map(|t| reparse(&t.metric, &t.expression, t.abort_on_fail))
-        .collect::<Result<Vec<_>, _>>()?;
-    summary.thresholds = gate::evaluate(&thresholds, &summary);
-    let interrupted = instances
-        .iter()
-        .any(|s| s.verdict == crate::metrics::summary::Verdict::Interrupted);
-    summary.verdict = gate::verdict(&summary.thresholds, interrupted);
-    Ok(summary)
+    })
 }
 
 /// A threshold as the summary wrote it, parsed again for the merged data.
@@ -292,7 +302,7 @@ fn merge_series(instances: &[Summary]) -> Result<Vec<Interval>, MergeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::summary::{ThresholdResult, Verdict};
+    use crate::metrics::summary::ThresholdResult;
 
     fn instance(values: &[u64], errors: u64) -> Summary {
         let mut h = codec::new_latency_histogram();

@@ -118,13 +118,6 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
     Ok(plan)
 }
 
-/// The embedded stack's PgBouncer mode for `--pool-mode`, as the scenario's `[stack.pgbouncer]`
-/// sets it.
-pub(crate) fn stack_options_pool_mode(opts: &RunOptions) -> Option<&'static str> {
-    let plan = scenario::load(&opts.scenario).ok()?;
-    Some(stack_options(&plan).ok()?.pgbouncer.pool_mode.as_str())
-}
-
 /// Creates the report folder and opens `--summary-md` for appending, so a path that cannot be
 /// written is bad input now (exit 2) rather than a failure once the run is over.
 pub fn check_outputs(opts: &RunOptions) -> Result<(), RunError> {

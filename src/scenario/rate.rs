@@ -153,9 +153,16 @@ impl RateSchedule {
     /// The due times of iterations 0, 1, 2, ... in order: iteration `i` starts when `i` are due
     /// (the first at the first instant of the schedule).
     pub fn arrivals(&self) -> Arrivals<'_> {
+        self.arrivals_from(0, 1)
+    }
+
+    /// The due times of iterations `first`, `first + step`, `first + 2·step`, ...: one
+    /// instance's share of a fleet's timetable, without computing the others'.
+    pub fn arrivals_from(&self, first: u64, step: u64) -> Arrivals<'_> {
         Arrivals {
             schedule: self,
-            next: 0,
+            next: first,
+            step: step.max(1),
         }
     }
 
@@ -175,6 +182,7 @@ impl RateSchedule {
 pub struct Arrivals<'a> {
     schedule: &'a RateSchedule,
     next: u64,
+    step: u64,
 }
 
 impl Iterator for Arrivals<'_> {
@@ -187,7 +195,7 @@ impl Iterator for Arrivals<'_> {
         if k >= self.schedule.total() {
             return None;
         }
-        self.next += 1;
+        self.next += self.step;
         self.schedule.due_time(k)
     }
 }
@@ -312,6 +320,18 @@ mod tests {
             times.windows(2).all(|w| w[0] <= w[1]),
             "due times are ordered"
         );
+    }
+
+    #[test]
+    fn strided_arrivals_are_every_nth_of_the_whole() {
+        let schedule = RateSchedule::new(0, &[stage(5, 200)], Duration::from_secs(1));
+        let whole: Vec<Duration> = schedule.arrivals().collect();
+        let mut parts: Vec<Duration> = (0..3)
+            .flat_map(|i| schedule.arrivals_from(i, 3).collect::<Vec<_>>())
+            .collect();
+        parts.sort();
+        assert_eq!(parts, whole);
+        assert_eq!(schedule.arrivals_from(1, 3).next(), whole.get(1).copied());
     }
 
     #[test]

@@ -154,19 +154,10 @@ pub fn stop_owned_now(grace: Duration) {
         let _ = kill(Pid::from_raw(*pid as i32), *signal);
     }
     let deadline = Instant::now() + grace;
-    let gone = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.trim_start().chars().next())
-                    .is_none_or(|state| matches!(state, 'Z' | 'X'))
-            })
-            .unwrap_or(true)
-    };
-    while Instant::now() < deadline && !owned.iter().all(|(pid, _)| gone(*pid)) {
+    while Instant::now() < deadline && owned.iter().any(|(pid, _)| live(*pid)) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for (pid, _) in owned.iter().filter(|(pid, _)| !gone(*pid)) {
+    for (pid, _) in owned.iter().filter(|(pid, _)| live(*pid)) {
         let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
     }
 }
@@ -251,14 +242,7 @@ impl Server {
 /// The marker (the data directory or config file path, unique per stack) guards against the
 /// pid having been reused by an unrelated process.
 pub fn pid_alive(pid: u32, marker: &str) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state is the first field after the parenthesised command name.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if matches!(state, None | Some('Z') | Some('X')) {
+    if !live(pid) {
         return false;
     }
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -268,6 +252,18 @@ pub fn pid_alive(pid: u32, marker: &str) -> bool {
                 .contains(marker)
         })
         .unwrap_or(false)
+}
+
+/// Whether `pid` is a running process (not gone, not a zombie), from /proc.
+fn live(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state is the first field after the parenthesised command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z') | Some('X'))
 }
 
 /// Signals a process we did not spawn (a detached stack's) and waits until it is gone.
