@@ -115,6 +115,7 @@ pub fn combine(instances: &[Summary]) -> Result<Summary, MergeError> {
             .flat_map(|(i, s)| s.notes.iter().map(move |n| format!("instance {i}: {n}")))
             .collect(),
         curves: Vec::new(),
+        instances: Vec::new(),
         ..Summary::empty()
     })
 }

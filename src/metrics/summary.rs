@@ -51,6 +51,54 @@ pub struct Summary {
     /// Extra named series that are not per-interval, such as a capacity search's rate curve.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub curves: Vec<Curve>,
+    /// A fleet run's generators one by one (empty for a single run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceStats>,
+}
+
+/// One generator of a fleet run, as the fleet's report breaks it down: what it drove, how it
+/// ended, and whether its own CPU was the bottleneck (then its latencies include its queueing).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InstanceStats {
+    /// Its segment, `I/N`.
+    pub segment: String,
+    /// Where it ran (host name, or pod name on Kubernetes); empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// How it ended.
+    pub state: InstanceState,
+    /// Iterations it completed.
+    pub iterations: u64,
+    /// Queries it completed.
+    pub queries: u64,
+    /// Its connection and query errors.
+    pub errors: u64,
+    /// Its own `query_duration` p99, in microseconds (0 without samples).
+    pub p99_us: u64,
+    /// Its load start, in milliseconds after the fleet's earliest.
+    pub start_offset_ms: f64,
+    /// Its mean CPU use while loading, in percent of the cores it may use; `None` when unmeasured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// Its largest resident memory, in MB; `None` when unmeasured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rss_mb: Option<f64>,
+    /// Its CPU stayed above the saturation level: its numbers include its own queueing.
+    #[serde(default)]
+    pub saturated: bool,
+}
+
+/// How a fleet instance ended.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// It ran its share to the end (or to the fleet's stop) and reported.
+    #[default]
+    Finished,
+    /// It stopped early on its own (a signal, its target gone) and reported what it measured.
+    Interrupted,
+    /// Its process died or it went silent: only what it streamed before is counted.
+    Lost,
 }
 
 /// The scenario a summary was produced from.
@@ -299,6 +347,7 @@ impl Summary {
             time_series: Vec::new(),
             notes: Vec::new(),
             curves: Vec::new(),
+            instances: Vec::new(),
         }
     }
 }
