@@ -214,6 +214,17 @@ pub struct RunArgs {
     /// sum to the whole at every stage, iteration k of the arrival timetable on instance k mod N.
     #[arg(long, value_name = "I/N", default_value = "0/1")]
     pub segment: crate::fleet::Segment,
+    /// Fleet worker: take part in the fleet run coordinated over this NATS server (the
+    /// coordinator sets up, starts every worker at once and judges the fleet).
+    #[arg(long, value_name = "URL", env = "THUMPER_FLEET_NATS")]
+    pub fleet_nats: Option<String>,
+    /// The fleet run's id, the same for the coordinator and its workers.
+    #[arg(long, value_name = "ID", default_value = "fleet", env = "THUMPER_FLEET_ID")]
+    pub fleet_id: String,
+    /// Fleet: how long the coordinator waits for every worker's ready, and a worker for the
+    /// coordinator's start.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "D")]
+    pub ready_timeout: std::time::Duration,
     /// Live output, k6's syntax: json=FILE, prometheus-rw=URL (or prometheus-rw with K6_PROMETHEUS_RW_SERVER_URL set); repeatable.
     #[arg(long = "out", value_name = "KIND=TARGET", value_parser = crate::output::OutSpec::parse)]
     pub outputs: Vec<crate::output::OutSpec>,
@@ -326,6 +337,11 @@ impl RunArgs {
             summary_md: self.reports.summary_md,
             quiet: self.reports.quiet,
             segment: self.segment,
+            fleet: self.fleet_nats.map(|nats| crate::fleet::FleetLink {
+                nats,
+                id: self.fleet_id.clone(),
+                ready_timeout: self.ready_timeout,
+            }),
             outputs: crate::output::OutputOptions {
                 specs: self.outputs,
                 interval: self.out_interval,

@@ -22,10 +22,11 @@ pub async fn dispatch(command: Command) -> u8 {
             scenario: path,
             local,
             args,
-        } => finish_run(
-            crate::fleet::local::run(&args.into_options(path), local, crate::signals::watch())
-                .await,
-        ),
+        } => {
+            let opts = args.into_options(path);
+            let nats = opts.fleet.as_ref().map(|l| l.nats.clone());
+            finish_run(crate::fleet::local::run(&opts, local, nats, crate::signals::watch()).await)
+        }
         Command::Capacity {
             scenario: path,
             slo_p99,

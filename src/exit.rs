@@ -16,11 +16,17 @@ pub const NOT_JUDGED: u8 = 98;
 pub const THRESHOLD: u8 = 99;
 
 /// The exit code of a finished run's verdict. An interrupted run exits 128 + the signal
-/// (130 for Ctrl-C, 143 for SIGTERM).
+/// (130 for Ctrl-C, 143 for SIGTERM), or 1 when no signal stopped this process (a fleet lost a
+/// worker, or its coordinator stopped it).
 pub fn of_verdict(verdict: Verdict) -> u8 {
     match verdict {
         Verdict::Pass => PASS,
         Verdict::Fail => THRESHOLD,
-        Verdict::Interrupted => crate::signals::exit_code(),
+        // Interrupted without a signal here: a fleet that lost a worker, or was stopped by
+        // its coordinator.
+        Verdict::Interrupted => match crate::signals::received() {
+            Some(_) => crate::signals::exit_code(),
+            None => FAILED,
+        },
     }
 }

@@ -77,6 +77,14 @@ async fn next(
     }
 }
 
+/// The first interrupting signal this process received, if any.
+pub fn received() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
 /// Why an interrupted run stopped, for its summary.
 pub fn stop_reason() -> String {
     match RECEIVED.load(Ordering::SeqCst) {

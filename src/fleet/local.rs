@@ -1,25 +1,33 @@
-//! `thumper fleet --local N`: a fleet of N worker processes on this machine. The coordinator
-//! (this process) resolves the target and migrates and seeds it once; the workers only load it,
-//! each its `--segment I/N`; the coordinator merges their reports into one and judges the fleet.
+//! `thumper fleet --local N`: a fleet of N worker processes on this machine, coordinated over
+//! NATS exactly as on Kubernetes. This process is the coordinator ([`coordinator`]): it resolves
+//! the target, migrates and seeds it once, starts the workers (each `thumper run --segment I/N
+//! --fleet-nats URL`), and writes the fleet's one report above the workers' own folders.
 //! Start skew (the spread of the workers' load start times) is measured and can carry a
 //! threshold (`fleet_start_skew = ["max < 50"]`, ms).
 
-use std::path::{Path, PathBuf};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::Stdio;
 
+use nix::sys::signal::Signal;
 use tokio::process::Command;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::merge::{combine, judge};
-use super::Segment;
-use crate::metrics::summary::{GaugeStats, Metric, Summary, Verdict};
-use crate::run::target::{prepare_target, resolve_target, Target};
+use super::coordinator::{self, Coordination, WorkerExit};
+use super::{FleetLink, Segment};
+use crate::metrics::summary::{GaugeStats, Metric, Summary};
+use crate::run::target::{resolve_target, Target};
 use crate::run::{self, load_plan, write_reports, RunError, RunOptions, RunResult};
+use crate::stack::nats::NatsServer;
+use crate::stack::process::OwnedPid;
 
-/// Runs the scenario of `opts` as `workers` local processes and returns the fleet's result.
+/// Runs the scenario of `opts` as `workers` local processes coordinated over NATS (`nats`, or
+/// a `nats-server` started for the run) and returns the fleet's result.
 pub async fn run(
     opts: &RunOptions,
     workers: u32,
+    nats: Option<String>,
     interrupt: CancellationToken,
 ) -> Result<RunResult, RunError> {
     if workers == 0 {
@@ -28,25 +36,37 @@ pub async fn run(
         ));
     }
     let plan = load_plan(opts)?;
+    let (server, nats) = match nats {
+        Some(url) => (None, url),
+        None => {
+            let server = NatsServer::start()
+                .await
+                .map_err(|e| RunError::Failed(format!("{e:#}")))?;
+            let url = server.url().to_owned();
+            (Some(server), url)
+        }
+    };
     let target = resolve_target(&plan, opts).await?;
-    let result = coordinate(opts, &plan, &target, workers, interrupt).await;
+    let result = coordinate_local(opts, &plan, &target, workers, &nats, interrupt).await;
     if let Some(s) = target.owned_stack {
         if let Err(e) = s.stop().await {
             eprintln!("thumper: stopping the embedded stack: {e}");
         }
     }
+    if let Some(server) = server {
+        server.stop().await;
+    }
     result
 }
 
-async fn coordinate(
+async fn coordinate_local(
     opts: &RunOptions,
     plan: &crate::scenario::Plan,
     target: &Target,
     workers: u32,
+    nats: &str,
     interrupt: CancellationToken,
 ) -> Result<RunResult, RunError> {
-    // Set-up once, here: the workers are given no owner URL, so they never migrate or seed.
-    prepare_target(plan, opts, target, &interrupt).await?;
     let started_at = time::OffsetDateTime::now_utc();
     let folder = run::report_folder(
         &opts.report_dir,
@@ -57,16 +77,23 @@ async fn coordinate(
         .map_err(|e| RunError::Failed(format!("{}: {e}", folder.display())))?;
     let me = std::env::current_exe()
         .map_err(|e| RunError::Failed(format!("cannot locate the thumper binary: {e}")))?;
-    let mut children = Vec::with_capacity(workers as usize);
+    let link = FleetLink {
+        nats: nats.to_owned(),
+        id: fleet_id(&plan.name, started_at),
+        ready_timeout: opts.fleet.as_ref().map_or(DEFAULT_READY, |l| l.ready_timeout),
+    };
+    let (exit_tx, exits) = mpsc::unbounded_channel();
+    let mut owned = Vec::new();
     for index in 0..workers {
         let segment = Segment {
             index,
             count: workers,
         };
         let dir = folder.join(format!("instance-{index}"));
-        let log = std::fs::File::create(folder.join(format!("instance-{index}.log")))
-            .map_err(|e| RunError::Failed(format!("{}: {e}", folder.display())))?;
-        let mut cmd = worker_command(&me, opts, plan, target, segment, &dir);
+        let log_path = folder.join(format!("instance-{index}.log"));
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| RunError::Failed(format!("{}: {e}", log_path.display())))?;
+        let mut cmd = worker_command(&me, opts, plan, target, segment, &dir, &link);
         cmd.stdin(Stdio::null())
             .stdout(
                 log.try_clone()
@@ -76,76 +103,70 @@ async fn coordinate(
             // Its own process group: the coordinator decides when workers stop.
             .process_group(0)
             .kill_on_drop(true);
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| RunError::Failed(format!("starting worker {segment}: {e}")))?;
-        children.push((segment, dir, child));
+        // A second Ctrl-C stops them at once, with the servers.
+        owned.push(OwnedPid::register(
+            child.id().unwrap_or_default(),
+            Signal::SIGKILL,
+        ));
+        let tx = exit_tx.clone();
+        tokio::spawn(async move {
+            let how = match child.wait().await {
+                Ok(status) => match (status.code(), status.signal()) {
+                    (Some(c), _) => format!("exit {c}"),
+                    (None, Some(sig)) => format!("killed by signal {sig}"),
+                    _ => status.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            let _ = tx.send(WorkerExit {
+                index,
+                how,
+                log: Some(log_path),
+            });
+        });
     }
-    let pids: Vec<u32> = children.iter().filter_map(|(_, _, c)| c.id()).collect();
-    let mut stopped = false;
-    let mut outcomes = Vec::with_capacity(children.len());
-    for (segment, dir, mut child) in children {
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break status,
-                _ = interrupt.cancelled(), if !stopped => {
-                    stopped = true;
-                    // Every worker stops and writes its reports, as a single run does.
-                    for pid in &pids {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(*pid as i32),
-                            nix::sys::signal::Signal::SIGINT,
-                        );
-                    }
-                }
-            }
-        };
-        outcomes.push((segment, dir, status));
-    }
-    let mut summaries = Vec::new();
-    let mut missing = Vec::new();
-    for (segment, dir, status) in &outcomes {
-        let code = status.as_ref().ok().and_then(|s| s.code());
-        match read_instance(dir) {
-            Some(s) if matches!(code, Some(0 | 99 | 130 | 143)) => summaries.push(s),
-            _ => missing.push(format!(
-                "worker {segment} ended with {} and left no report (see {}.log)",
-                code.map_or("a signal".to_owned(), |c| format!("exit {c}")),
-                dir.display()
-            )),
-        }
-    }
-    if summaries.is_empty() {
-        return Err(RunError::Failed(format!(
-            "no worker finished: {}",
-            missing.join("; ")
-        )));
-    }
-    let mut summary = combine(&summaries).map_err(|e| RunError::Failed(e.to_string()))?;
-    add_start_skew(&mut summary, &summaries);
+    drop(exit_tx);
+    let mut summary = coordinator::coordinate(
+        plan,
+        opts,
+        target,
+        Coordination {
+            workers,
+            link,
+            exits: Some(exits),
+        },
+        interrupt,
+    )
+    .await?;
+    drop(owned);
     summary.notes.insert(
         0,
         format!(
-            "a fleet of {workers} local workers; each one's reports are in {}",
+            "{workers} local worker processes; each one's reports and log are in {}",
             folder.display()
         ),
     );
-    // A worker that died is never a silent pass.
-    summary.notes.extend(missing.iter().cloned());
-    let interrupted = !missing.is_empty()
-        || interrupt.is_cancelled()
-        || summaries.iter().any(|s| s.verdict == Verdict::Interrupted);
-    if !missing.is_empty() {
-        summary.stop_reason = Some(missing.join("; "));
-    } else if interrupt.is_cancelled() {
-        summary.stop_reason = Some(crate::signals::stop_reason());
-    }
-    judge(&mut summary, &plan.thresholds, interrupted);
     write_reports(&summary, &folder, opts.summary_md.as_deref())?;
     Ok(RunResult {
         summary,
         report_dir: folder,
     })
+}
+
+/// The default of `--ready-timeout`.
+const DEFAULT_READY: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A fleet id unique to this run, so two fleets on one NATS server never hear each other.
+fn fleet_id(name: &str, at: time::OffsetDateTime) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(40)
+        .collect();
+    format!("{safe}-{}-{}", at.unix_timestamp(), std::process::id())
 }
 
 /// The `thumper run` a worker runs: the same scenario and timeline, the target as a plain
@@ -157,18 +178,23 @@ fn worker_command(
     target: &Target,
     segment: Segment,
     dir: &Path,
+    link: &FleetLink,
 ) -> Command {
     let mut cmd = Command::new(me);
     cmd.arg("run")
         .arg(&opts.scenario)
         .args(["--target", &target.url])
         .args(["--segment", &segment.to_string()])
+        .args(["--fleet-nats", &link.nats, "--fleet-id", &link.id])
+        .args(["--ready-timeout", &format!("{}s", link.ready_timeout.as_secs())])
         .arg("--report-dir")
         .arg(dir)
         .arg("--quiet")
         .env_remove("ADMIN_DATABASE_URL")
         .env_remove("DATABASE_URL")
-        .env_remove("PGBOUNCER_ADMIN_URL");
+        .env_remove("PGBOUNCER_ADMIN_URL")
+        .env_remove("THUMPER_FLEET_NATS")
+        .env_remove("THUMPER_FLEET_ID");
     if let Some(admin) = &target.pgbouncer_admin_url {
         cmd.args(["--pgbouncer-admin", admin]);
     }
@@ -189,18 +215,9 @@ fn worker_command(
     cmd
 }
 
-fn read_instance(dir: &Path) -> Option<Summary> {
-    let folder: PathBuf = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.join("summary.json").is_file())?;
-    crate::report::read_summary(&folder.join("summary.json")).ok()
-}
-
 /// The spread of the workers' load start times, in milliseconds, as the gauge
 /// `fleet_start_skew`; a threshold on it is judged with the others.
-fn add_start_skew(summary: &mut Summary, instances: &[Summary]) {
+pub(crate) fn add_start_skew(summary: &mut Summary, instances: &[Summary]) {
     let starts: Vec<time::OffsetDateTime> = instances
         .iter()
         .filter_map(|s| {

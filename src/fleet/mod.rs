@@ -1,8 +1,22 @@
 //! Running one scenario from many generators: each instance's share of the load
 //! ([`segment`]), and one summary and verdict from the instances' summaries ([`merge`]).
 
+pub mod coordinator;
 pub mod local;
 pub mod merge;
+pub mod protocol;
 pub mod segment;
+pub mod worker;
 
 pub use segment::Segment;
+
+/// How a worker reaches its fleet's coordinator (`--fleet-nats`, `--fleet-id`).
+#[derive(Debug, Clone)]
+pub struct FleetLink {
+    /// The NATS server's URL.
+    pub nats: String,
+    /// The fleet run's id (a NATS subject token).
+    pub id: String,
+    /// How long to wait for the other side at the barrier.
+    pub ready_timeout: std::time::Duration,
+}

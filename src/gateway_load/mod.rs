@@ -17,7 +17,7 @@
 //! reports work on the returned metrics like on any scenario's.
 
 pub mod fake_discord;
-mod nats;
+
 mod process;
 mod recorder;
 mod run;
@@ -39,7 +39,7 @@ use crate::gateway_load::fake_discord::{
 };
 use crate::metrics::summary::{CounterStats, GaugeStats, Interval, Metric};
 use crate::scenario::duration;
-pub use nats::NatsServer;
+pub use crate::stack::nats::NatsServer;
 pub use process::{GatewayProcess, ProcSample, ProcSampler};
 use recorder::{Gauge, Recorder};
 pub use run::{run_gateway, GatewayOptions};

@@ -570,6 +570,7 @@ async fn run_on_stack(
         summary_md: None,
         quiet: true,
         segment: crate::fleet::Segment::WHOLE,
+        fleet: None,
         outputs: Default::default(),
     };
 
@@ -609,7 +610,7 @@ async fn run_on_stack(
             planned_s += plan.load.duration().as_secs_f64();
             let target = run::target::Target::existing(url.clone());
             let (phase, _) =
-                run::database::measure(&plan, &run_options, &target, Vec::new(), interrupt.clone())
+                run::database::measure(&plan, &run_options, &target, Vec::new(), interrupt.clone(), Vec::new())
                     .await?;
             let mut latency_p50_us = BTreeMap::new();
             for q in queries(way) {

@@ -225,7 +225,7 @@ async fn search(
         let notes = notes.clone();
         let interrupt = interrupt.clone();
         async move {
-            let (s, _) = run::database::measure(&plan, opts, target, notes, interrupt).await?;
+            let (s, _) = run::database::measure(&plan, opts, target, notes, interrupt, Vec::new()).await?;
             Ok::<_, RunError>(s)
         }
     };

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::target::{preflight, prepare_target, resolve_target, Target};
 use super::{load_plan, report_folder, write_reports, RunError, RunOptions, RunResult};
 use crate::executor::{self, Connector, RunContext};
+use crate::fleet::worker::Worker;
 use crate::gate;
 use crate::metrics::aggregator::{Aggregator, AggregatorConfig, Watcher};
 use crate::metrics::summary::{Metric, Summary};
@@ -37,15 +38,54 @@ async fn run_on_target(
     target: &Target,
     interrupt: CancellationToken,
 ) -> Result<RunResult, RunError> {
-    prepare_target(plan, opts, target, &interrupt).await?;
-    let mut notes = preflight(&target.url, plan).await?;
+    // A fleet worker leaves the set-up to its coordinator and waits for it.
+    let mut worker = match &opts.fleet {
+        Some(link) => {
+            let mut w = Worker::join(link, opts.segment).await?;
+            w.wait_for_setup(&interrupt).await?;
+            Some(w)
+        }
+        None => {
+            prepare_target(plan, opts, target, &interrupt).await?;
+            None
+        }
+    };
+    let mut notes = match preflight(&target.url, plan).await {
+        Ok(notes) => notes,
+        Err(e) => {
+            if let Some(w) = &worker {
+                w.fail(&e.to_string()).await;
+            }
+            return Err(e);
+        }
+    };
     // A target thumper migrated is checked for policies that defeat the tenant index.
-    if target.admin_url.is_some() && plan.queries.iter().any(|q| q.tenant_scoped) {
+    if target.admin_url.is_some()
+        && worker.is_none()
+        && plan.queries.iter().any(|q| q.tenant_scoped)
+    {
         notes.extend(crate::rls::check::run_notes(&target.url, &plan.queries, plan.dataset).await);
     }
-    let (summary, started_at) = measure(plan, opts, target, notes, interrupt).await?;
+    let (interrupt, extra) = match worker.as_mut() {
+        Some(w) => {
+            w.ready_and_wait_for_start(&interrupt).await?;
+            (w.fleet_interrupt(&interrupt), vec![w.streamer()])
+        }
+        None => (interrupt, Vec::new()),
+    };
+    let (mut summary, started_at) = measure(plan, opts, target, notes, interrupt, extra).await?;
+    if let Some(reason) = worker.as_ref().and_then(Worker::fleet_stop_reason) {
+        if crate::signals::received().is_none() {
+            summary.stop_reason = Some(reason);
+        }
+    }
     let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
     write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
+    if let Some(w) = worker {
+        if let Some(note) = w.finish(&summary).await {
+            eprintln!("thumper: {note}");
+        }
+    }
     Ok(RunResult {
         summary,
         report_dir,
@@ -71,6 +111,7 @@ pub(crate) async fn measure(
     target: &Target,
     mut notes: Vec<String>,
     interrupt: CancellationToken,
+    extra_watchers: Vec<Box<dyn Watcher>>,
 ) -> Result<(Summary, time::OffsetDateTime), RunError> {
     if opts.segment != crate::fleet::Segment::WHOLE {
         notes.push(format!(
@@ -98,6 +139,7 @@ pub(crate) async fn measure(
     let (outputs, output_watchers) = crate::output::Outputs::start(&opts.outputs, &labels);
     let mut watchers = watchers(plan, opts.quiet);
     watchers.extend(output_watchers);
+    watchers.extend(extra_watchers);
     let aggregator = Aggregator::new(AggregatorConfig {
         start,
         interval: Duration::from_secs(1),

@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// This instance's share of a fleet run (`--segment I/N`).
     pub segment: crate::fleet::Segment,
+    /// `--fleet-nats`: this run is a worker of a coordinated fleet.
+    pub fleet: Option<crate::fleet::FleetLink>,
     /// `--out`, `--out-interval`, `--out-required`, `--tag`.
     pub outputs: crate::output::OutputOptions,
 }

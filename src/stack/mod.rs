@@ -28,6 +28,7 @@ pub mod binaries;
 mod error;
 pub mod pgbouncer;
 pub mod postgres;
+pub mod nats;
 pub mod process;
 pub mod state;
 

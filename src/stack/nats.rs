@@ -1,4 +1,4 @@
-//! A throwaway `nats-server` on 127.0.0.1 for one run (Debian's `nats-server` package).
+//! A throwaway `nats-server` on 127.0.0.1 (Debian's `nats-server` package): the gateway pipeline's bus and a fleet's coordination channel.
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -1,0 +1,611 @@
+//! The coordinator of a fleet run (`thumper fleet coordinate`, and the coordinating side of
+//! `thumper fleet --local N`): set the target up once, hold the ready barrier, announce one
+//! start instant, merge the workers' streamed intervals, judge `abort_on_fail` thresholds on the
+//! fleet's data while it runs (stopping every worker when one fails), name a worker that dies
+//! or goes silent, and build the fleet's one summary from the workers' own summaries with the
+//! same `combine` + `judge` that `thumper merge` uses.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::merge::{combine, judge};
+use super::protocol::{unix_us_now, Control, FromWorker, Subjects};
+use super::worker::connect;
+use super::FleetLink;
+use crate::gate::LiveCheck;
+use crate::metrics::codec;
+use crate::metrics::summary::{
+    CounterStats, GaugeStats, InstanceState, Interval, Metric, Summary, TrendStats, Verdict,
+};
+use crate::redact::redact;
+use crate::run::target::{prepare_target, Target};
+use crate::run::{self, Measured, RunError, RunOptions};
+use crate::scenario::Plan;
+
+/// The coordinator broadcasts its state this often (and at every change).
+const BROADCAST_EVERY: Duration = Duration::from_millis(500);
+/// The start is announced this far ahead, so every worker has it before it is due.
+const START_LEAD: Duration = Duration::from_millis(750);
+/// A loading worker sends an interval every second; one silent this long is lost. Intervals
+/// close 1.5 s after they end, so the first one comes about 2.5 s after the start.
+const SILENCE: Duration = Duration::from_secs(6);
+/// A local worker process that exited is given this long for its summary to arrive.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// A local worker process that ended ([`super::local`] watches them; on Kubernetes only
+/// silence tells).
+#[derive(Debug)]
+pub struct WorkerExit {
+    /// Its segment index.
+    pub index: u32,
+    /// How it ended, for the report: `exit 1`, `killed by signal 9`.
+    pub how: String,
+    /// Its log, if it has one.
+    pub log: Option<PathBuf>,
+}
+
+/// What the coordinator needs besides the run's options.
+pub struct Coordination {
+    /// How many workers the fleet has.
+    pub workers: u32,
+    /// The NATS server and fleet id.
+    pub link: FleetLink,
+    /// Exits of local worker processes, when they are local.
+    pub exits: Option<mpsc::UnboundedReceiver<WorkerExit>>,
+}
+
+/// One worker as the coordinator follows it.
+#[derive(Default)]
+struct Member {
+    host: String,
+    intervals: Vec<Interval>,
+    error_classes: BTreeMap<String, BTreeMap<String, u64>>,
+    started_at_unix_us: Option<i64>,
+    last_heard: Option<Instant>,
+    exited: Option<(Instant, String)>,
+    summary: Option<Summary>,
+    lost: Option<String>,
+}
+
+impl Member {
+    fn done(&self) -> bool {
+        self.summary.is_some() || self.lost.is_some()
+    }
+}
+
+/// Sets the target up, runs the fleet, and returns its judged summary (reports not yet written).
+pub async fn coordinate(
+    plan: &Plan,
+    opts: &RunOptions,
+    target: &Target,
+    mut co: Coordination,
+    interrupt: CancellationToken,
+) -> Result<Summary, RunError> {
+    super::protocol::check_fleet_id(&co.link.id).map_err(RunError::BadInput)?;
+    let n = co.workers;
+    let client = connect(&co.link.nats, "thumper coordinator").await?;
+    let subjects = Subjects::new(&co.link.id);
+    let sub_err = |e: async_nats::SubscribeError| RunError::Failed(format!("NATS: {e}"));
+    let mut from_workers = client
+        .subscribe(subjects.worker.clone())
+        .await
+        .map_err(sub_err)?;
+    let mut finals = client
+        .subscribe(subjects.fin.clone())
+        .await
+        .map_err(sub_err)?;
+    let (control, control_rx) = watch::channel(Control::Setup);
+    let broadcast_done = CancellationToken::new();
+    let broadcaster = tokio::spawn(broadcast(
+        client.clone(),
+        subjects.control.clone(),
+        control_rx,
+        broadcast_done.clone(),
+    ));
+    let cancel = |reason: String| {
+        control.send_replace(Control::Cancel { reason });
+    };
+    let result = async {
+        // Set-up once, here: workers never migrate or seed.
+        if let Err(e) = prepare_target(plan, opts, target, &interrupt).await {
+            cancel(e.to_string());
+            return Err(e);
+        }
+        control.send_replace(Control::Open);
+        let mut members: Vec<Member> = (0..n).map(|_| Member::default()).collect();
+        if let Err(e) = barrier(
+            &mut members,
+            n,
+            &co.link,
+            &mut from_workers,
+            co.exits.as_mut(),
+            &interrupt,
+        )
+        .await
+        {
+            cancel(e.to_string());
+            return Err(e);
+        }
+        let start_at = unix_us_now() + START_LEAD.as_micros() as i64;
+        control.send_replace(Control::Start {
+            at_unix_us: start_at,
+        });
+        let cpu_before = own_cpu_us();
+        let outcome = follow(
+            plan,
+            &client,
+            &control,
+            &mut members,
+            &mut from_workers,
+            &mut finals,
+            co.exits.as_mut(),
+            &interrupt,
+        )
+        .await;
+        let cpu_us = own_cpu_us().saturating_sub(cpu_before);
+        Ok(fleet_summary(plan, target, members, outcome, cpu_us, &interrupt))
+    }
+    .await;
+    // Let the last state reach the workers before the coordinator goes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broadcast_done.cancel();
+    let _ = broadcaster.await;
+    let _ = client.flush().await;
+    result
+}
+
+/// Publishes the coordinator's state now and then, and at every change.
+async fn broadcast(
+    client: async_nats::Client,
+    subject: String,
+    mut state: watch::Receiver<Control>,
+    done: CancellationToken,
+) {
+    loop {
+        let now = state.borrow_and_update().clone();
+        if let Ok(bytes) = serde_json::to_vec(&now) {
+            let _ = client.publish(subject.clone(), bytes.into()).await;
+            let _ = client.flush().await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(BROADCAST_EVERY) => {}
+            changed = state.changed() => if changed.is_err() { return },
+            _ = done.cancelled() => return,
+        }
+    }
+}
+
+/// Waits until all `n` workers are ready. A worker of another fleet size, one that cannot run,
+/// one whose process ended, or one missing at the deadline ends the run here, named.
+async fn barrier(
+    members: &mut [Member],
+    n: u32,
+    link: &FleetLink,
+    from_workers: &mut async_nats::Subscriber,
+    mut exits: Option<&mut mpsc::UnboundedReceiver<WorkerExit>>,
+    interrupt: &CancellationToken,
+) -> Result<(), RunError> {
+    let deadline = tokio::time::Instant::now() + link.ready_timeout;
+    let mut ready = vec![false; n as usize];
+    while ready.iter().any(|r| !r) {
+        tokio::select! {
+            msg = from_workers.next() => {
+                let Some(msg) = msg else {
+                    return Err(RunError::Failed("lost the NATS subscription".into()));
+                };
+                match serde_json::from_slice::<FromWorker>(&msg.payload) {
+                    Ok(FromWorker::Ready { index, count, host }) => {
+                        if count != n || index >= n {
+                            return Err(RunError::Failed(format!(
+                                "worker {index}/{count} joined fleet `{}`, which has {n} workers: start every worker with --segment I/{n}",
+                                link.id
+                            )));
+                        }
+                        ready[index as usize] = true;
+                        members[index as usize].host = host;
+                    }
+                    Ok(FromWorker::Failed { index, reason }) => {
+                        return Err(RunError::Failed(format!("worker {index}/{n} cannot run: {reason}")));
+                    }
+                    _ => {}
+                }
+            }
+            Some(exit) = next_exit(&mut exits) => {
+                return Err(RunError::Failed(format!(
+                    "worker {}/{n} ended ({}) before it was ready{}",
+                    exit.index,
+                    exit.how,
+                    exit.log.map(|l| format!("; see {}", l.display())).unwrap_or_default()
+                )));
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let missing: Vec<String> = ready
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| !**r)
+                    .map(|(i, _)| format!("{i}/{n}"))
+                    .collect();
+                return Err(RunError::Failed(format!(
+                    "worker{} {} did not report ready within {:?} on {} (fleet `{}`): is each started with --fleet-nats, the same --fleet-id and its --segment?",
+                    if missing.len() > 1 { "s" } else { "" },
+                    missing.join(", "),
+                    link.ready_timeout,
+                    redact(&link.nats),
+                    link.id
+                )));
+            }
+            _ = interrupt.cancelled() => {
+                return Err(RunError::Interrupted(
+                    "interrupted at the fleet's ready barrier, before any load".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn next_exit(exits: &mut Option<&mut mpsc::UnboundedReceiver<WorkerExit>>) -> Option<WorkerExit> {
+    match exits {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How the load phase ended, for the summary.
+struct Outcome {
+    /// The fleet-wide `abort_on_fail` threshold that stopped it.
+    aborted_by: Option<String>,
+    /// Worker-intervals received (for the coordinator's CPU per worker-interval).
+    intervals: u64,
+}
+
+/// Follows the workers from the start to their summaries.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    plan: &Plan,
+    client: &async_nats::Client,
+    control: &watch::Sender<Control>,
+    members: &mut [Member],
+    from_workers: &mut async_nats::Subscriber,
+    finals: &mut async_nats::Subscriber,
+    mut exits: Option<&mut mpsc::UnboundedReceiver<WorkerExit>>,
+    interrupt: &CancellationToken,
+) -> Outcome {
+    let n = members.len();
+    let started = Instant::now() + START_LEAD;
+    for m in members.iter_mut() {
+        m.last_heard = Some(started);
+    }
+    let live = LiveCheck::new(&plan.thresholds);
+    let mut totals = Totals::default();
+    let mut outcome = Outcome {
+        aborted_by: None,
+        intervals: 0,
+    };
+    let mut stopped = false;
+    // Past the planned end, the graceful stop and the last interval's grace, a worker that
+    // has not reported is lost.
+    let deadline = started + plan.load.duration() + plan.graceful_stop + Duration::from_secs(30);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while members.iter().any(|m| !m.done()) {
+        tokio::select! {
+            Some(msg) = from_workers.next() => {
+                let Ok(msg) = serde_json::from_slice::<FromWorker>(&msg.payload) else { continue };
+                let index = msg.index() as usize;
+                let Some(m) = members.get_mut(index) else { continue };
+                m.last_heard = Some(Instant::now());
+                match msg {
+                    FromWorker::Interval { started_at_unix_us, interval, error_classes, .. } => {
+                        m.started_at_unix_us = Some(started_at_unix_us);
+                        m.error_classes = error_classes;
+                        if live.is_some() {
+                            totals.add(&interval);
+                        }
+                        m.intervals.push(*interval);
+                        outcome.intervals += 1;
+                    }
+                    FromWorker::Failed { reason, .. } if m.summary.is_none() => {
+                        m.lost = Some(format!("worker {index}/{n} failed: {reason}"));
+                    }
+                    _ => {}
+                }
+            }
+            Some(msg) = finals.next() => {
+                if let Ok(FromWorker::Final { index, summary }) = serde_json::from_slice(&msg.payload) {
+                    if let Some(reply) = msg.reply {
+                        let _ = client.publish(reply, "ok".into()).await;
+                    }
+                    if let Some(m) = members.get_mut(index as usize) {
+                        if m.lost.is_none() {
+                            m.summary = Some(*summary);
+                        }
+                    }
+                }
+            }
+            Some(exit) = next_exit(&mut exits) => {
+                if let Some(m) = members.get_mut(exit.index as usize) {
+                    let log = exit.log.map(|l| format!("; see {}", l.display())).unwrap_or_default();
+                    m.exited = Some((Instant::now(), format!("{}{log}", exit.how)));
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for (i, m) in members.iter_mut().enumerate() {
+                    if m.done() {
+                        continue;
+                    }
+                    if let Some((at, how)) = &m.exited {
+                        if now >= *at + EXIT_GRACE {
+                            m.lost = Some(format!("worker {i}/{n} died ({how}) without its summary: only the intervals it streamed are counted"));
+                        }
+                    } else if m.last_heard.is_some_and(|t| now > t + SILENCE) {
+                        m.lost = Some(format!(
+                            "worker {i}/{n}{} went silent: nothing heard for {} s; only the intervals it streamed are counted",
+                            host_suffix(&m.host),
+                            SILENCE.as_secs()
+                        ));
+                    } else if now > deadline {
+                        m.lost = Some(format!("worker {i}/{n}{} did not finish by the planned end plus the graceful stop and 30 s", host_suffix(&m.host)));
+                    }
+                }
+                if stopped {
+                    continue;
+                }
+                if let Some(lost) = members.iter().find_map(|m| m.lost.clone()) {
+                    stopped = true;
+                    control.send_replace(Control::Stop { reason: lost, interrupted: true });
+                } else if let Some(check) = &live {
+                    let elapsed = now.saturating_duration_since(started);
+                    if let Some(reason) = check.judge(elapsed, |wanted| Summary {
+                        metrics: totals.metrics(elapsed.as_secs_f64(), &members_classes(members), wanted),
+                        ..Summary::empty()
+                    }) {
+                        stopped = true;
+                        outcome.aborted_by = Some(format!("fleet-wide: {reason}"));
+                        control.send_replace(Control::Stop { reason, interrupted: false });
+                    }
+                }
+            }
+            _ = interrupt.cancelled(), if !stopped => {
+                stopped = true;
+                control.send_replace(Control::Stop {
+                    reason: format!("the coordinator was {}", crate::signals::stop_reason()),
+                    interrupted: true,
+                });
+            }
+        }
+    }
+    outcome
+}
+
+fn host_suffix(host: &str) -> String {
+    if host.is_empty() {
+        String::new()
+    } else {
+        format!(" ({host})")
+    }
+}
+
+/// Every worker's error classes so far, summed.
+fn members_classes(members: &[Member]) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut all: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for m in members {
+        for (counter, classes) in &m.error_classes {
+            let into = all.entry(counter.clone()).or_default();
+            for (class, count) in classes {
+                *into.entry(class.clone()).or_default() += count;
+            }
+        }
+    }
+    all
+}
+
+/// Run totals built from intervals: the fleet's while it runs, and a lost worker's afterwards.
+#[derive(Default)]
+struct Totals {
+    trends: BTreeMap<String, Histogram<u64>>,
+    counters: BTreeMap<String, u64>,
+    gauges: BTreeMap<String, GaugeStats>,
+}
+
+impl Totals {
+    fn add(&mut self, interval: &Interval) {
+        for (name, t) in &interval.trends {
+            let Ok(h) = codec::decode(&t.histogram) else {
+                continue;
+            };
+            match self.trends.get_mut(name) {
+                Some(total) => {
+                    let _ = total.add(&h);
+                }
+                None => {
+                    self.trends.insert(name.clone(), h);
+                }
+            }
+        }
+        for (name, count) in &interval.counters {
+            *self.counters.entry(name.clone()).or_default() += count;
+        }
+        let mut gauges: Vec<(&str, f64)> = interval
+            .gauges
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        gauges.push(("vus", interval.vus as f64));
+        for (name, value) in gauges {
+            let g = self.gauges.entry(name.to_owned()).or_insert(GaugeStats {
+                last: value,
+                min: value,
+                max: value,
+                samples: 0,
+            });
+            g.last = value;
+            g.min = g.min.min(value);
+            g.max = g.max.max(value);
+            g.samples += 1;
+        }
+    }
+
+    fn metrics(
+        &self,
+        duration_s: f64,
+        classes: &BTreeMap<String, BTreeMap<String, u64>>,
+        with_histogram: &dyn Fn(&str) -> bool,
+    ) -> BTreeMap<String, Metric> {
+        let mut metrics = BTreeMap::new();
+        for (name, h) in &self.trends {
+            metrics.insert(
+                name.clone(),
+                Metric::Trend(TrendStats::from_histogram(
+                    h,
+                    duration_s,
+                    with_histogram(name),
+                )),
+            );
+        }
+        for (name, count) in &self.counters {
+            metrics.insert(
+                name.clone(),
+                Metric::Counter(CounterStats {
+                    count: *count,
+                    rate_per_s: if duration_s > 0.0 {
+                        *count as f64 / duration_s
+                    } else {
+                        0.0
+                    },
+                    by_class: classes.get(name).cloned().unwrap_or_default(),
+                }),
+            );
+        }
+        for (name, g) in &self.gauges {
+            metrics.insert(name.clone(), Metric::Gauge(g.clone()));
+        }
+        metrics
+    }
+}
+
+/// The summary of a worker that was lost: what it streamed, built by the one summary builder.
+fn lost_summary(plan: &Plan, target: &Target, m: &Member, reason: &str) -> Summary {
+    let mut totals = Totals::default();
+    for i in &m.intervals {
+        totals.add(i);
+    }
+    let duration_s = m.intervals.last().map_or(0.0, |i| i.t_s);
+    let started_at = m
+        .started_at_unix_us
+        .and_then(|us| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).ok()
+        })
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    run::judged_summary(
+        plan,
+        redact(&target.url),
+        started_at,
+        Measured {
+            duration_s,
+            stop_reason: Some(reason.to_owned()),
+            aborted: false,
+            interrupted: true,
+            output_failed: false,
+            metrics: totals.metrics(duration_s, &m.error_classes, &|_| true),
+            time_series: m.intervals.clone(),
+            notes: Vec::new(),
+        },
+    )
+}
+
+/// The fleet's summary from its members: their own summaries with the streamed intervals (the
+/// same data their report folders hold), a lost member's from what it streamed; merged and
+/// judged as `thumper merge` does.
+fn fleet_summary(
+    plan: &Plan,
+    target: &Target,
+    members: Vec<Member>,
+    outcome: Outcome,
+    cpu_us: u64,
+    interrupt: &CancellationToken,
+) -> Summary {
+    let n = members.len();
+    let lost: Vec<String> = members.iter().filter_map(|m| m.lost.clone()).collect();
+    let hosts: Vec<String> = members.iter().map(|m| m.host.clone()).collect();
+    let states: Vec<bool> = members.iter().map(|m| m.lost.is_some()).collect();
+    let summaries: Vec<Summary> = members
+        .into_iter()
+        .map(|m| match (m.summary.clone(), &m.lost) {
+            (Some(mut s), _) => {
+                if !m.intervals.is_empty() {
+                    s.time_series = m.intervals;
+                }
+                s
+            }
+            (None, reason) => lost_summary(
+                plan,
+                target,
+                &m,
+                reason.as_deref().unwrap_or("lost"),
+            ),
+        })
+        .collect();
+    let mut summary = match combine(&summaries) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut s = Summary::empty();
+            s.notes.push(format!("the workers' data could not be merged: {e}"));
+            s
+        }
+    };
+    for (i, stats) in summary.instances.iter_mut().enumerate() {
+        if states.get(i) == Some(&true) {
+            stats.state = InstanceState::Lost;
+        }
+        if let Some(h) = hosts.get(i).filter(|h| !h.is_empty()) {
+            stats.host = h.clone();
+        }
+    }
+    super::local::add_start_skew(&mut summary, &summaries);
+    summary.notes.insert(
+        0,
+        format!(
+            "a fleet of {n} workers, coordinated over NATS; the coordinator used {:.1} ms of CPU for {} worker-intervals ({:.0} µs each)",
+            cpu_us as f64 / 1e3,
+            outcome.intervals,
+            cpu_us as f64 / outcome.intervals.max(1) as f64
+        ),
+    );
+    summary.notes.extend(lost.iter().cloned());
+    let interrupted = !lost.is_empty()
+        || interrupt.is_cancelled()
+        || summaries.iter().any(|s| s.verdict == Verdict::Interrupted);
+    summary.stop_reason = if !lost.is_empty() {
+        Some(lost.join("; "))
+    } else if let Some(reason) = &outcome.aborted_by {
+        Some(reason.clone())
+    } else if interrupt.is_cancelled() {
+        Some(crate::signals::stop_reason())
+    } else {
+        summaries.iter().find_map(|s| s.stop_reason.clone())
+    };
+    judge(&mut summary, &plan.thresholds, interrupted);
+    if outcome.aborted_by.is_some() && !interrupted {
+        summary.verdict = Verdict::Fail;
+    }
+    summary
+}
+
+/// This process's CPU time so far (user + system), in microseconds.
+fn own_cpu_us() -> u64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| {
+                tv.tv_sec() as u64 * 1_000_000 + tv.tv_usec() as u64
+            };
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,358 @@
+//! The worker's side of a coordinated fleet run (`thumper run --segment I/N --fleet-nats URL`):
+//! wait for the coordinator's set-up, check the target, report ready, start at the announced
+//! instant, stream every closed interval, stop when told, and hand over the summary at the end.
+//!
+//! A worker never migrates or seeds. Its own report folder is written before the summary is
+//! sent, so a coordinator that dies leaves every worker's `summary.json` and `latency.hlog`
+//! for `thumper merge`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{host_name, unix_us_now, Control, FromWorker, Subjects};
+use super::{FleetLink, Segment};
+use crate::metrics::aggregator::{RunView, Watcher};
+use crate::metrics::summary::{Metric, Summary};
+use crate::redact::redact;
+use crate::run::RunError;
+
+/// How often a ready worker repeats that it is ready.
+const READY_EVERY: Duration = Duration::from_millis(500);
+/// A start announced longer ago than this is one this worker was not counted in.
+const LATE_START: Duration = Duration::from_secs(2);
+
+/// A worker's connection to its fleet.
+pub struct Worker {
+    client: async_nats::Client,
+    subjects: Subjects,
+    segment: Segment,
+    link: FleetLink,
+    control: watch::Receiver<Option<Control>>,
+    publisher: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Connects to the fleet's NATS server and follows the coordinator's broadcasts.
+    pub async fn join(link: &FleetLink, segment: Segment) -> Result<Worker, RunError> {
+        super::protocol::check_fleet_id(&link.id).map_err(RunError::BadInput)?;
+        let client = connect(&link.nats, &format!("thumper worker {segment}")).await?;
+        let subjects = Subjects::new(&link.id);
+        let mut sub = client
+            .subscribe(subjects.control.clone())
+            .await
+            .map_err(|e| RunError::Failed(format!("subscribing on NATS: {e}")))?;
+        // The subscription is registered before anything this worker publishes is seen.
+        client
+            .flush()
+            .await
+            .map_err(|e| RunError::Failed(format!("NATS at {}: {e}", redact(&link.nats))))?;
+        let (tx, control) = watch::channel(None);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(msg) = sub.next().await {
+                if let Ok(c) = serde_json::from_slice::<Control>(&msg.payload) {
+                    tx.send_if_modified(|now| {
+                        let changed = now.as_ref() != Some(&c);
+                        *now = Some(c);
+                        changed
+                    });
+                }
+            }
+        });
+        Ok(Worker {
+            client,
+            subjects,
+            segment,
+            link: link.clone(),
+            control,
+            publisher: None,
+        })
+    }
+
+    /// Waits until the coordinator has set the target up. A coordinator that never answers, or
+    /// cancels, ends the run here, before any load.
+    pub async fn wait_for_setup(&mut self, interrupt: &CancellationToken) -> Result<(), RunError> {
+        let link = self.link.clone();
+        let deadline = tokio::time::Instant::now() + link.ready_timeout;
+        loop {
+            let now = self.control.borrow_and_update().clone();
+            match now {
+                Some(Control::Open) => return Ok(()),
+                Some(Control::Start { at_unix_us }) => return Err(self.late(at_unix_us)),
+                Some(Control::Cancel { reason }) | Some(Control::Stop { reason, .. }) => {
+                    return Err(RunError::Failed(format!(
+                        "the fleet's coordinator cancelled the run: {reason}"
+                    )))
+                }
+                Some(Control::Setup) | None => {}
+            }
+            tokio::select! {
+                changed = self.control.changed() => {
+                    if changed.is_err() {
+                        return Err(RunError::Failed("lost the NATS subscription".into()));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(RunError::Failed(format!(
+                        "worker {}: no coordinator of fleet `{}` answered on {} within {:?} (start `thumper fleet coordinate` with the same --fleet-id, or raise --ready-timeout)",
+                        self.segment,
+                        link.id,
+                        redact(&link.nats),
+                        link.ready_timeout
+                    )));
+                }
+                _ = interrupt.cancelled() => {
+                    return Err(RunError::Interrupted("interrupted while waiting for the fleet's coordinator, before any load".into()));
+                }
+            }
+        }
+    }
+
+    /// Tells the coordinator this worker cannot run, so the fleet is cancelled at once.
+    pub async fn fail(&self, reason: &str) {
+        let msg = FromWorker::Failed {
+            index: self.segment.index,
+            reason: reason.to_owned(),
+        };
+        let _ = self.send(&msg).await;
+        let _ = self.client.flush().await;
+    }
+
+    /// Reports ready until the coordinator announces the start, then waits for that instant.
+    /// Returns when the load must start.
+    pub async fn ready_and_wait_for_start(
+        &mut self,
+        interrupt: &CancellationToken,
+    ) -> Result<(), RunError> {
+        let ready = FromWorker::Ready {
+            index: self.segment.index,
+            count: self.segment.count,
+            host: host_name(),
+        };
+        let deadline = tokio::time::Instant::now() + self.link.ready_timeout;
+        let mut every = tokio::time::interval(READY_EVERY);
+        let at_unix_us = loop {
+            let now = self.control.borrow_and_update().clone();
+            match now {
+                Some(Control::Start { at_unix_us }) => break at_unix_us,
+                Some(Control::Cancel { reason }) | Some(Control::Stop { reason, .. }) => {
+                    return Err(RunError::Failed(format!(
+                        "the fleet's coordinator cancelled the run: {reason}"
+                    )))
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = every.tick() => self.send(&ready).await?,
+                changed = self.control.changed() => {
+                    if changed.is_err() {
+                        return Err(RunError::Failed("lost the NATS subscription".into()));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(RunError::Failed(format!(
+                        "worker {}: the coordinator did not announce the start within {:?} of this worker's ready",
+                        self.segment, self.link.ready_timeout
+                    )));
+                }
+                _ = interrupt.cancelled() => {
+                    return Err(RunError::Interrupted("interrupted at the fleet's ready barrier, before any load".into()));
+                }
+            }
+        };
+        let wait_us = at_unix_us - unix_us_now();
+        if wait_us < -(LATE_START.as_micros() as i64) {
+            return Err(self.late(at_unix_us));
+        }
+        if wait_us > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_micros(wait_us as u64)) => {}
+                _ = interrupt.cancelled() => {
+                    return Err(RunError::Interrupted("interrupted before the fleet's start, before any load".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn late(&self, at_unix_us: i64) -> RunError {
+        RunError::Failed(format!(
+            "worker {}: the fleet started {:.1} s ago without this worker; a worker that joins late is refused (start a new fleet run)",
+            self.segment,
+            (unix_us_now() - at_unix_us) as f64 / 1e6
+        ))
+    }
+
+    /// A token cancelled when the coordinator stops the fleet as interrupted (a signal there, a
+    /// lost worker): this worker's run then stops and reports as interrupted too.
+    pub fn fleet_interrupt(&self, interrupt: &CancellationToken) -> CancellationToken {
+        let token = interrupt.child_token();
+        let on_stop = token.clone();
+        let mut control = self.control.clone();
+        tokio::spawn(async move {
+            loop {
+                if matches!(
+                    &*control.borrow_and_update(),
+                    Some(Control::Stop {
+                        interrupted: true,
+                        ..
+                    })
+                ) {
+                    on_stop.cancel();
+                    return;
+                }
+                tokio::select! {
+                    changed = control.changed() => if changed.is_err() { return },
+                    _ = on_stop.cancelled() => return,
+                }
+            }
+        });
+        token
+    }
+
+    /// Why the coordinator stopped the fleet as interrupted, if it did.
+    pub fn fleet_stop_reason(&self) -> Option<String> {
+        match &*self.control.borrow() {
+            Some(Control::Stop {
+                reason,
+                interrupted: true,
+            }) => Some(format!("the fleet was stopped: {reason}")),
+            _ => None,
+        }
+    }
+
+    /// The watcher that streams each closed interval to the coordinator and stops the run when
+    /// the coordinator stops the fleet on a threshold.
+    pub fn streamer(&mut self) -> Box<dyn Watcher> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<FromWorker>();
+        let client = self.client.clone();
+        let subject = self.subjects.worker.clone();
+        self.publisher = Some(tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if let Ok(bytes) = serde_json::to_vec(&msg) {
+                    if client.publish(subject.clone(), bytes.into()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            let _ = client.flush().await;
+        }));
+        Box::new(Streamer {
+            index: self.segment.index,
+            started_at_unix_us: unix_us_now(),
+            sent: 0,
+            tx,
+            control: self.control.clone(),
+        })
+    }
+
+    /// Hands the summary (as written to this worker's folder) to the coordinator and waits for
+    /// its acknowledgement. Returns a note when the coordinator did not take it.
+    pub async fn finish(mut self, summary: &Summary) -> Option<String> {
+        if let Some(p) = self.publisher.take() {
+            let _ = p.await;
+        }
+        let mut sent = summary.clone();
+        sent.time_series.clear();
+        let msg = FromWorker::Final {
+            index: self.segment.index,
+            summary: Box::new(sent),
+        };
+        let bytes = serde_json::to_vec(&msg).ok()?;
+        for _ in 0..3 {
+            let request = self
+                .client
+                .request(self.subjects.fin.clone(), bytes.clone().into());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), request).await {
+                return None;
+            }
+        }
+        Some(format!(
+            "worker {}: the coordinator did not take this worker's summary; judge the fleet with `thumper merge` over the workers' report folders",
+            self.segment
+        ))
+    }
+
+    async fn send(&self, msg: &FromWorker) -> Result<(), RunError> {
+        let bytes = serde_json::to_vec(msg).map_err(|e| RunError::Failed(e.to_string()))?;
+        self.client
+            .publish(self.subjects.worker.clone(), bytes.into())
+            .await
+            .map_err(|e| RunError::Failed(format!("publishing to NATS: {e}")))
+    }
+}
+
+/// Connects to NATS with a name the server's monitoring shows.
+pub(crate) async fn connect(url: &str, name: &str) -> Result<async_nats::Client, RunError> {
+    let connecting = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url);
+    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(RunError::Failed(format!(
+            "cannot connect to NATS at {}: {e}",
+            redact(url)
+        ))),
+        Err(_) => Err(RunError::Failed(format!(
+            "NATS at {} did not answer within 10 s",
+            redact(url)
+        ))),
+    }
+}
+
+/// Streams closed intervals; the coordinator's threshold stop comes back through it.
+struct Streamer {
+    index: u32,
+    started_at_unix_us: i64,
+    sent: usize,
+    tx: mpsc::UnboundedSender<FromWorker>,
+    control: watch::Receiver<Option<Control>>,
+}
+
+impl Streamer {
+    fn send_new(&mut self, run: &RunView<'_>) {
+        let intervals = run.intervals();
+        if self.sent >= intervals.len() {
+            return;
+        }
+        let error_classes: BTreeMap<String, BTreeMap<String, u64>> = run
+            .metrics(|_| false)
+            .into_iter()
+            .filter_map(|(name, m)| match m {
+                Metric::Counter(c) if !c.by_class.is_empty() => Some((name, c.by_class)),
+                _ => None,
+            })
+            .collect();
+        for interval in &intervals[self.sent..] {
+            let _ = self.tx.send(FromWorker::Interval {
+                index: self.index,
+                started_at_unix_us: self.started_at_unix_us,
+                interval: Box::new(interval.clone()),
+                error_classes: error_classes.clone(),
+            });
+        }
+        self.sent = intervals.len();
+    }
+}
+
+impl Watcher for Streamer {
+    fn tick(&mut self, run: &RunView<'_>) -> Option<String> {
+        self.send_new(run);
+        match &*self.control.borrow() {
+            Some(Control::Stop {
+                reason,
+                interrupted: false,
+            }) => Some(format!("the fleet stopped: {reason}")),
+            _ => None,
+        }
+    }
+
+    fn finish(&mut self, run: &RunView<'_>) {
+        self.send_new(run);
+    }
+}
