@@ -219,7 +219,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", env = "THUMPER_FLEET_NATS")]
     pub fleet_nats: Option<String>,
     /// The fleet run's id, the same for the coordinator and its workers.
-    #[arg(long, value_name = "ID", default_value = "fleet", env = "THUMPER_FLEET_ID")]
+    #[arg(
+        long,
+        value_name = "ID",
+        default_value = "fleet",
+        env = "THUMPER_FLEET_ID"
+    )]
     pub fleet_id: String,
     /// Fleet: how long the coordinator waits for every worker's ready, and a worker for the
     /// coordinator's start.

@@ -126,3 +126,194 @@ async fn a_local_fleet_is_set_up_once_and_judged_as_one_run() {
     assert!(dir.join("report.html").is_file());
     stack.stop().await.unwrap();
 }
+
+/// Runs `thumper fleet --local N` against `stack` with `extra` flags.
+fn local_fleet(
+    stack: &thumper::stack::Stack,
+    n: u32,
+    file: &std::path::Path,
+    reports: &std::path::Path,
+) -> std::process::Command {
+    let urls = stack.urls();
+    let mut c = thumper();
+    c.args(["fleet", "--local", &n.to_string()])
+        .arg(file)
+        .args(["--target", &urls.database_url])
+        .args(["--admin-url", &urls.admin_database_url])
+        .args(["--pgbouncer-admin", &urls.pgbouncer_admin_url])
+        .arg("--report-dir")
+        .arg(reports)
+        .arg("--quiet");
+    c
+}
+
+/// The one summary.json under an instance folder.
+fn instance_summary(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, thumper::metrics::summary::Summary) {
+    summary(dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_coordinated_workers_match_one_process_and_merge_reproduces_the_fleet() {
+    let stack = common::start_default().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = RATE.replace("rate = 200", "rate = 300").replace(
+        "iterations = [\"count < 450\"]",
+        "iterations = [\"count > 0\"]",
+    );
+    let file = scenario_file(tmp.path(), "fleet", &scenario);
+
+    let single = tmp.path().join("single");
+    let o = output(run_against(&stack, &file, &single, &[]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (_, one) = summary(&single);
+
+    let reports = tmp.path().join("fleet");
+    let o = output(local_fleet(&stack, 3, &file, &reports));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (dir, fleet) = summary(&reports);
+    // The open model's timetable is split, not multiplied: 900 arrivals either way.
+    let offered = |s: &thumper::metrics::summary::Summary| {
+        count(s, "iterations") + count(s, "dropped_iterations")
+    };
+    assert_eq!(offered(&one), 900);
+    assert_eq!(offered(&fleet), 900);
+    let folders: Vec<_> = (0..3)
+        .map(|i| instance_summary(&dir.join(format!("instance-{i}"))))
+        .collect();
+    let sum: u64 = folders
+        .iter()
+        .map(|(_, s)| s.trend("query_duration").unwrap().count)
+        .sum();
+    assert_eq!(fleet.trend("query_duration").unwrap().count, sum);
+    assert!(fleet
+        .notes
+        .iter()
+        .any(|n| n.contains("coordinated over NATS")));
+    assert!(fleet.metrics.contains_key("fleet_start_skew"));
+
+    // Offline, from the workers' folders: the same numbers.
+    let merged = tmp.path().join("merged");
+    let mut c = thumper();
+    c.arg("merge");
+    for (d, _) in &folders {
+        c.arg(d);
+    }
+    c.arg("--out").arg(&merged);
+    let o = output(c);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let offline = thumper::report::read_summary(&merged.join("summary.json")).unwrap();
+    for name in ["iterations", "queries", "query_errors", "tenant_violations"] {
+        assert_eq!(count(&offline, name), count(&fleet, name), "{name}");
+    }
+    let (a, b) = (
+        offline.trend("query_duration").unwrap(),
+        fleet.trend("query_duration").unwrap(),
+    );
+    assert_eq!(
+        (a.count, a.p50_us, a.p99_us, a.max_us),
+        (b.count, b.p50_us, b.p99_us, b.max_us)
+    );
+    assert_eq!(offline.time_series.len(), fleet.time_series.len());
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_wide_abort_on_fail_stops_every_worker() {
+    let stack = common::start_default().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // 100/s for 20 s: 2,000 in all, about 667 per worker of three. Only the fleet's sum reaches
+    // 1,000, about halfway.
+    let scenario = RATE
+        .replace("rate = 200", "rate = 100")
+        .replace("duration = \"3s\"", "duration = \"20s\"")
+        .replace(
+            "iterations = [\"count < 450\"]",
+            "iterations = [{ threshold = \"count < 1000\", abort_on_fail = true }]",
+        );
+    let file = scenario_file(tmp.path(), "fleet", &scenario);
+    let reports = tmp.path().join("r");
+    let o = output(local_fleet(&stack, 3, &file, &reports));
+    assert_eq!(o.status.code(), Some(99), "{}", text(&o));
+    let (dir, s) = summary(&reports);
+    assert_eq!(s.verdict, Verdict::Fail);
+    let reason = s.stop_reason.clone().unwrap_or_default();
+    assert!(reason.contains("fleet-wide"), "{reason}");
+    assert!(count(&s, "iterations") + count(&s, "dropped_iterations") < 1900);
+    for i in 0..3 {
+        let (_, w) = instance_summary(&dir.join(format!("instance-{i}")));
+        let reason = w.stop_reason.unwrap_or_default();
+        assert!(reason.contains("the fleet stopped"), "worker {i}: {reason}");
+    }
+    stack.stop().await.unwrap();
+}
+
+/// The pid of the running `thumper run` whose command line holds every one of `parts`.
+fn find_process(parts: &[&str]) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        parts
+            .iter()
+            .all(|p| args.iter().any(|a| a.contains(p)))
+            .then_some(pid)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_run_is_named_and_the_fleet_is_interrupted() {
+    let stack = common::start_default().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = RATE
+        .replace("rate = 200", "rate = 50")
+        .replace("duration = \"3s\"", "duration = \"60s\"");
+    let file = scenario_file(tmp.path(), "fleet", &scenario);
+    let reports = tmp.path().join("r");
+    let child = spawn(local_fleet(&stack, 3, &file, &reports));
+    let marker = reports.to_string_lossy().into_owned();
+    // Wait until worker 1 streams (its own report folder's parent exists once it runs).
+    let mut pid = None;
+    for _ in 0..600 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let loading = std::fs::read_dir(&reports)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("instance-1.log"))
+            .and_then(|log| std::fs::metadata(log).ok())
+            .is_some();
+        if loading {
+            pid = find_process(&["run", "1/3", &marker]);
+            if pid.is_some() {
+                break;
+            }
+        }
+    }
+    let pid = pid.expect("worker 1/3 runs");
+    // Let it load for a few seconds, then kill it without a chance to report.
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let (dir, s) = summary(&reports);
+    assert_eq!(s.verdict, Verdict::Interrupted);
+    let reason = s.stop_reason.clone().unwrap_or_default();
+    assert!(reason.contains("worker 1/3"), "{reason}");
+    // What worker 1 streamed before it died is kept.
+    assert!(count(&s, "iterations") > 0);
+    assert!(dir.join("report.html").is_file() && dir.join("latency.hlog").is_file());
+    for i in [0, 2] {
+        let (_, w) = instance_summary(&dir.join(format!("instance-{i}")));
+        assert_eq!(w.verdict, Verdict::Interrupted, "worker {i}");
+    }
+    stack.stop().await.unwrap();
+}

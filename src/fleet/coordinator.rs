@@ -149,7 +149,9 @@ pub async fn coordinate(
         )
         .await;
         let cpu_us = own_cpu_us().saturating_sub(cpu_before);
-        Ok(fleet_summary(plan, target, members, outcome, cpu_us, &interrupt))
+        Ok(fleet_summary(
+            plan, target, members, outcome, cpu_us, &interrupt,
+        ))
     }
     .await;
     // Let the last state reach the workers before the coordinator goes.
@@ -250,7 +252,9 @@ async fn barrier(
     Ok(())
 }
 
-async fn next_exit(exits: &mut Option<&mut mpsc::UnboundedReceiver<WorkerExit>>) -> Option<WorkerExit> {
+async fn next_exit(
+    exits: &mut Option<&mut mpsc::UnboundedReceiver<WorkerExit>>,
+) -> Option<WorkerExit> {
     match exits {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -499,9 +503,7 @@ fn lost_summary(plan: &Plan, target: &Target, m: &Member, reason: &str) -> Summa
     let duration_s = m.intervals.last().map_or(0.0, |i| i.t_s);
     let started_at = m
         .started_at_unix_us
-        .and_then(|us| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).ok()
-        })
+        .and_then(|us| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).ok())
         .unwrap_or_else(time::OffsetDateTime::now_utc);
     run::judged_summary(
         plan,
@@ -544,19 +546,15 @@ fn fleet_summary(
                 }
                 s
             }
-            (None, reason) => lost_summary(
-                plan,
-                target,
-                &m,
-                reason.as_deref().unwrap_or("lost"),
-            ),
+            (None, reason) => lost_summary(plan, target, &m, reason.as_deref().unwrap_or("lost")),
         })
         .collect();
     let mut summary = match combine(&summaries) {
         Ok(s) => s,
         Err(e) => {
             let mut s = Summary::empty();
-            s.notes.push(format!("the workers' data could not be merged: {e}"));
+            s.notes
+                .push(format!("the workers' data could not be merged: {e}"));
             s
         }
     };
@@ -602,9 +600,8 @@ fn fleet_summary(
 fn own_cpu_us() -> u64 {
     nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .map(|u| {
-            let t = |tv: nix::sys::time::TimeVal| {
-                tv.tv_sec() as u64 * 1_000_000 + tv.tv_usec() as u64
-            };
+            let t =
+                |tv: nix::sys::time::TimeVal| tv.tv_sec() as u64 * 1_000_000 + tv.tv_usec() as u64;
             t(u.user_time()) + t(u.system_time())
         })
         .unwrap_or(0)

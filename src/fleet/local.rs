@@ -80,7 +80,10 @@ async fn coordinate_local(
     let link = FleetLink {
         nats: nats.to_owned(),
         id: fleet_id(&plan.name, started_at),
-        ready_timeout: opts.fleet.as_ref().map_or(DEFAULT_READY, |l| l.ready_timeout),
+        ready_timeout: opts
+            .fleet
+            .as_ref()
+            .map_or(DEFAULT_READY, |l| l.ready_timeout),
     };
     let (exit_tx, exits) = mpsc::unbounded_channel();
     let mut owned = Vec::new();
@@ -163,7 +166,13 @@ const DEFAULT_READY: std::time::Duration = std::time::Duration::from_secs(120);
 fn fleet_id(name: &str, at: time::OffsetDateTime) -> String {
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     format!("{safe}-{}-{}", at.unix_timestamp(), std::process::id())
@@ -186,7 +195,10 @@ fn worker_command(
         .args(["--target", &target.url])
         .args(["--segment", &segment.to_string()])
         .args(["--fleet-nats", &link.nats, "--fleet-id", &link.id])
-        .args(["--ready-timeout", &format!("{}s", link.ready_timeout.as_secs())])
+        .args([
+            "--ready-timeout",
+            &format!("{}s", link.ready_timeout.as_secs()),
+        ])
         .arg("--report-dir")
         .arg(dir)
         .arg("--quiet")

@@ -609,9 +609,15 @@ async fn run_on_stack(
             let plan = crate::scenario::parse(&text, std::path::Path::new("rls-bench"))?;
             planned_s += plan.load.duration().as_secs_f64();
             let target = run::target::Target::existing(url.clone());
-            let (phase, _) =
-                run::database::measure(&plan, &run_options, &target, Vec::new(), interrupt.clone(), Vec::new())
-                    .await?;
+            let (phase, _) = run::database::measure(
+                &plan,
+                &run_options,
+                &target,
+                Vec::new(),
+                interrupt.clone(),
+                Vec::new(),
+            )
+            .await?;
             let mut latency_p50_us = BTreeMap::new();
             for q in queries(way) {
                 let tag = format!("{}/{label}/{}", q.name, way.as_str());

@@ -225,7 +225,8 @@ async fn search(
         let notes = notes.clone();
         let interrupt = interrupt.clone();
         async move {
-            let (s, _) = run::database::measure(&plan, opts, target, notes, interrupt, Vec::new()).await?;
+            let (s, _) =
+                run::database::measure(&plan, opts, target, notes, interrupt, Vec::new()).await?;
             Ok::<_, RunError>(s)
         }
     };

@@ -26,9 +26,9 @@
 
 pub mod binaries;
 mod error;
+pub mod nats;
 pub mod pgbouncer;
 pub mod postgres;
-pub mod nats;
 pub mod process;
 pub mod state;
 
