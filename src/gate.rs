@@ -58,6 +58,9 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
     ("gateway_rss_mb", MetricKind::Gauge),
     ("gateway_cpu_percent", MetricKind::Gauge),
     ("gateway_rss_mb_per_1k_guilds", MetricKind::Gauge),
+    // the generator's own process (src/metrics/process.rs)
+    ("generator_cpu_percent", MetricKind::Gauge),
+    ("generator_rss_mb", MetricKind::Gauge),
     // thumper rls-bench (src/rls/bench.rs)
     ("rls_server_us", MetricKind::Gauge),
     ("rls_buffers", MetricKind::Gauge),
@@ -503,6 +506,7 @@ mod tests {
             time_series: vec![],
             notes: vec![],
             curves: vec![],
+            instances: vec![],
         }
     }
 

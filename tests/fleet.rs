@@ -88,6 +88,27 @@ async fn two_instances_add_up_to_the_scenario_and_merge_judges_the_sum() {
     let failed: Vec<_> = merged.thresholds.iter().filter(|t| !t.ok).collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].metric, "iterations");
+    // One line of the breakdown per instance, named by its segment; no worker note repeated.
+    let segments: Vec<&str> = merged
+        .instances
+        .iter()
+        .map(|i| i.segment.as_str())
+        .collect();
+    assert_eq!(segments, ["0/2", "1/2"]);
+    assert_eq!(
+        merged.instances.iter().map(|i| i.iterations).sum::<u64>(),
+        count(&merged, "iterations")
+    );
+    assert!(!merged.notes.iter().any(|n| n.contains("of a fleet run")));
+    // Every database run measures its own generator.
+    for (_, s) in &instances {
+        assert!(
+            s.metrics.contains_key("generator_rss_mb"),
+            "{:?}",
+            s.metrics.keys()
+        );
+    }
+    assert!(merged.instances.iter().all(|i| i.max_rss_mb.is_some()));
     assert!(out.join("report.html").is_file() && out.join("junit.xml").is_file());
     stack.stop().await.unwrap();
 }
@@ -120,6 +141,7 @@ async fn a_local_fleet_is_set_up_once_and_judged_as_one_run() {
         s.metrics.get("fleet_start_skew"),
         Some(thumper::metrics::summary::Metric::Gauge(g)) if g.samples == 1
     ));
+    assert_eq!(s.instances.len(), 2, "the fleet breaks down by instance");
     for i in 0..2 {
         assert!(dir.join(format!("instance-{i}")).is_dir());
     }

@@ -606,3 +606,50 @@ fn own_cpu_us() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// `thumper fleet coordinate`: the coordinator alone, for workers started elsewhere (the
+/// Indexed Job's pods). It sets up the target, coordinates `workers` workers over `link` and
+/// writes the fleet's reports.
+pub async fn run(
+    opts: &RunOptions,
+    workers: u32,
+    link: FleetLink,
+    interrupt: CancellationToken,
+) -> Result<run::RunResult, RunError> {
+    if workers == 0 {
+        return Err(RunError::BadInput(
+            "--workers 0: a fleet needs at least one worker".into(),
+        ));
+    }
+    super::protocol::check_fleet_id(&link.id).map_err(RunError::BadInput)?;
+    let plan = run::load_plan(opts)?;
+    if opts.target.is_none() && crate::stack::running().is_none() {
+        return Err(RunError::BadInput(
+            "fleet coordinate: give --target (the URL the workers load, with --admin-url to set it up) or start a stack with `thumper stack up`".into(),
+        ));
+    }
+    let target = crate::run::target::resolve_target(&plan, opts).await?;
+    let started_at = time::OffsetDateTime::now_utc();
+    let folder = run::report_folder(
+        &opts.report_dir,
+        &format!("{}-fleet", plan.name),
+        started_at,
+    );
+    let summary = coordinate(
+        &plan,
+        opts,
+        &target,
+        Coordination {
+            workers,
+            link,
+            exits: None,
+        },
+        interrupt,
+    )
+    .await?;
+    run::write_reports(&summary, &folder, opts.summary_md.as_deref())?;
+    Ok(run::RunResult {
+        summary,
+        report_dir: folder,
+    })
+}

@@ -1,15 +1,17 @@
 //! One summary from the instances of a fleet run: counters summed, HDR histograms merged (so
 //! percentiles are the fleet's, never an average of percentiles), intervals merged by index, and
-//! every threshold judged again on the merged data by the same gate.
+//! every threshold judged again on the merged data by the same gate. Each instance also gets a
+//! line of the fleet's per-generator breakdown ([`Summary::instances`], see [`breakdown`]).
 
 use std::collections::BTreeMap;
 
+use super::breakdown;
 use crate::gate;
-use crate::metrics::codec;
 use crate::metrics::summary::{
-    CounterStats, GaugeStats, Interval, IntervalTrend, Metric, RateStats, Summary, TrendStats,
-    Verdict,
+    CounterStats, GaugeStats, InstanceState, InstanceStats, Interval, IntervalTrend, Metric,
+    RateStats, Summary, TrendStats, Verdict,
 };
+use crate::metrics::{codec, process};
 
 /// Why instance summaries cannot be merged.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +49,12 @@ pub enum MergeError {
     },
 }
 
-/// Gauges sampled from one shared source (the PgBouncer every instance loads) are not summed:
-/// each instance read the same pool. Per-instance gauges (VUs) add up.
+/// Gauges that are not summed over instances: one shared source (the PgBouncer every instance
+/// loads: each read the same pool), or one generator's own process (CPU, memory), where the
+/// fleet's value is its worst generator's, so `generator_cpu_percent = ["max < 95"]` holds only
+/// when no generator saturated. Per-instance gauges (VUs) add up.
 fn shared_gauge(name: &str) -> bool {
-    name.starts_with("pgbouncer_")
+    name.starts_with("pgbouncer_") || name.starts_with("generator_")
 }
 
 /// Merges instance summaries into the fleet's, judged on the merged data by the thresholds the
@@ -85,6 +89,8 @@ pub fn combine(instances: &[Summary]) -> Result<Summary, MergeError> {
             });
         }
     }
+    let stats = breakdown(instances);
+    let notes = merged_notes(instances, &stats);
     let duration_s = instances.iter().map(|s| s.duration_s).fold(0.0, f64::max);
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
     let names: std::collections::BTreeSet<&String> =
@@ -109,15 +115,50 @@ pub fn combine(instances: &[Summary]) -> Result<Summary, MergeError> {
         stop_reason: instances.iter().find_map(|s| s.stop_reason.clone()),
         metrics,
         time_series: merge_series(instances)?,
-        notes: instances
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| s.notes.iter().map(move |n| format!("instance {i}: {n}")))
-            .collect(),
+        notes,
         curves: Vec::new(),
-        instances: Vec::new(),
+        instances: stats,
         ..Summary::empty()
     })
+}
+
+/// Each instance's line of the breakdown, in input order: its segment from its worker note (or
+/// its position), Interrupted when it stopped early on its own.
+fn breakdown(instances: &[Summary]) -> Vec<InstanceStats> {
+    let fleet_start = instances.iter().filter_map(breakdown::started_at).min();
+    let n = instances.len();
+    instances
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let segment = breakdown::segment_from_notes(&s.notes)
+                .map_or_else(|| format!("{i}/{n}"), |seg| seg.to_string());
+            let state = if s.verdict == Verdict::Interrupted {
+                InstanceState::Interrupted
+            } else {
+                InstanceState::Finished
+            };
+            breakdown::instance_stats(s, state, fleet_start, &segment, "")
+        })
+        .collect()
+}
+
+/// The instances' notes under their segments, without what the breakdown now says (each
+/// worker's `instance I/N of a fleet run` note and its own saturation note), then the fleet's
+/// note on saturated generators.
+fn merged_notes(instances: &[Summary], stats: &[InstanceStats]) -> Vec<String> {
+    let mut notes: Vec<String> = instances
+        .iter()
+        .zip(stats)
+        .flat_map(|(s, stat)| {
+            s.notes
+                .iter()
+                .filter(|n| !breakdown::is_instance_note(n) && !process::is_saturation_note(n))
+                .map(move |n| format!("instance {}: {n}", stat.segment))
+        })
+        .collect();
+    notes.extend(breakdown::saturation_note(stats));
+    notes
 }
 
 /// A threshold as the summary wrote it, parsed again for the merged data.
@@ -384,6 +425,102 @@ mod tests {
         assert!(!m.thresholds[0].ok, "6 + 6 errors break count < 10");
         assert_eq!(m.thresholds[0].observed, Some(12.0));
         assert_eq!(m.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn every_instance_gets_a_line_of_the_breakdown() {
+        let mut a = instance(&[10; 30], 1);
+        let mut b = instance(&[20; 50], 0);
+        let mut c = instance(&[30; 20], 4);
+        for (k, s) in [&mut a, &mut b, &mut c].into_iter().enumerate() {
+            s.started_at = format!("2025-01-15T10:30:00.{}00Z", 3 - k);
+            s.notes = vec![
+                format!("instance {k}/3 of a fleet run: this report holds its share of the scenario; `thumper merge` judges the fleet"),
+                "preflight: fine".to_owned(),
+            ];
+            s.metrics.insert(
+                "queries".into(),
+                Metric::Counter(CounterStats {
+                    count: s.trend("query_duration").unwrap().count,
+                    ..CounterStats::default()
+                }),
+            );
+        }
+        // The second instance's generator was pinned while it loaded, and said so itself.
+        b.time_series = (0..4)
+            .map(|_| Interval {
+                vus: 2,
+                len_s: 1.0,
+                gauges: BTreeMap::from([(process::CPU_GAUGE.to_owned(), 97.0)]),
+                ..Interval::default()
+            })
+            .collect();
+        b.notes.extend(process::saturation_note(&b.time_series));
+        c.verdict = Verdict::Interrupted;
+        // Given out of order: segments come from the workers' notes, not positions.
+        let m = combine(&[c, a, b]).unwrap();
+        let lines: Vec<(&str, InstanceState, u64, u64)> = m
+            .instances
+            .iter()
+            .map(|i| (i.segment.as_str(), i.state, i.queries, i.errors))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("2/3", InstanceState::Interrupted, 20, 4),
+                ("0/3", InstanceState::Finished, 30, 1),
+                ("1/3", InstanceState::Finished, 50, 0),
+            ]
+        );
+        assert_eq!(m.instances.iter().map(|i| i.queries).sum::<u64>(), 100);
+        assert_eq!(m.instances.iter().map(|i| i.errors).sum::<u64>(), 5);
+        assert_eq!(m.instances[1].p99_us, 10);
+        assert_eq!(m.instances[0].p99_us, 30);
+        // Offsets count from the earliest start (instance 2/3's, at .100).
+        assert_eq!(m.instances[0].start_offset_ms, 0.0);
+        assert!((m.instances[1].start_offset_ms - 200.0).abs() < 1e-6);
+        let saturated: Vec<&str> = m
+            .instances
+            .iter()
+            .filter(|i| i.saturated)
+            .map(|i| i.segment.as_str())
+            .collect();
+        assert_eq!(saturated, ["1/3"]);
+        assert_eq!(m.instances[2].cpu_percent, Some(97.0));
+        // No worker note repeated, each other note once per instance under its segment, one
+        // fleet note on the saturated generator.
+        assert!(
+            !m.notes.iter().any(|n| n.contains("of a fleet run")),
+            "{:?}",
+            m.notes
+        );
+        assert!(!m.notes.iter().any(|n| process::is_saturation_note(n)));
+        assert!(m
+            .notes
+            .contains(&"instance 1/3: preflight: fine".to_owned()));
+        assert_eq!(m.notes.len(), 4, "{:?}", m.notes);
+        assert!(m.notes[3].starts_with("instance 1/3's generator CPU stayed above 90 %"));
+    }
+
+    #[test]
+    fn without_worker_notes_the_position_is_the_segment() {
+        let m = combine(&[instance(&[10], 0), instance(&[10], 0)]).unwrap();
+        let segments: Vec<&str> = m.instances.iter().map(|i| i.segment.as_str()).collect();
+        assert_eq!(segments, ["0/2", "1/2"]);
+    }
+
+    #[test]
+    fn generator_gauges_are_the_worst_instance_not_a_sum() {
+        let mut a = instance(&[10], 0);
+        let mut b = instance(&[10], 0);
+        a.time_series[0]
+            .gauges
+            .insert(process::CPU_GAUGE.into(), 40.0);
+        b.time_series[0]
+            .gauges
+            .insert(process::CPU_GAUGE.into(), 70.0);
+        let m = combine(&[a, b]).unwrap();
+        assert_eq!(m.time_series[0].gauges[process::CPU_GAUGE], 70.0);
     }
 
     #[test]

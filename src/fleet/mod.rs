@@ -1,6 +1,9 @@
 //! Running one scenario from many generators: each instance's share of the load
-//! ([`segment`]), and one summary and verdict from the instances' summaries ([`merge`]).
+//! ([`segment`]), the coordinator and workers of a run coordinated over NATS ([`coordinator`],
+//! [`worker`], [`protocol`]; [`local`] runs them as processes here), and one summary and
+//! verdict from the instances' summaries ([`merge`], with its per-instance [`breakdown`]).
 
+pub mod breakdown;
 pub mod coordinator;
 pub mod local;
 pub mod merge;

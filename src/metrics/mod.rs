@@ -3,5 +3,6 @@
 pub mod aggregator;
 pub mod codec;
 pub mod pgbouncer;
+pub mod process;
 pub mod recorder;
 pub mod summary;

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write as _};
 
 use crate::metrics::aggregator::{RunView, Watcher};
 
-use crate::metrics::summary::{Metric, Summary};
+use crate::metrics::summary::{InstanceState, Metric, Summary};
 
 /// Renders the end-of-run text.
 pub fn render(summary: &Summary, report_dir: &std::path::Path) -> String {
@@ -70,6 +70,7 @@ pub fn render(summary: &Summary, report_dir: &std::path::Path) -> String {
         let dots = ".".repeat(44usize.saturating_sub(name.len()).max(2));
         let _ = writeln!(out, "    {name} {dots} {line}");
     }
+    instances(&mut out, summary);
     for note in &summary.notes {
         let _ = writeln!(out, "\n  note: {note}");
     }
@@ -80,6 +81,50 @@ pub fn render(summary: &Summary, report_dir: &std::path::Path) -> String {
         report_dir.display()
     );
     out
+}
+
+/// A fleet's generators, one line each; nothing for a single run.
+fn instances(out: &mut String, summary: &Summary) {
+    if summary.instances.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n  instances\n    {:<8} {:<16} {:<11} {:>10} {:>10} {:>7} {:>9} {:>9} {:>6} {:>7}",
+        "segment",
+        "host",
+        "state",
+        "iterations",
+        "queries",
+        "errors",
+        "p99 ms",
+        "start ms",
+        "cpu %",
+        "rss MB"
+    );
+    let maybe = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    for i in &summary.instances {
+        let state = match i.state {
+            InstanceState::Finished => "finished",
+            InstanceState::Interrupted => "interrupted",
+            InstanceState::Lost => "LOST",
+        };
+        let _ = writeln!(
+            out,
+            "    {:<8} {:<16} {:<11} {:>10} {:>10} {:>7} {:>9.2} {:>9.1} {:>6} {:>7}{}",
+            i.segment,
+            if i.host.is_empty() { "-" } else { &i.host },
+            state,
+            i.iterations,
+            i.queries,
+            i.errors,
+            i.p99_us as f64 / 1e3,
+            i.start_offset_ms,
+            maybe(i.cpu_percent),
+            maybe(i.max_rss_mb),
+            if i.saturated { "  saturated" } else { "" }
+        );
+    }
 }
 
 /// Whether the live progress line should be shown (stderr is a terminal and not `--quiet`).
@@ -124,5 +169,25 @@ impl Watcher for ProgressLine {
         if self.last_len > 0 {
             eprintln!();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_instances_follow_the_metrics() {
+        let out = render(
+            &crate::report::model::fixtures::fleet(),
+            std::path::Path::new("r"),
+        );
+        let table = &out[out.find("  instances").expect("a table")..];
+        assert!(out.find("  metrics").unwrap() < out.find("  instances").unwrap());
+        let lines: Vec<&str> = table.lines().skip(2).take(3).collect();
+        assert!(lines[0].trim_start().starts_with("0/3      gen-a"), "{out}");
+        assert!(lines[1].ends_with("saturated"), "{out}");
+        assert!(lines[2].contains("LOST"), "{out}");
+        assert!(!render(&Summary::empty(), std::path::Path::new("r")).contains("instances"));
     }
 }

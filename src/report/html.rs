@@ -18,10 +18,14 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use askama::Template;
 
 use super::model::{self, number};
-use super::svg::{percentile_x, Chart, ChartView, RefLine, Segment, Series, XAxis};
+use super::svg::{
+    percentile_x, BarChart, BarChartView, Chart, ChartView, RefLine, Segment, Series, XAxis,
+};
 use super::{ReportError, ReportFormat};
 use crate::metrics::codec;
-use crate::metrics::summary::{Interval, Metric, Summary, ThresholdResult, TrendStats};
+use crate::metrics::summary::{
+    InstanceState, InstanceStats, Interval, Metric, Summary, ThresholdResult, TrendStats,
+};
 
 pub(crate) struct Html;
 
@@ -53,6 +57,7 @@ struct Page<'a> {
     thresholds: Vec<ThresholdRow<'a>>,
     queries: Vec<QueryRow>,
     trends: Vec<TrendRow<'a>>,
+    instances: Instances<'a>,
     charts: Vec<ChartView<'a>>,
     chart_warnings: &'a [String],
     metrics: Totals<'a>,
@@ -72,6 +77,7 @@ impl<'a> Page<'a> {
                 .map(QueryRow::new)
                 .collect(),
             trends: trend_rows(s),
+            instances: Instances::new(&s.instances),
             charts: charts.charts.iter().map(Chart::view).collect(),
             chart_warnings: &charts.warnings,
             metrics: Totals::new(s),
@@ -345,6 +351,90 @@ impl<'a> Totals<'a> {
     }
 }
 
+/// `templates/instances.html`: a fleet's generators, empty for a single run.
+struct Instances<'a> {
+    rows: Vec<InstanceRow<'a>>,
+    /// Whether any generator saturated (the section then says what that means).
+    saturated: bool,
+    charts: Vec<BarChartView>,
+}
+
+/// A row of the instances table: segment, host and state, then iterations, queries, errors,
+/// p99 (ms), start offset (ms), CPU (%) and largest RSS (MB).
+struct InstanceRow<'a> {
+    segment: &'a str,
+    host: &'a str,
+    state: &'static str,
+    lost: bool,
+    cells: Vec<NumberCell>,
+    saturated: bool,
+}
+
+impl<'a> Instances<'a> {
+    fn new(instances: &'a [InstanceStats]) -> Instances<'a> {
+        let measured = |v: Option<f64>| NumberCell {
+            v: v.map_or_else(String::new, |v| v.to_string()),
+            shown: model::maybe(v),
+        };
+        let rows = instances
+            .iter()
+            .map(|i| InstanceRow {
+                segment: &i.segment,
+                host: &i.host,
+                state: model::instance_state(i.state),
+                lost: i.state == InstanceState::Lost,
+                cells: vec![
+                    NumberCell::count(i.iterations),
+                    NumberCell::count(i.queries),
+                    NumberCell::count(i.errors),
+                    NumberCell {
+                        v: i.p99_us.to_string(),
+                        shown: model::ms(i.p99_us as f64),
+                    },
+                    NumberCell::number(i.start_offset_ms),
+                    measured(i.cpu_percent),
+                    measured(i.max_rss_mb),
+                ],
+                saturated: i.saturated,
+            })
+            .collect();
+        let chart = |id: &str, title: &str, y_label: &str, f: fn(&InstanceStats) -> f64| {
+            BarChart {
+                id: id.to_owned(),
+                title: title.to_owned(),
+                x_label: "instance".to_owned(),
+                y_label: y_label.to_owned(),
+                bars: instances
+                    .iter()
+                    .map(|i| (i.segment.clone(), f(i), i.saturated))
+                    .collect(),
+                marked_label: "saturated generator".to_owned(),
+            }
+            .view()
+        };
+        let charts = if instances.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                chart(
+                    "chart-instance-queries",
+                    "Queries per instance",
+                    "queries",
+                    |i| i.queries as f64,
+                ),
+                chart("chart-instance-p99", "p99 per instance", "ms", |i| {
+                    i.p99_us as f64 / 1000.0
+                }),
+            ]
+        };
+        Instances {
+            rows,
+            saturated: instances.iter().any(|i| i.saturated),
+            charts,
+        }
+    }
+}
+
 /// A DOM id from a metric name, unique within the page.
 fn slug(prefix: &str, name: &str, used: &mut HashSet<String>) -> String {
     let mut id = String::from(prefix);
@@ -371,7 +461,7 @@ fn slug(prefix: &str, name: &str, used: &mut HashSet<String>) -> String {
 }
 
 /// Gauges drawn together, with their axis label. Gauges not listed get a chart each.
-const GAUGE_GROUPS: [(&str, &str, &str, &[&str]); 7] = [
+const GAUGE_GROUPS: [(&str, &str, &str, &[&str]); 9] = [
     (
         "pgbouncer-clients",
         "PgBouncer client connections",
@@ -409,6 +499,18 @@ const GAUGE_GROUPS: [(&str, &str, &str, &[&str]); 7] = [
         &["gateway_rss_mb", "gateway_rss_mb_per_1k_guilds"],
     ),
     ("gateway-cpu", "Gateway CPU", "%", &["gateway_cpu_percent"]),
+    (
+        "generator-cpu",
+        "Load generator CPU (of the cores it may use)",
+        "%",
+        &["generator_cpu_percent"],
+    ),
+    (
+        "generator-memory",
+        "Load generator memory",
+        "MB",
+        &["generator_rss_mb"],
+    ),
 ];
 
 fn gauge_unit(name: &str) -> &'static str {
@@ -755,6 +857,50 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 2, "templates not found in {dir}");
+    }
+
+    #[test]
+    fn fleet_instances_are_a_table_and_charts_with_hosts_escaped() {
+        let s = model::fixtures::fleet();
+        let html = String::from_utf8(Html.render(&s).unwrap()).unwrap();
+        assert!(html.contains(r#"<section id="instances">"#));
+        assert_eq!(html.matches("<tr class=").count(), 3, "{html}");
+        assert!(html.contains(r#"data-instance="1/3" data-state="finished" data-saturated="true""#));
+        assert!(html.contains(r#"class="failed" data-instance="2/3" data-state="lost""#));
+        assert!(html.contains(r#"<td data-v="1000">1,000</td>"#), "{html}");
+        assert!(html.contains(r#"<td data-v="12500">12.5</td>"#));
+        assert!(
+            html.contains(r#"<td data-v="">—</td>"#),
+            "unmeasured CPU of the lost one"
+        );
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(!html.contains("<script>"));
+        assert!(html.contains(r#"id="chart-instance-queries""#));
+        assert!(html.contains(r#"id="chart-instance-p99""#));
+        assert_eq!(html.matches("<rect").count(), 6);
+        // A single run has no such section.
+        let single = String::from_utf8(Html.render(&Summary::empty()).unwrap()).unwrap();
+        assert!(!single.contains(r#"id="instances""#));
+    }
+
+    #[test]
+    fn generator_gauges_get_their_charts() {
+        let mut s = Summary::empty();
+        s.time_series = (1..=3)
+            .map(|t| Interval {
+                t_s: f64::from(t),
+                len_s: 1.0,
+                vus: 1,
+                gauges: BTreeMap::from([
+                    ("generator_cpu_percent".to_owned(), 50.0),
+                    ("generator_rss_mb".to_owned(), 30.0),
+                ]),
+                ..Interval::default()
+            })
+            .collect();
+        let html = String::from_utf8(Html.render(&s).unwrap()).unwrap();
+        assert!(html.contains(r#"id="chart-generator-cpu""#));
+        assert!(html.contains(r#"id="chart-generator-memory""#));
     }
 
     #[test]

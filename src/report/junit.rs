@@ -1,13 +1,13 @@
 //! `junit.xml`: the gate in a CI system's test view. One suite per run, one test case per
 //! threshold; a failed threshold is a `<failure>` whose message gives the expression and the
 //! observed value. A run that stopped early adds a test case with an `<error>` saying why, so an
-//! interrupted run never shows as green.
+//! interrupted run never shows as green. A fleet adds a failed test case per lost instance.
 
 use std::fmt::Write;
 
 use super::model::number;
 use super::{Escaped, ReportError, ReportFormat};
-use crate::metrics::summary::{Summary, ThresholdResult, Verdict};
+use crate::metrics::summary::{InstanceState, InstanceStats, Summary, ThresholdResult, Verdict};
 
 pub(crate) struct Junit;
 
@@ -29,8 +29,14 @@ fn render(s: &Summary) -> String {
     let suite = format!("thumper.{}", s.scenario.name);
     let interrupted = s.verdict == Verdict::Interrupted || s.stop_reason.is_some();
     let failures = s.thresholds.iter().filter(|t| !t.ok).count();
+    let lost: Vec<&InstanceStats> = s
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Lost)
+        .collect();
+    let failures = failures + lost.len();
     let errors = usize::from(interrupted);
-    let tests = s.thresholds.len() + errors;
+    let tests = s.thresholds.len() + lost.len() + errors;
     let time = format!("{:.3}", s.duration_s);
 
     let mut x = String::new();
@@ -92,6 +98,30 @@ fn render(s: &Summary) -> String {
         );
         let _ = writeln!(x, "    </testcase>");
     }
+    // A lost generator's share of the load was never offered: the fleet's numbers are short.
+    for i in &lost {
+        let _ = writeln!(
+            x,
+            r#"    <testcase classname="{}" name="{}" time="0">"#,
+            Escaped(&suite),
+            Escaped(&format!("fleet instance {} reported", i.segment))
+        );
+        let message = format!(
+            "instance {}{} was lost: only what it streamed before is counted",
+            i.segment,
+            if i.host.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", i.host)
+            }
+        );
+        let _ = writeln!(
+            x,
+            r#"      <failure type="lost" message="{m}">{m}</failure>"#,
+            m = Escaped(&message)
+        );
+        let _ = writeln!(x, "    </testcase>");
+    }
     if interrupted {
         let reason = s
             .stop_reason
@@ -116,4 +146,18 @@ fn render(s: &Summary) -> String {
     let _ = writeln!(x, "  </testsuite>");
     let _ = writeln!(x, "</testsuites>");
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_instance_is_a_failed_test_case() {
+        let x = render(&crate::report::model::fixtures::fleet());
+        assert_eq!(x.matches("<testcase ").count(), 1, "{x}");
+        assert!(x.contains(r#"name="fleet instance 2/3 reported""#));
+        assert!(x.contains(r#"<failure type="lost""#));
+        assert!(x.contains(r#"tests="1" failures="1""#), "{x}");
+    }
 }

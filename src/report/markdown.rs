@@ -5,7 +5,8 @@ use std::fmt::Write;
 
 use super::model::{self, number};
 use super::{ReportError, ReportFormat};
-use crate::metrics::summary::{Summary, Verdict};
+use crate::metrics::process;
+use crate::metrics::summary::{InstanceState, Metric, Summary, Verdict};
 
 pub(crate) struct Markdown;
 
@@ -139,6 +140,9 @@ pub fn render_markdown(s: &Summary) -> String {
         );
     }
 
+    instances_table(&mut md, s);
+    generator_line(&mut md, s);
+
     for note in &s.notes {
         let _ = writeln!(md, "- {}", escape(note));
     }
@@ -146,6 +150,59 @@ pub fn render_markdown(s: &Summary) -> String {
         let _ = writeln!(md);
     }
     md
+}
+
+/// A fleet's generators one by one; nothing for a single run.
+fn instances_table(md: &mut String, s: &Summary) {
+    if s.instances.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| Instance | Host | State | Iterations | Queries | Errors | p99 ms | Start +ms | CPU % | Max RSS MB | Generator |"
+    );
+    let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for i in &s.instances {
+        let state = match i.state {
+            InstanceState::Lost => "❌ lost".to_owned(),
+            state => model::instance_state(state).to_owned(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {state} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            escape(&i.segment),
+            escape(&i.host),
+            model::count(i.iterations),
+            model::count(i.queries),
+            model::count(i.errors),
+            model::ms(i.p99_us as f64),
+            number(i.start_offset_ms),
+            model::maybe(i.cpu_percent),
+            model::maybe(i.max_rss_mb),
+            if i.saturated { "⚠️ saturated" } else { "" },
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// The load generator's own CPU and memory, when they were measured.
+fn generator_line(md: &mut String, s: &Summary) {
+    let gauge = |name: &str| match s.metrics.get(name) {
+        Some(Metric::Gauge(g)) if g.samples > 0 => Some(g.max),
+        _ => None,
+    };
+    let (cpu, rss) = (gauge(process::CPU_GAUGE), gauge(process::RSS_GAUGE));
+    if cpu.is_none() && rss.is_none() {
+        return;
+    }
+    let mut parts = Vec::new();
+    if let Some(cpu) = cpu {
+        parts.push(format!("CPU max {} % of its cores", number(cpu)));
+    }
+    if let Some(rss) = rss {
+        parts.push(format!("RSS max {} MB", number(rss)));
+    }
+    let _ = writeln!(md, "Load generator: {}\n", parts.join(", "));
 }
 
 #[cfg(test)]
@@ -157,5 +214,26 @@ mod tests {
         assert_eq!(escape("a|b <script>"), "a\\|b &lt;script&gt;");
         assert_eq!(escape("query_duration"), "query\\_duration");
         assert_eq!(escape("two\nlines"), "two lines");
+    }
+
+    #[test]
+    fn fleet_instances_are_a_table_with_hosts_escaped() {
+        let md = render_markdown(&model::fixtures::fleet());
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        assert!(rows[0].starts_with("| Instance | Host | State |"), "{md}");
+        assert_eq!(
+            rows[1],
+            "| 0/3 | gen-a | finished | 500 | 1,000 | 1 | 12.5 | 3.50 | 40 | 48 |  |"
+        );
+        assert_eq!(
+            rows[2],
+            "| 1/3 | &lt;script&gt;alert(1)&lt;/script&gt; | finished | 450 | 900 | 1 | 12.5 | 3.50 | 97 | 48 | ⚠️ saturated |"
+        );
+        assert_eq!(
+            rows[3],
+            "| 2/3 |  | ❌ lost | 0 | 0 | 0 | 0 | 0 | — | — |  |"
+        );
+        assert!(!md.contains("<script>"));
+        assert!(!render_markdown(&Summary::empty()).contains("| Instance |"));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::metrics::summary::{Summary, TrendStats};
+use crate::metrics::summary::{InstanceState, Summary, TrendStats};
 
 /// The overall latency trends, most important first.
 const PRIMARY_TRENDS: [&str; 2] = ["query_duration", "event_latency"];
@@ -28,6 +28,20 @@ fn trend_rank(name: &str) -> usize {
         .iter()
         .position(|p| *p == base)
         .unwrap_or(PRIMARY_TRENDS.len())
+}
+
+/// How a fleet instance ended, as the reports print it.
+pub(crate) fn instance_state(state: InstanceState) -> &'static str {
+    match state {
+        InstanceState::Finished => "finished",
+        InstanceState::Interrupted => "interrupted",
+        InstanceState::Lost => "lost",
+    }
+}
+
+/// An optional measurement, or a dash where it was not measured.
+pub(crate) fn maybe(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), number)
 }
 
 /// `query_duration{query:tenant}` → `query_duration`.
@@ -237,5 +251,46 @@ mod tests {
         assert_eq!(query_of("query_duration{query:tenant}"), Some("tenant"));
         assert_eq!(query_of("query_duration"), None);
         assert_eq!(base_name("service_time{query:x}"), "service_time");
+    }
+}
+
+/// Summaries the format tests share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::metrics::summary::{InstanceState, InstanceStats, Summary};
+
+    /// Three instances: one saturated, one lost, one with a hostile host name.
+    pub(crate) fn fleet() -> Summary {
+        let line = |segment: &str, host: &str, state, queries, saturated| InstanceStats {
+            segment: segment.to_owned(),
+            host: host.to_owned(),
+            state,
+            iterations: queries / 2,
+            queries,
+            errors: 1,
+            p99_us: 12_500,
+            start_offset_ms: 3.5,
+            cpu_percent: Some(if saturated { 97.0 } else { 40.0 }),
+            max_rss_mb: Some(48.0),
+            saturated,
+        };
+        let mut s = Summary::empty();
+        s.scenario.name = "steady".into();
+        s.instances = vec![
+            line("0/3", "gen-a", InstanceState::Finished, 1000, false),
+            line(
+                "1/3",
+                "<script>alert(1)</script>",
+                InstanceState::Finished,
+                900,
+                true,
+            ),
+            InstanceStats {
+                segment: "2/3".into(),
+                state: InstanceState::Lost,
+                ..InstanceStats::default()
+            },
+        ];
+        s
     }
 }

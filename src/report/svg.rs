@@ -7,7 +7,8 @@
 //! `templates/chart.html` draws the result as inline SVG, escaping every title, label and series
 //! name like the rest of the page. The SVG has no `xmlns` (HTML5 does not need it) and is styled
 //! by the page's CSS, so it follows the page into print. The legend is HTML under the chart so it
-//! wraps in a narrow window.
+//! wraps in a narrow window. [`BarChart`] draws one bar per category (a fleet's instances) on
+//! the same frame, through `templates/bar_chart.html`.
 
 const W: f64 = 640.0;
 const H: f64 = 300.0;
@@ -263,6 +264,106 @@ pub(crate) struct RefLineView<'a> {
     pub label_y: String,
 }
 
+/// A bar chart of one value per category (a fleet's instances), with some bars marked (a
+/// saturated generator) in another colour.
+#[derive(Debug, Clone)]
+pub(crate) struct BarChart {
+    /// DOM id of the chart's `<figure>`.
+    pub id: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// Category label, value, marked.
+    pub bars: Vec<(String, f64, bool)>,
+    /// What a marked bar means, for the legend.
+    pub marked_label: String,
+}
+
+/// A bar chart placed on screen, for `templates/bar_chart.html`; owned, every text escaped by
+/// the template.
+pub(crate) struct BarChartView {
+    pub id: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub frame: Frame,
+    pub y_ticks: Vec<Tick>,
+    pub bars: Vec<BarView>,
+    pub colour: &'static str,
+    pub marked_colour: &'static str,
+    /// The legend's entry for marked bars; empty when no bar is marked.
+    pub marked_label: String,
+}
+
+/// One bar: its rectangle, its label under the axis and its exact value (`data-v`, tooltip).
+pub(crate) struct BarView {
+    pub label: String,
+    pub value: String,
+    pub shown: String,
+    pub x: String,
+    pub y: String,
+    pub width: String,
+    pub height: String,
+    pub label_x: String,
+    pub colour: &'static str,
+}
+
+impl BarChart {
+    /// The chart placed on screen.
+    pub fn view(&self) -> BarChartView {
+        let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
+        let y_max = self.bars.iter().map(|b| finite(b.1)).fold(0.0, f64::max);
+        let (y_ticks, y_lo, y_hi) = nice_ticks(0.0, y_max);
+        let sy = |y: f64| TOP + PLOT_H - (y - y_lo) / (y_hi - y_lo) * PLOT_H;
+        let slot = PLOT_W / self.bars.len().max(1) as f64;
+        let (colour, marked_colour) = (PALETTE[0], PALETTE[5]);
+        let bars = self
+            .bars
+            .iter()
+            .enumerate()
+            .map(|(k, (label, value, marked))| {
+                let v = finite(*value);
+                let left = LEFT + slot * k as f64;
+                BarView {
+                    label: label.clone(),
+                    value: value.to_string(),
+                    shown: super::model::number(*value),
+                    x: px(left + slot * 0.2),
+                    y: px(sy(v)),
+                    width: px(slot * 0.6),
+                    height: px(sy(0.0) - sy(v)),
+                    label_x: px(left + slot / 2.0),
+                    colour: if *marked { marked_colour } else { colour },
+                }
+            })
+            .collect();
+        BarChartView {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            x_label: self.x_label.clone(),
+            y_label: self.y_label.clone(),
+            frame: Frame::new(),
+            y_ticks: y_ticks
+                .iter()
+                .map(|&t| Tick {
+                    at: px(sy(t)),
+                    label_at: px(sy(t) + 4.0),
+                    label: tick_label(t, &y_ticks),
+                    anchor: "end",
+                })
+                .collect(),
+            bars,
+            colour,
+            marked_colour,
+            marked_label: if self.bars.iter().any(|b| b.2) {
+                self.marked_label.clone()
+            } else {
+                String::new()
+            },
+        }
+    }
+}
+
 /// A screen coordinate as the chart writes it.
 fn px(v: f64) -> String {
     format!("{v:.1}")
@@ -391,6 +492,38 @@ mod tests {
         assert_eq!(percentile_label(0), "0%");
         assert_eq!(percentile_label(3), "99.9%");
         assert!((percentile_x(0.99) - 2.0).abs() < 1e-9);
+    }
+
+    #[derive(Template)]
+    #[template(path = "bar_chart.html")]
+    struct Bars {
+        b: BarChartView,
+    }
+
+    #[test]
+    fn bars_stand_on_the_axis_and_escape_labels() {
+        let chart = BarChart {
+            id: "bars".into(),
+            title: "Queries".into(),
+            x_label: "instance".into(),
+            y_label: "queries".into(),
+            bars: vec![
+                ("0/2".into(), 100.0, false),
+                ("<script>".into(), 50.0, true),
+            ],
+            marked_label: "saturated".into(),
+        };
+        let view = chart.view();
+        assert_eq!(view.bars[1].colour, PALETTE[5]);
+        let (h0, h1): (f64, f64) = (
+            view.bars[0].height.parse().unwrap(),
+            view.bars[1].height.parse().unwrap(),
+        );
+        assert!((h0 - 2.0 * h1).abs() < 0.2, "{h0} {h1}");
+        let out = Bars { b: view }.render().unwrap();
+        assert_eq!(out.matches("<rect").count(), 2);
+        assert!(!out.contains("<script>") && out.contains("&lt;script&gt;"));
+        assert!(out.contains("saturated"));
     }
 
     #[test]

@@ -167,6 +167,13 @@ pub(crate) async fn measure(
             poll_stop.clone(),
         ))
     });
+    // The generator's own CPU and memory (src/metrics/process.rs), stopped with the poller.
+    let self_sampler = tokio::spawn(crate::metrics::process::poll(
+        start,
+        Duration::from_secs(1),
+        tx.clone(),
+        poll_stop.clone(),
+    ));
     let ctx = Arc::new(RunContext {
         start,
         workload,
@@ -189,6 +196,7 @@ pub(crate) async fn measure(
     if let Some(p) = poller {
         let _ = p.await;
     }
+    let _ = self_sampler.await;
     let aggregated = aggregator
         .await
         .map_err(|e| RunError::Failed(format!("metrics aggregation failed: {e}")))?;
