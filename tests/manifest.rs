@@ -340,3 +340,38 @@ fn a_local_fleet_still_parses_beside_the_subcommands() {
     assert!(Cli::try_parse_from(["thumper", "fleet", "scenarios/steady.toml"]).is_err());
     assert!(Cli::try_parse_from(["thumper", "fleet", "--local", "2"]).is_err());
 }
+
+/// No Docker engine here: the Dockerfile is checked as text for what the manifests and
+/// docker-compose.yml rely on.
+#[test]
+fn the_dockerfile_builds_a_thumper_image_the_pods_can_run() {
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .filter_map(|l| l.split(" AS ").nth(1))
+        .collect();
+    assert!(
+        stages.contains(&"thumper"),
+        "a `thumper` target: {stages:?}"
+    );
+    // `docker build .` and the compose service (no target) build the last stage.
+    assert_eq!(stages.last(), Some(&"gateway"));
+    let thumper_stage = dockerfile
+        .split("AS thumper\n")
+        .nth(1)
+        .and_then(|s| s.split("\nFROM ").next())
+        .unwrap();
+    let uid = thumper::fleet::manifest::IMAGE_UID;
+    assert!(
+        thumper_stage.contains(&format!("USER {uid}:{uid}")),
+        "the thumper image runs as the numeric user the pods' securityContext names"
+    );
+    assert!(thumper_stage.contains("ENTRYPOINT [\"/usr/local/bin/thumper\"]"));
+    // `fleet coordinate` migrates: ./migrations from the image's working directory.
+    assert!(thumper_stage.contains("COPY migrations /opt/thumper/migrations"));
+    assert!(thumper_stage.contains("WORKDIR /opt/thumper"));
+    // The HTML report's templates are found through askama.toml at compile time.
+    assert!(dockerfile.contains("askama.toml"));
+}
