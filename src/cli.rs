@@ -76,13 +76,18 @@ pub enum Command {
         args: RunArgs,
     },
     /// Run a scenario as a fleet of worker processes (each its --segment I/N), set up once and
-    /// judged as one run.
+    /// judged as one run; or, `fleet manifest`, print the Kubernetes objects of one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Fleet {
+        /// A fleet subcommand instead of a local fleet.
+        #[command(subcommand)]
+        action: Option<FleetAction>,
         /// Scenario file (TOML).
-        scenario: PathBuf,
+        #[arg(required = true)]
+        scenario: Option<PathBuf>,
         /// Number of local worker processes.
-        #[arg(long, value_name = "N")]
-        local: u32,
+        #[arg(long, value_name = "N", required = true)]
+        local: Option<u32>,
         /// The options every worker runs with.
         #[command(flatten)]
         args: RunArgs,
@@ -182,6 +187,96 @@ pub enum StackAction {
     Status,
     /// Stop the stack that is up.
     Down,
+}
+
+/// `thumper fleet` subcommands (without one, `--local N FILE` runs a local fleet).
+#[derive(Debug, Subcommand)]
+pub enum FleetAction {
+    /// Print the Kubernetes manifests of a coordinated fleet (ConfigMap, Indexed Job of workers,
+    /// coordinator Job, reports volume, NATS unless --nats) for `kubectl apply -f -`.
+    Manifest(ManifestArgs),
+    /// Coordinate a fleet whose workers run elsewhere (`thumper run --segment I/N --fleet-nats
+    /// URL`, e.g. the Indexed Job's pods): set the target up once, start every worker at one
+    /// instant, judge the fleet on its merged data; the exit code is the fleet's verdict.
+    Coordinate(CoordinateArgs),
+}
+
+/// Arguments of `thumper fleet coordinate`.
+#[derive(Debug, Clone, Args)]
+pub struct CoordinateArgs {
+    /// Scenario file (TOML), the same the workers run.
+    pub scenario: PathBuf,
+    /// How many workers the fleet has (each started with --segment I/N).
+    #[arg(long, value_name = "N")]
+    pub workers: u32,
+    /// The NATS server the workers reach (their --fleet-nats).
+    #[arg(long, value_name = "URL", env = "THUMPER_FLEET_NATS")]
+    pub nats: String,
+    /// The options of the run: --target and --admin-url to set it up, --fleet-id,
+    /// --ready-timeout, where the reports go.
+    #[command(flatten)]
+    pub args: RunArgs,
+}
+
+/// Arguments of `thumper fleet manifest`.
+#[derive(Debug, Clone, Args)]
+pub struct ManifestArgs {
+    /// Scenario file (TOML), checked and put into the ConfigMap as it is.
+    pub scenario: PathBuf,
+    /// Number of worker pods, each `--segment I/N`.
+    #[arg(long, value_name = "N")]
+    pub parallelism: u32,
+    /// The thumper image (`docker build --target thumper`).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// An existing NATS server; without it the manifests run one (a Deployment and a Service).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// Object name prefix and fleet id, a DNS label (default: the scenario's name, sanitised).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Namespace of every object (default: kubectl's current one).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The Secret holding DATABASE_URL, ADMIN_DATABASE_URL and (optional) PGBOUNCER_ADMIN_URL.
+    #[arg(long, default_value = "thumper-target")]
+    pub secret: String,
+    /// What DATABASE_URL is: PgBouncer's pool_mode, or none for PostgreSQL itself.
+    #[arg(long, default_value = "transaction", value_parser = parse_pool_mode, value_name = "MODE")]
+    pub pool_mode: TargetPooling,
+    /// CPU of each worker pod, request and limit (a Kubernetes quantity).
+    #[arg(long, default_value = "1", value_name = "QUANTITY")]
+    pub worker_cpu: String,
+    /// Memory of each worker pod, request and limit (a Kubernetes quantity).
+    #[arg(long, default_value = "1Gi", value_name = "QUANTITY")]
+    pub worker_memory: String,
+    /// Size of the coordinator's reports volume (a Kubernetes quantity).
+    #[arg(long, default_value = "1Gi", value_name = "QUANTITY")]
+    pub reports_storage: String,
+}
+
+impl ManifestArgs {
+    /// The manifest options: reads and checks the scenario (the error names file, line and
+    /// field); every other value is checked by [`crate::fleet::manifest::render`].
+    pub fn into_options(
+        self,
+    ) -> Result<crate::fleet::manifest::ManifestOptions, crate::fleet::manifest::ManifestError>
+    {
+        let mut opts = crate::fleet::manifest::ManifestOptions::for_scenario(
+            &self.scenario,
+            self.parallelism,
+            self.image,
+            self.name,
+        )?;
+        opts.nats_url = self.nats;
+        opts.namespace = self.namespace;
+        opts.secret = self.secret;
+        opts.pool_mode = self.pool_mode.0;
+        opts.worker_cpu = self.worker_cpu;
+        opts.worker_memory = self.worker_memory;
+        opts.reports_storage = self.reports_storage;
+        Ok(opts)
+    }
 }
 
 /// Options of every command that applies database load (steady, spike, run, capacity, gateway).

@@ -3,7 +3,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{bundled_scenario, Command, StackAction};
+use crate::cli::{bundled_scenario, Command, FleetAction, StackAction};
 use crate::exit;
 use crate::report::console;
 use crate::run::{self, RunError};
@@ -19,13 +19,40 @@ pub async fn dispatch(command: Command) -> u8 {
             args,
         } => scenario(args.into_options(path)).await,
         Command::Fleet {
-            scenario: path,
-            local,
+            action: Some(FleetAction::Manifest(args)),
+            ..
+        } => fleet_manifest(args),
+        Command::Fleet {
+            action: None,
+            scenario: Some(path),
+            local: Some(local),
             args,
         } => {
             let opts = args.into_options(path);
             let nats = opts.fleet.as_ref().map(|l| l.nats.clone());
             finish_run(crate::fleet::local::run(&opts, local, nats, crate::signals::watch()).await)
+        }
+        Command::Fleet {
+            action: Some(FleetAction::Coordinate(c)),
+            ..
+        } => {
+            let link = crate::fleet::FleetLink {
+                nats: c.nats,
+                id: c.args.fleet_id.clone(),
+                ready_timeout: c.args.ready_timeout,
+            };
+            let workers = c.workers;
+            let opts = c.args.into_options(c.scenario);
+            finish_run(
+                crate::fleet::coordinator::run(&opts, workers, link, crate::signals::watch()).await,
+            )
+        }
+        Command::Fleet { .. } => {
+            // clap requires both without a subcommand; kept for the match to be total.
+            eprintln!(
+                "thumper fleet: expected --local N FILE or a subcommand (manifest, coordinate)"
+            );
+            exit::BAD_INPUT
         }
         Command::Capacity {
             scenario: path,
@@ -191,6 +218,23 @@ pub async fn dispatch(command: Command) -> u8 {
         } => report::compare::run_cli(&baseline, &current, max_regression, markdown.as_deref()),
         Command::RlsCheck(args) => rls_check(args).await,
         Command::RlsBench(args) => rls_bench(args).await,
+    }
+}
+
+/// `thumper fleet manifest`: the manifests on stdout, or exit 2 with what is wrong.
+fn fleet_manifest(args: crate::cli::ManifestArgs) -> u8 {
+    let rendered = args
+        .into_options()
+        .and_then(|opts| crate::fleet::manifest::render(&opts));
+    match rendered {
+        Ok(text) => {
+            print!("{text}");
+            exit::PASS
+        }
+        Err(e) => {
+            eprintln!("thumper fleet manifest: {e}");
+            exit::BAD_INPUT
+        }
     }
 }
 

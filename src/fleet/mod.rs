@@ -1,11 +1,13 @@
 //! Running one scenario from many generators: each instance's share of the load
 //! ([`segment`]), the coordinator and workers of a run coordinated over NATS ([`coordinator`],
 //! [`worker`], [`protocol`]; [`local`] runs them as processes here), and one summary and
-//! verdict from the instances' summaries ([`merge`], with its per-instance [`breakdown`]).
+//! verdict from the instances' summaries ([`merge`], with its per-instance [`breakdown`]);
+//! the Kubernetes manifests of a coordinated fleet ([`manifest`]).
 
 pub mod breakdown;
 pub mod coordinator;
 pub mod local;
+pub mod manifest;
 pub mod merge;
 pub mod protocol;
 pub mod segment;

@@ -204,7 +204,9 @@ pub(crate) fn judged_summary(
     // A generator that ran out of CPU measured its own queueing too.
     summary
         .notes
-        .extend(crate::metrics::process::saturation_note(&summary.time_series));
+        .extend(crate::metrics::process::saturation_note(
+            &summary.time_series,
+        ));
     summary.thresholds = gate::evaluate(&plan.thresholds, &summary);
     summary.verdict = if measured.aborted || measured.output_failed {
         Verdict::Fail
