@@ -339,3 +339,157 @@ async fn a_worker_killed_mid_run_is_named_and_the_fleet_is_interrupted() {
     }
     stack.stop().await.unwrap();
 }
+
+/// A `nats-server` on a free loopback port for one test.
+async fn nats() -> thumper::stack::nats::NatsServer {
+    thumper::stack::nats::NatsServer::start()
+        .await
+        .expect("nats-server starts (apt-get install nats-server)")
+}
+
+/// `thumper fleet coordinate` for `workers` workers over `nats`.
+fn coordinator(
+    stack: &thumper::stack::Stack,
+    file: &std::path::Path,
+    reports: &std::path::Path,
+    workers: u32,
+    nats: &str,
+    extra: &[&str],
+) -> std::process::Command {
+    let urls = stack.urls();
+    let mut c = thumper();
+    c.args(["fleet", "coordinate"])
+        .arg(file)
+        .args(["--workers", &workers.to_string(), "--nats", nats])
+        .args(["--fleet-id", "t"])
+        .args(["--target", &urls.database_url])
+        .args(["--admin-url", &urls.admin_database_url])
+        .arg("--report-dir")
+        .arg(reports)
+        .arg("--quiet")
+        .args(extra);
+    c
+}
+
+/// A worker `I/N` of fleet `t` over `nats`, as a Job's pod runs it: no owner URL.
+fn worker(
+    stack: &thumper::stack::Stack,
+    file: &std::path::Path,
+    reports: &std::path::Path,
+    segment: &str,
+    nats: &str,
+) -> std::process::Command {
+    let mut c = thumper();
+    c.arg("run")
+        .arg(file)
+        .args([
+            "--segment",
+            segment,
+            "--fleet-nats",
+            nats,
+            "--fleet-id",
+            "t",
+        ])
+        .args(["--target", &stack.urls().database_url])
+        .arg("--report-dir")
+        .arg(reports)
+        .arg("--quiet")
+        .env_remove("ADMIN_DATABASE_URL");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_missing_at_the_ready_deadline_is_named_and_nothing_loads() {
+    let stack = common::start_default().await;
+    let nats = nats().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = scenario_file(tmp.path(), "fleet", RATE);
+    let reports = tmp.path().join("r");
+    let coord = spawn(coordinator(
+        &stack,
+        &file,
+        &reports,
+        2,
+        nats.url(),
+        &["--ready-timeout", "4s"],
+    ));
+    // Only worker 0 of 2 comes.
+    let w0 = spawn(worker(
+        &stack,
+        &file,
+        &tmp.path().join("w0"),
+        "0/2",
+        nats.url(),
+    ));
+    let o = coord.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("1/2") && err.contains("did not report ready"),
+        "{err}"
+    );
+    // The worker that came is told and ends without load.
+    let o = w0.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cancelled"),
+        "{}",
+        text(&o)
+    );
+    let folders = std::fs::read_dir(tmp.path().join("w0")).map_or(0, |d| d.count());
+    assert_eq!(folders, 0, "no load, no report folder");
+    nats.stop().await;
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_keep_their_reports_when_the_coordinator_dies() {
+    let stack = common::start_default().await;
+    let nats = nats().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = RATE
+        .replace("rate = 200", "rate = 40")
+        .replace("duration = \"3s\"", "duration = \"12s\"");
+    let file = scenario_file(tmp.path(), "fleet", &scenario);
+    let mut coord = spawn(coordinator(
+        &stack,
+        &file,
+        &tmp.path().join("r"),
+        2,
+        nats.url(),
+        &[],
+    ));
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            spawn(worker(
+                &stack,
+                &file,
+                &tmp.path().join(format!("w{i}")),
+                &format!("{i}/2"),
+                nats.url(),
+            ))
+        })
+        .collect();
+    // Once the load runs, the coordinator goes without a word.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    coord.kill().unwrap();
+    let _ = coord.wait();
+    for (i, w) in workers.into_iter().enumerate() {
+        let o = w.wait_with_output().unwrap();
+        assert!(
+            matches!(o.status.code(), Some(0 | 99)),
+            "worker {i}: {}",
+            text(&o)
+        );
+        let (dir, s) = summary(&tmp.path().join(format!("w{i}")));
+        assert!(count(&s, "iterations") > 0);
+        assert!(dir.join("latency.hlog").is_file(), "worker {i}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("thumper merge"),
+            "worker {i} says how to judge the fleet: {}",
+            text(&o)
+        );
+    }
+    nats.stop().await;
+    stack.stop().await.unwrap();
+}
