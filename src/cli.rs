@@ -194,11 +194,11 @@ pub enum StackAction {
 pub enum FleetAction {
     /// Print the Kubernetes manifests of a coordinated fleet (ConfigMap, Indexed Job of workers,
     /// coordinator Job, reports volume, NATS unless --nats) for `kubectl apply -f -`.
-    Manifest(ManifestArgs),
+    Manifest(Box<ManifestArgs>),
     /// Coordinate a fleet whose workers run elsewhere (`thumper run --segment I/N --fleet-nats
     /// URL`, e.g. the Indexed Job's pods): set the target up once, start every worker at one
     /// instant, judge the fleet on its merged data; the exit code is the fleet's verdict.
-    Coordinate(CoordinateArgs),
+    Coordinate(Box<CoordinateArgs>),
 }
 
 /// Arguments of `thumper fleet coordinate`.

@@ -21,7 +21,7 @@ pub async fn dispatch(command: Command) -> u8 {
         Command::Fleet {
             action: Some(FleetAction::Manifest(args)),
             ..
-        } => fleet_manifest(args),
+        } => fleet_manifest(*args),
         Command::Fleet {
             action: None,
             scenario: Some(path),

@@ -146,8 +146,12 @@ pub async fn coordinate(
             &mut finals,
             co.exits.as_mut(),
             &interrupt,
+            opts.quiet,
         )
         .await;
+        if crate::report::console::progress_wanted(opts.quiet) {
+            eprintln!();
+        }
         let cpu_us = own_cpu_us().saturating_sub(cpu_before);
         Ok(fleet_summary(
             plan, target, members, outcome, cpu_us, &interrupt,
@@ -280,6 +284,7 @@ async fn follow(
     finals: &mut async_nats::Subscriber,
     mut exits: Option<&mut mpsc::UnboundedReceiver<WorkerExit>>,
     interrupt: &CancellationToken,
+    quiet: bool,
 ) -> Outcome {
     let n = members.len();
     let started = Instant::now() + START_LEAD;
@@ -297,6 +302,7 @@ async fn follow(
     // has not reported is lost.
     let deadline = started + plan.load.duration() + plan.graceful_stop + Duration::from_secs(30);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let progress = crate::report::console::progress_wanted(quiet);
     while members.iter().any(|m| !m.done()) {
         tokio::select! {
             Some(msg) = from_workers.next() => {
@@ -340,6 +346,9 @@ async fn follow(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                if progress {
+                    show_progress(members, now.saturating_duration_since(started), plan.load.duration());
+                }
                 for (i, m) in members.iter_mut().enumerate() {
                     if m.done() {
                         continue;
@@ -386,6 +395,41 @@ async fn follow(
         }
     }
     outcome
+}
+
+/// The fleet's live line: elapsed, workers streaming, the latest second's queries and errors.
+fn show_progress(members: &[Member], elapsed: Duration, planned: Duration) {
+    use std::io::Write;
+    let streaming = members
+        .iter()
+        .filter(|m| !m.done() && !m.intervals.is_empty())
+        .count();
+    let last = |name: &str| -> f64 {
+        members
+            .iter()
+            .filter_map(|m| m.intervals.last())
+            .map(|i| i.counters.get(name).copied().unwrap_or(0) as f64 / i.len_s.max(1e-3))
+            .sum()
+    };
+    let errors: u64 = members
+        .iter()
+        .flat_map(|m| &m.intervals)
+        .map(|i| {
+            i.counters.get("query_errors").copied().unwrap_or(0)
+                + i.counters.get("connection_errors").copied().unwrap_or(0)
+        })
+        .sum();
+    let lost = members.iter().filter(|m| m.lost.is_some()).count();
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r[{:>5.0}s/{:.0}s] fleet: {streaming}/{} workers streaming  queries/s {:>8.0}  errors {errors}  lost {lost}   ",
+        elapsed.as_secs_f64(),
+        planned.as_secs_f64(),
+        members.len(),
+        last("queries"),
+    );
+    let _ = err.flush();
 }
 
 fn host_suffix(host: &str) -> String {
