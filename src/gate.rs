@@ -370,6 +370,11 @@ impl LiveCheck {
         (!thresholds.is_empty()).then_some(LiveCheck { thresholds })
     }
 
+    /// Whether a threshold of this check reads the metric `key` (`query_duration{query:tenant}`).
+    pub fn reads(&self, key: &str) -> bool {
+        self.thresholds.iter().any(|t| t.metric == key)
+    }
+
     /// Why the run must stop now, if a due threshold fails. A metric without samples yet is
     /// not a reason to abort.
     pub fn judge(

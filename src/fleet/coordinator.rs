@@ -21,7 +21,8 @@ use super::FleetLink;
 use crate::gate::LiveCheck;
 use crate::metrics::codec;
 use crate::metrics::summary::{
-    CounterStats, GaugeStats, InstanceState, Interval, Metric, Summary, TrendStats, Verdict,
+    CounterStats, GaugeStats, InstanceState, Interval, Metric, RateStats, Summary, TrendStats,
+    Verdict,
 };
 use crate::redact::redact;
 use crate::run::target::{prepare_target, Target};
@@ -66,6 +67,7 @@ struct Member {
     host: String,
     intervals: Vec<Interval>,
     error_classes: BTreeMap<String, BTreeMap<String, u64>>,
+    rates: BTreeMap<String, RateStats>,
     started_at_unix_us: Option<i64>,
     last_heard: Option<Instant>,
     exited: Option<(Instant, String)>,
@@ -311,11 +313,13 @@ async fn follow(
                 let Some(m) = members.get_mut(index) else { continue };
                 m.last_heard = Some(Instant::now());
                 match msg {
-                    FromWorker::Interval { started_at_unix_us, interval, error_classes, .. } => {
+                    FromWorker::Interval { started_at_unix_us, interval, error_classes, rates, .. } => {
                         m.started_at_unix_us = Some(started_at_unix_us);
                         m.error_classes = error_classes;
-                        if live.is_some() {
-                            totals.add(&interval);
+                        m.rates = rates;
+                        // Only the trends a live threshold reads are decoded.
+                        if let Some(check) = &live {
+                            totals.add(&interval, &|name| check.reads(name));
                         }
                         m.intervals.push(*interval);
                         outcome.intervals += 1;
@@ -376,7 +380,7 @@ async fn follow(
                 } else if let Some(check) = &live {
                     let elapsed = now.saturating_duration_since(started);
                     if let Some(reason) = check.judge(elapsed, |wanted| Summary {
-                        metrics: totals.metrics(elapsed.as_secs_f64(), &members_classes(members), wanted),
+                        metrics: totals.metrics(elapsed.as_secs_f64(), &members_classes(members), &members_rates(members), wanted),
                         ..Summary::empty()
                     }) {
                         stopped = true;
@@ -454,6 +458,27 @@ fn members_classes(members: &[Member]) -> BTreeMap<String, BTreeMap<String, u64>
     all
 }
 
+/// Every worker's rates so far, summed.
+fn members_rates(members: &[Member]) -> BTreeMap<String, RateStats> {
+    let mut all: BTreeMap<String, RateStats> = BTreeMap::new();
+    for m in members {
+        for (name, r) in &m.rates {
+            let into = all.entry(name.clone()).or_default();
+            into.passes += r.passes;
+            into.fails += r.fails;
+        }
+    }
+    for r in all.values_mut() {
+        let total = r.passes + r.fails;
+        r.rate = if total > 0 {
+            r.passes as f64 / total as f64
+        } else {
+            0.0
+        };
+    }
+    all
+}
+
 /// Run totals built from intervals: the fleet's while it runs, and a lost worker's afterwards.
 #[derive(Default)]
 struct Totals {
@@ -463,8 +488,12 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, interval: &Interval) {
+    /// Adds an interval; of its trends only those `wanted` says (decoding costs the most).
+    fn add(&mut self, interval: &Interval, wanted: &dyn Fn(&str) -> bool) {
         for (name, t) in &interval.trends {
+            if !wanted(name) {
+                continue;
+            }
             let Ok(h) = codec::decode(&t.histogram) else {
                 continue;
             };
@@ -504,9 +533,13 @@ impl Totals {
         &self,
         duration_s: f64,
         classes: &BTreeMap<String, BTreeMap<String, u64>>,
+        rates: &BTreeMap<String, RateStats>,
         with_histogram: &dyn Fn(&str) -> bool,
     ) -> BTreeMap<String, Metric> {
         let mut metrics = BTreeMap::new();
+        for (name, r) in rates {
+            metrics.insert(name.clone(), Metric::Rate(r.clone()));
+        }
         for (name, h) in &self.trends {
             metrics.insert(
                 name.clone(),
@@ -542,7 +575,7 @@ impl Totals {
 fn lost_summary(plan: &Plan, target: &Target, m: &Member, reason: &str) -> Summary {
     let mut totals = Totals::default();
     for i in &m.intervals {
-        totals.add(i);
+        totals.add(i, &|_| true);
     }
     let duration_s = m.intervals.last().map_or(0.0, |i| i.t_s);
     let started_at = m
@@ -559,7 +592,12 @@ fn lost_summary(plan: &Plan, target: &Target, m: &Member, reason: &str) -> Summa
             aborted: false,
             interrupted: true,
             output_failed: false,
-            metrics: totals.metrics(duration_s, &m.error_classes, &|_| true),
+            metrics: totals.metrics(
+                duration_s,
+                &m.error_classes,
+                &members_rates(std::slice::from_ref(m)),
+                &|_| true,
+            ),
             time_series: m.intervals.clone(),
             notes: Vec::new(),
         },
@@ -696,4 +734,103 @@ pub async fn run(
         summary,
         report_dir: folder,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::{self, Threshold};
+    use crate::metrics::summary::IntervalTrend;
+
+    fn threshold(metric: &str, expression: &str) -> Threshold {
+        let (name, key) = gate::split_metric_key(metric).unwrap();
+        let kind = gate::metric_kind(&name).unwrap();
+        let (aggregation, op, value) = gate::parse_expression(expression, kind).unwrap();
+        Threshold {
+            metric: key,
+            expression: expression.into(),
+            aggregation,
+            op,
+            value,
+            abort_on_fail: true,
+            delay_abort_eval: Duration::ZERO,
+        }
+    }
+
+    /// A worker that streamed one interval of `n` 1 ms queries with `fails` failures.
+    fn member(n: u64, fails: u64) -> Member {
+        let mut h = codec::new_latency_histogram();
+        for _ in 0..n {
+            h.record(1_000).unwrap();
+        }
+        let mut interval = Interval {
+            t_s: 1.0,
+            len_s: 1.0,
+            ..Interval::default()
+        };
+        interval.counters.insert("queries".into(), n);
+        interval.counters.insert("query_errors".into(), fails);
+        interval.trends.insert(
+            "query_duration".into(),
+            IntervalTrend {
+                histogram: codec::encode(&h),
+                ..IntervalTrend::from_histogram(&h)
+            },
+        );
+        let mut m = Member {
+            intervals: vec![interval],
+            ..Member::default()
+        };
+        m.rates.insert(
+            "success_rate".into(),
+            RateStats {
+                rate: 0.0,
+                passes: n,
+                fails,
+            },
+        );
+        m
+    }
+
+    fn live_verdict(members: &[Member], t: Threshold) -> Option<String> {
+        let check = LiveCheck::new(&[t]).unwrap();
+        let mut totals = Totals::default();
+        for m in members {
+            for i in &m.intervals {
+                totals.add(i, &|name| check.reads(name));
+            }
+        }
+        check.judge(Duration::from_secs(1), |wanted| Summary {
+            metrics: totals.metrics(
+                1.0,
+                &members_classes(members),
+                &members_rates(members),
+                wanted,
+            ),
+            ..Summary::empty()
+        })
+    }
+
+    #[test]
+    fn a_fleet_wide_success_rate_is_judged_live() {
+        // 1 failure in 1,000 on each worker: 99.9 %; the fleet's 2 in 2,000 break "> 0.9995".
+        let fleet = [member(1_000, 1), member(1_000, 1)];
+        let reason = live_verdict(&fleet, threshold("success_rate", "rate > 0.9995"));
+        assert!(reason.is_some_and(|r| r.contains("success_rate")));
+        let healthy = [member(1_000, 0), member(1_000, 0)];
+        assert!(live_verdict(&healthy, threshold("success_rate", "rate > 0.9995")).is_none());
+    }
+
+    #[test]
+    fn fleet_percentiles_come_from_the_merged_histograms() {
+        let fleet = [member(100, 0), member(100, 0)];
+        assert!(live_verdict(&fleet, threshold("query_duration", "p(99) < 2")).is_none());
+        let reason = live_verdict(&fleet, threshold("query_duration", "p(99) < 0.5"));
+        assert!(reason.is_some());
+        // A trend no live threshold reads is not decoded.
+        let check = LiveCheck::new(&[threshold("iterations", "count < 5")]).unwrap();
+        let mut totals = Totals::default();
+        totals.add(&fleet[0].intervals[0], &|name| check.reads(name));
+        assert!(totals.trends.is_empty());
+    }
 }

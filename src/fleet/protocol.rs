@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::summary::{Interval, Summary};
+use crate::metrics::summary::{Interval, RateStats, Summary};
 
 /// The NATS subjects of one fleet run, all under `thumper.fleet.<id>`.
 #[derive(Debug, Clone)]
@@ -107,6 +107,9 @@ pub enum FromWorker {
         interval: Box<Interval>,
         /// Its error counts so far by counter and class (`query_errors` → `22012 …` → n).
         error_classes: BTreeMap<String, BTreeMap<String, u64>>,
+        /// Its rates so far (`success_rate`), which intervals do not carry.
+        #[serde(default)]
+        rates: BTreeMap<String, RateStats>,
     },
     /// Its summary at the end, without the time series (already streamed).
     Final {

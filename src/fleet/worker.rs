@@ -320,20 +320,26 @@ impl Streamer {
         if self.sent >= intervals.len() {
             return;
         }
-        let error_classes: BTreeMap<String, BTreeMap<String, u64>> = run
-            .metrics(|_| false)
-            .into_iter()
-            .filter_map(|(name, m)| match m {
-                Metric::Counter(c) if !c.by_class.is_empty() => Some((name, c.by_class)),
-                _ => None,
-            })
-            .collect();
+        let mut error_classes: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut rates = BTreeMap::new();
+        for (name, m) in run.metrics(|_| false) {
+            match m {
+                Metric::Counter(c) if !c.by_class.is_empty() => {
+                    error_classes.insert(name, c.by_class);
+                }
+                Metric::Rate(r) => {
+                    rates.insert(name, r);
+                }
+                _ => {}
+            }
+        }
         for interval in &intervals[self.sent..] {
             let _ = self.tx.send(FromWorker::Interval {
                 index: self.index,
                 started_at_unix_us: self.started_at_unix_us,
                 interval: Box::new(interval.clone()),
                 error_classes: error_classes.clone(),
+                rates: rates.clone(),
             });
         }
         self.sent = intervals.len();
