@@ -478,6 +478,9 @@ fn nats_service(opts: &ManifestOptions) -> Value {
 /// is left out, so one failed worker does not get the others terminated: they finish and write
 /// their reports, and the coordinator, not the Job, gives the verdict. `backoffLimit` is left
 /// to the API's default with a per-index limit (2147483647: only the per-index limit counts).
+/// How long the coordinator waits for every worker pod's ready, and a worker for the coordinator.
+const READY_TIMEOUT: &str = "5m";
+
 fn workers_job(opts: &ManifestOptions) -> Value {
     let n = opts.parallelism;
     let args = vec![
@@ -489,6 +492,9 @@ fn workers_job(opts: &ManifestOptions) -> Value {
         opts.effective_nats_url(),
         "--fleet-id".to_owned(),
         opts.name.clone(),
+        // Pods are scheduled and pull the image at their own pace.
+        "--ready-timeout".to_owned(),
+        READY_TIMEOUT.to_owned(),
         "--target".to_owned(),
         "$(DATABASE_URL)".to_owned(),
         "--pool-mode".to_owned(),
@@ -559,6 +565,8 @@ fn coordinator_job(opts: &ManifestOptions) -> Value {
         opts.effective_nats_url(),
         "--fleet-id".to_owned(),
         opts.name.clone(),
+        "--ready-timeout".to_owned(),
+        READY_TIMEOUT.to_owned(),
         "--target".to_owned(),
         "$(DATABASE_URL)".to_owned(),
         "--admin-url".to_owned(),

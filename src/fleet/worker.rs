@@ -7,6 +7,8 @@
 //! for `thumper merge`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -24,6 +26,8 @@ use crate::run::RunError;
 const READY_EVERY: Duration = Duration::from_millis(500);
 /// A start announced longer ago than this is one this worker was not counted in.
 const LATE_START: Duration = Duration::from_secs(2);
+/// The coordinator broadcasts twice a second; silent this long during set-up, it is gone.
+const COORDINATOR_SILENCE: Duration = Duration::from_secs(15);
 
 /// A worker's connection to its fleet.
 pub struct Worker {
@@ -32,6 +36,8 @@ pub struct Worker {
     segment: Segment,
     link: FleetLink,
     control: watch::Receiver<Option<Control>>,
+    /// When the coordinator was last heard, microseconds since the Unix epoch.
+    heard: Arc<AtomicI64>,
     publisher: Option<JoinHandle<()>>,
 }
 
@@ -51,10 +57,13 @@ impl Worker {
             .await
             .map_err(|e| RunError::Failed(format!("NATS at {}: {e}", redact(&link.nats))))?;
         let (tx, control) = watch::channel(None);
+        let heard = Arc::new(AtomicI64::new(0));
+        let on_message = heard.clone();
         tokio::spawn(async move {
             use futures_util::StreamExt;
             while let Some(msg) = sub.next().await {
                 if let Ok(c) = serde_json::from_slice::<Control>(&msg.payload) {
+                    on_message.store(unix_us_now(), Ordering::Relaxed);
                     tx.send_if_modified(|now| {
                         let changed = now.as_ref() != Some(&c);
                         *now = Some(c);
@@ -69,16 +78,26 @@ impl Worker {
             segment,
             link: link.clone(),
             control,
+            heard,
             publisher: None,
         })
     }
 
-    /// Waits until the coordinator has set the target up. A coordinator that never answers, or
-    /// cancels, ends the run here, before any load.
+    /// Waits until the coordinator has set the target up, however long seeding takes while
+    /// the coordinator is heard. A coordinator never heard within `--ready-timeout`, one that
+    /// goes silent, or one that cancels ends the run here, before any load.
     pub async fn wait_for_setup(&mut self, interrupt: &CancellationToken) -> Result<(), RunError> {
         let link = self.link.clone();
         let deadline = tokio::time::Instant::now() + link.ready_timeout;
+        let mut check = tokio::time::interval(Duration::from_secs(1));
         loop {
+            let heard = self.heard.load(Ordering::Relaxed);
+            if heard > 0 && unix_us_now() - heard > COORDINATOR_SILENCE.as_micros() as i64 {
+                return Err(RunError::Failed(format!(
+                    "worker {}: the coordinator of fleet `{}` went silent during its set-up",
+                    self.segment, link.id
+                )));
+            }
             let now = self.control.borrow_and_update().clone();
             match now {
                 Some(Control::Open) => return Ok(()),
@@ -96,7 +115,8 @@ impl Worker {
                         return Err(RunError::Failed("lost the NATS subscription".into()));
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = check.tick() => {}
+                _ = tokio::time::sleep_until(deadline), if heard == 0 => {
                     return Err(RunError::Failed(format!(
                         "worker {}: no coordinator of fleet `{}` answered on {} within {:?} (start `thumper fleet coordinate` with the same --fleet-id, or raise --ready-timeout)",
                         self.segment,
