@@ -503,6 +503,7 @@ mod tests {
             time_series: vec![],
             notes: vec![],
             curves: vec![],
+            instances: vec![],
         }
     }
 

@@ -300,6 +300,7 @@ fn build(run: &Run) -> Summary {
         time_series,
         notes: vec!["PgBouncer had waiting clients for 3 s (t = 13–15 s).".to_owned()],
         curves: Vec::new(),
+        instances: Vec::new(),
     }
 }
 
