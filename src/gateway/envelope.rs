@@ -21,7 +21,6 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use twilight_model::gateway::event::GatewayEventDeserializer;
 
 /// Current envelope version.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -53,19 +52,19 @@ pub enum RouteError {
     Json(#[from] serde_json::Error),
 }
 
+/// The whole payload in one pass: `d` is kept raw (its extent is found, nothing is built).
 #[derive(Deserialize)]
 struct Frame<'a> {
-    #[serde(borrow)]
-    d: &'a RawValue,
-}
-
-/// The ids a dispatch may carry: `guild_id` on guild sub-resources, `id` on guild events.
-#[derive(Deserialize)]
-struct RoutingIds<'a> {
+    #[serde(default)]
+    op: Option<u8>,
+    #[serde(default)]
+    s: Option<u64>,
+    /// Discord's event names hold no escapes: the name borrows the input (an escaped name is
+    /// refused as invalid).
     #[serde(borrow, default)]
-    guild_id: Option<&'a str>,
+    t: Option<&'a str>,
     #[serde(borrow, default)]
-    id: Option<&'a str>,
+    d: Option<&'a RawValue>,
 }
 
 /// Guild events whose guild is `d.id` rather than `d.guild_id`.
@@ -73,27 +72,70 @@ fn is_guild_event(kind: &str) -> bool {
     matches!(kind, "GUILD_CREATE" | "GUILD_UPDATE" | "GUILD_DELETE")
 }
 
+/// Reads the top-level string `key` of the object `d`, stopping at it: the rest of the object
+/// (a GUILD_CREATE's member list, a member's roles) is not scanned again once the id is found.
+fn top_level_str<'a>(d: &'a RawValue, key: &'static str) -> Result<Option<&'a str>, RouteError> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+
+    struct Find<'a, 'f> {
+        key: &'static str,
+        found: &'f mut Option<&'a str>,
+    }
+    impl<'a> Visitor<'a> for Find<'a, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(k) = map.next_key::<Cow<'a, str>>()? {
+                if k == self.key {
+                    *self.found = map.next_value::<Option<&'a str>>()?;
+                    // Stop here: what follows is left unread.
+                    return Ok(());
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_str(d.get());
+    let read = de.deserialize_map(Find {
+        key,
+        found: &mut found,
+    });
+    match read {
+        Ok(()) => Ok(found),
+        // Stopping early leaves the object unclosed, which serde_json reports after the visitor
+        // returned; `d` was validated as JSON by the frame's pass, so the id stands.
+        Err(_) if found.is_some() => Ok(found),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Routes one raw gateway payload. `Ok(None)` for anything but an op 0 dispatch.
+///
+/// One pass over the payload finds `op`, `s`, `t` and the extent of `d`; a second reads `d`'s
+/// keys up to the guild id.
 pub fn route(json: &str) -> Result<Option<Dispatch<'_>>, RouteError> {
-    let de = GatewayEventDeserializer::from_json(json).ok_or(RouteError::NoOpcode)?;
-    let (op, seq, kind) = de.into_parts();
+    let frame: Frame<'_> = serde_json::from_str(json)?;
+    let op = frame.op.ok_or(RouteError::NoOpcode)?;
     if op != 0 {
         return Ok(None);
     }
-    // Discord's event names hold no escapes, so the name borrows the input.
-    let (Some(seq), Some(Cow::Borrowed(kind))) = (seq, kind) else {
+    let (Some(seq), Some(kind)) = (frame.s, frame.t) else {
         return Err(RouteError::Incomplete);
     };
-    let frame: Frame<'_> = serde_json::from_str(json)?;
-    let data = frame.d;
+    let data = frame.d.unwrap_or(RawValue::NULL);
     // Only objects carry ids; some dispatches (RESUMED) have `{}` or `null`.
     let guild_id = if data.get().starts_with('{') {
-        let ids: RoutingIds<'_> = serde_json::from_str(data.get())?;
-        if is_guild_event(kind) {
-            ids.id
+        let key = if is_guild_event(kind) {
+            "id"
         } else {
-            ids.guild_id
-        }
+            "guild_id"
+        };
+        top_level_str(data, key)?
     } else {
         None
     };
@@ -140,9 +182,54 @@ impl<'a> Envelope<'a> {
         }
     }
 
-    /// Appends the envelope's JSON to `out`.
+    /// Appends the envelope's JSON to `out`: the same bytes as serializing it with serde_json,
+    /// written directly. `kind` and `guild_id` borrow unescaped JSON strings (routing rejects
+    /// escaped ones), so they are written between quotes as they are.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, self).expect("an envelope always serializes");
+        out.reserve(self.payload.get().len() + self.kind.len() + 128);
+        out.extend_from_slice(b"{\"v\":");
+        write_u64(out, u64::from(self.v));
+        out.extend_from_slice(b",\"shard\":");
+        write_u64(out, u64::from(self.shard));
+        out.extend_from_slice(b",\"seq\":");
+        write_u64(out, self.seq);
+        out.extend_from_slice(b",\"type\":");
+        write_str(out, self.kind);
+        if let Some(guild) = self.guild_id {
+            out.extend_from_slice(b",\"guild_id\":");
+            write_str(out, guild);
+        }
+        out.extend_from_slice(b",\"received_at_us\":");
+        write_u64(out, self.received_at_us);
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(self.payload.get().as_bytes());
+        out.push(b'}');
+    }
+}
+
+/// Writes `n` in decimal.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Writes `s` as a JSON string; escapes what needs it (nothing, for strings borrowed from JSON).
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        serde_json::to_writer(out, s).expect("a string always serializes");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
     }
 }
 
@@ -210,5 +297,39 @@ mod tests {
         assert_eq!(view.guild_id, Some("55"));
         assert_eq!(view.received_at_us, 1234);
         assert_eq!(view.payload.get(), d.data.get());
+    }
+
+    #[test]
+    fn the_envelope_writer_matches_serde_json() {
+        for json in [
+            r#"{"op":0,"s":18446744073709551615,"t":"GUILD_MEMBER_ADD","d":{"user":{"id":"9"},"guild_id":"55"}}"#,
+            r#"{"op":0,"s":0,"t":"READY","d":{"v":10}}"#,
+            r#"{"op":0,"s":3,"t":"RESUMED","d":null}"#,
+        ] {
+            let d = route(json).unwrap().unwrap();
+            let envelope = Envelope::new(u32::MAX, &d, 1_700_000_000_000_000);
+            let mut out = Vec::new();
+            envelope.write_to(&mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&envelope).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn routing_stops_at_the_id_wherever_it_is() {
+        let json = r#"{"t":"GUILD_MEMBER_UPDATE","s":5,"op":0,"d":{"user":{"id":"9","guild_id":"1"},"roles":["2"],"guild_id":"77","nick":null}}"#;
+        let d = route(json).unwrap().unwrap();
+        assert_eq!((d.seq, d.guild_id), (5, Some("77")));
+        let json = r#"{"op":0,"s":1,"t":"GUILD_MEMBER_ADD","d":{"user":{"id":"9"}}}"#;
+        assert_eq!(route(json).unwrap().unwrap().guild_id, None);
+        // A dispatch whose d is not valid JSON is refused, whether or not the id comes first.
+        assert!(route(r#"{"op":0,"s":1,"t":"X","d":{"guild_id":"1","a":}}"#).is_err());
+        // Missing s or t.
+        assert!(matches!(
+            route(r#"{"op":0,"t":"X","d":{}}"#),
+            Err(RouteError::Incomplete)
+        ));
     }
 }

@@ -48,7 +48,11 @@ impl Publisher {
     }
 
     /// Publishes one envelope; returns whether it went anywhere.
-    pub async fn publish(&self, subject: String, envelope: Bytes) -> Result<bool, PublishError> {
+    pub async fn publish(
+        &self,
+        subject: async_nats::Subject,
+        envelope: Bytes,
+    ) -> Result<bool, PublishError> {
         match self {
             Publisher::Nats(client) => {
                 client.publish(subject, envelope).await?;

@@ -22,6 +22,9 @@ use super::publish::Publisher;
 use super::queue::IdentifyQueue;
 use super::unix_micros;
 
+/// Discord has about 80 event names; more than this many are not cached.
+const MAX_CACHED_SUBJECTS: usize = 128;
+
 /// Counters one shard writes and the stats reporter reads.
 #[derive(Debug, Default)]
 pub struct ShardStats {
@@ -124,7 +127,8 @@ pub async fn run_shard(
     let id = shard.id().number();
     let subject_prefix = format!("{}.{id}.", ctx.subject_prefix);
     let wanted = ctx.cache_mode.wanted_events();
-    let mut buf = Vec::with_capacity(1024);
+    // Subjects by event name: a handful of names, each built once (a clone is a refcount).
+    let mut subjects: Vec<(String, async_nats::Subject)> = Vec::new();
     loop {
         let item = tokio::select! {
             _ = cancel.cancelled() => {
@@ -169,16 +173,24 @@ pub async fn run_shard(
         bump(&stats.dispatches);
         let kind = dispatch.kind;
         let span = tracing::debug_span!("dispatch", shard = id, event = kind, seq = dispatch.seq);
-        buf.clear();
+        // The envelope is written into the buffer NATS sends: no copy.
+        let mut buf = Vec::with_capacity(json.len() + 160);
         Envelope::new(id, &dispatch, received_at_us).write_to(&mut buf);
-        let mut subject = String::with_capacity(subject_prefix.len() + kind.len());
-        subject.push_str(&subject_prefix);
-        subject.push_str(kind);
+        let subject = match subjects.iter().find(|(k, _)| k == kind) {
+            Some((_, subject)) => subject.clone(),
+            None => {
+                let subject = async_nats::Subject::from(format!("{subject_prefix}{kind}"));
+                if subjects.len() < MAX_CACHED_SUBJECTS {
+                    subjects.push((kind.to_owned(), subject.clone()));
+                }
+                subject
+            }
+        };
         let cache_it = ctx.cache.is_some() && ctx.cache_mode.caches(kind);
 
         let published = ctx
             .publisher
-            .publish(subject, Bytes::copy_from_slice(&buf))
+            .publish(subject, Bytes::from(buf))
             .instrument(span.clone())
             .await;
         match published {

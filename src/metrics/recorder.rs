@@ -110,7 +110,7 @@ impl Recorder {
     pub fn new(start: Instant, tx: UnboundedSender<Vec<Sample>>) -> Recorder {
         Recorder {
             start,
-            buf: Vec::with_capacity(16),
+            buf: Vec::with_capacity(4),
             oldest: None,
             tx,
             in_flight: None,
@@ -157,7 +157,10 @@ impl Recorder {
         if self.buf.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(16));
+        // The next batch is likely as long as this one: a VU with think time sends two or three
+        // samples per batch, and at 10,000 VUs every idle buffer's spare capacity adds up.
+        let next = self.buf.len().min(MAX_LEN);
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(next));
         self.oldest = None;
         // The aggregator outlives every VU; if it is gone the run is over anyway.
         let _ = self.tx.send(batch);

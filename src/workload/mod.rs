@@ -167,11 +167,12 @@ impl Workload {
         let stream = client.simple_query_raw(text).await?;
         pin_mut!(stream);
         let mut outcome = Outcome::default();
-        // Only a tenant-scoped query needs the tenant as text (a SELECT 1 allocates nothing).
-        let tenant = if q.tenant_scoped {
-            values.community_text()
+        // Only a tenant-scoped query needs the tenant as text.
+        let mut tenant_buf = [0u8; 36];
+        let tenant: &str = if q.tenant_scoped {
+            values.community_text(&mut tenant_buf)
         } else {
-            String::new()
+            ""
         };
         // A tenant-scoped batch returns set_tenant_context's row first: count rows from the
         // second row description on.
@@ -184,7 +185,7 @@ impl Workload {
                         if descriptions < 2 {
                             continue;
                         }
-                        if row.get(0) != Some(tenant.as_str()) {
+                        if row.get(0) != Some(tenant) {
                             outcome.tenant_violations += 1;
                         }
                     }
@@ -275,7 +276,8 @@ impl Workload {
         values: &params::Values<'_>,
     ) -> Result<Outcome, tokio_postgres::Error> {
         let statement = self.statement(client, state, index).await?;
-        let tenant_text = values.community_text();
+        let mut tenant_buf = [0u8; 36];
+        let tenant_text: &str = values.community_text(&mut tenant_buf);
         client.batch_execute("BEGIN").await?;
         let body = async {
             let tenant_param: [(&(dyn ToSql + Sync), Type); 1] = [(&tenant_text, Type::TEXT)];

@@ -46,8 +46,9 @@ impl<'a> Values<'a> {
         }
     }
 
-    pub fn community_text(&self) -> String {
-        self.community.hyphenated().to_string()
+    /// The tenant as text, written into `buf` (no allocation per query).
+    pub fn community_text<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        self.community.hyphenated().encode_lower(buf)
     }
 
     fn value(&self, kind: ParamKind) -> &(dyn ToSql + Sync) {
@@ -77,7 +78,10 @@ impl<'a> Values<'a> {
             ParamKind::ProfileId => write!(out, "'{}'::uuid", self.profile),
             ParamKind::GuildId => write!(out, "{}", self.guild),
             ParamKind::DiscordUserId => write!(out, "{}", self.discord_user),
-            ParamKind::Wallet => write!(out, "'{}'", self.wallet.replace('\'', "''")),
+            ParamKind::Wallet if self.wallet.contains('\'') => {
+                write!(out, "'{}'", self.wallet.replace('\'', "''"))
+            }
+            ParamKind::Wallet => write!(out, "'{}'", self.wallet),
         };
     }
 }
