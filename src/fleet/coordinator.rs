@@ -509,23 +509,13 @@ impl Totals {
         for (name, count) in &interval.counters {
             *self.counters.entry(name.clone()).or_default() += count;
         }
-        let mut gauges: Vec<(&str, f64)> = interval
-            .gauges
-            .iter()
-            .map(|(k, v)| (k.as_str(), *v))
-            .collect();
-        gauges.push(("vus", interval.vus as f64));
-        for (name, value) in gauges {
-            let g = self.gauges.entry(name.to_owned()).or_insert(GaugeStats {
-                last: value,
-                min: value,
-                max: value,
-                samples: 0,
-            });
-            g.last = value;
-            g.min = g.min.min(value);
-            g.max = g.max.max(value);
-            g.samples += 1;
+        let vus = ("vus", interval.vus as f64);
+        let gauges = interval.gauges.iter().map(|(k, v)| (k.as_str(), *v));
+        for (name, value) in gauges.chain(std::iter::once(vus)) {
+            let mut g = self.gauges.remove(name);
+            GaugeStats::record(&mut g, value);
+            self.gauges
+                .insert(name.to_owned(), g.expect("recorded above"));
         }
     }
 
@@ -739,22 +729,11 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::{self, Threshold};
+    use crate::gate::Threshold;
     use crate::metrics::summary::IntervalTrend;
 
     fn threshold(metric: &str, expression: &str) -> Threshold {
-        let (name, key) = gate::split_metric_key(metric).unwrap();
-        let kind = gate::metric_kind(&name).unwrap();
-        let (aggregation, op, value) = gate::parse_expression(expression, kind).unwrap();
-        Threshold {
-            metric: key,
-            expression: expression.into(),
-            aggregation,
-            op,
-            value,
-            abort_on_fail: true,
-            delay_abort_eval: Duration::ZERO,
-        }
+        super::super::merge::reparse(metric, expression, true).unwrap()
     }
 
     /// A worker that streamed one interval of `n` 1 ms queries with `fails` failures.

@@ -162,7 +162,7 @@ fn merged_notes(instances: &[Summary], stats: &[InstanceStats]) -> Vec<String> {
 }
 
 /// A threshold as the summary wrote it, parsed again for the merged data.
-fn reparse(
+pub(crate) fn reparse(
     metric: &str,
     expression: &str,
     abort_on_fail: bool,
