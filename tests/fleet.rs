@@ -493,3 +493,40 @@ async fn workers_keep_their_reports_when_the_coordinator_dies() {
     nats.stop().await;
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_waits_for_a_nats_server_that_comes_up_after_it() {
+    let stack = common::start_default().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = RATE.replace(
+        "iterations = [\"count < 450\"]",
+        "iterations = [\"count > 0\"]",
+    );
+    let file = scenario_file(tmp.path(), "fleet", &scenario);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    // As pods of one apply: the fleet first, its NATS server a little later.
+    let coord = spawn(coordinator(
+        &stack,
+        &file,
+        &tmp.path().join("r"),
+        1,
+        &url,
+        &[],
+    ));
+    let w = spawn(worker(&stack, &file, &tmp.path().join("w0"), "0/1", &url));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let nats = thumper::stack::nats::NatsServer::start_on(port)
+        .await
+        .expect("nats-server starts");
+    let o = coord.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = w.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    nats.stop().await;
+    stack.stop().await.unwrap();
+}

@@ -91,7 +91,7 @@ pub async fn coordinate(
 ) -> Result<Summary, RunError> {
     super::protocol::check_fleet_id(&co.link.id).map_err(RunError::BadInput)?;
     let n = co.workers;
-    let client = connect(&co.link.nats, "thumper coordinator").await?;
+    let client = connect(&co.link.nats, "thumper coordinator", co.link.ready_timeout).await?;
     let subjects = Subjects::new(&co.link.id);
     let sub_err = |e: async_nats::SubscribeError| RunError::Failed(format!("NATS: {e}"));
     let mut from_workers = client

@@ -37,11 +37,16 @@ fn free_port() -> std::io::Result<u16> {
 impl NatsServer {
     /// Starts a server on a free port and waits until it accepts connections.
     pub async fn start() -> anyhow::Result<NatsServer> {
+        let port = free_port().context("finding a free port for nats-server")?;
+        NatsServer::start_on(port).await
+    }
+
+    /// Starts a server on 127.0.0.1:`port` and waits until it accepts connections.
+    pub async fn start_on(port: u16) -> anyhow::Result<NatsServer> {
         let bin = find_binary().context(
             "nats-server not found on PATH or in /usr/sbin (apt-get install nats-server), \
              or pass a NATS URL",
         )?;
-        let port = free_port().context("finding a free port for nats-server")?;
         let child = Command::new(&bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
