@@ -104,6 +104,12 @@ fn instances(out: &mut String, summary: &Summary) {
     );
     let maybe = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
     for i in &summary.instances {
+        // A host name comes from the worker: no control character reaches the terminal.
+        let host: String = i
+            .host
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
         let state = match i.state {
             InstanceState::Finished => "finished",
             InstanceState::Interrupted => "interrupted",
@@ -113,7 +119,7 @@ fn instances(out: &mut String, summary: &Summary) {
             out,
             "    {:<8} {:<16} {:<11} {:>10} {:>10} {:>7} {:>9.2} {:>9.1} {:>6} {:>7}{}",
             i.segment,
-            if i.host.is_empty() { "-" } else { &i.host },
+            if host.is_empty() { "-" } else { &host },
             state,
             i.iterations,
             i.queries,
@@ -175,6 +181,15 @@ impl Watcher for ProgressLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_name_cannot_drive_the_terminal() {
+        let mut s = crate::report::model::fixtures::fleet();
+        s.instances[0].host = "pod\u{1b}[2J\r".into();
+        let out = render(&s, std::path::Path::new("r"));
+        assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+        assert!(out.contains("pod?[2J?"));
+    }
 
     #[test]
     fn fleet_instances_follow_the_metrics() {
