@@ -17,6 +17,8 @@
 //! | `stats_interval_s`     | `GATEWAY_STATS_INTERVAL_S`     | 30                           |
 //!
 //! The file is named by `GATEWAY_CONFIG` or `--config PATH`. An empty variable counts as unset.
+//! Either shard variable in the environment overrides both shard keys of the file. An error
+//! names the variable and the file key.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -190,7 +192,10 @@ pub enum ConfigError {
         total: u32,
     },
     /// A setting's value does not parse or is out of range.
-    #[error("invalid {key} {value:?}: {reason}")]
+    #[error(
+        "invalid {key} (`{}` in the config file) {value:?}: {reason}",
+        file_key(key)
+    )]
     Invalid {
         /// The setting, named by its environment variable (even when the file set it).
         key: &'static str,
@@ -259,6 +264,17 @@ where
         value: value.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// The config file's key of the setting named by environment variable `env`.
+fn file_key(env: &str) -> String {
+    match env {
+        "DISCORD_TOKEN" => "token".to_owned(),
+        other => other
+            .strip_prefix("GATEWAY_")
+            .unwrap_or(other)
+            .to_ascii_lowercase(),
+    }
 }
 
 /// Parses `"3"` or `"0-3"` (inclusive).
@@ -355,15 +371,15 @@ impl GatewayConfig {
                 reason: "there must be at least one shard".into(),
             });
         }
-        let (first, last) = match env("GATEWAY_SHARDS").or(file.shards) {
-            Some(span) => parse_shard_span(&span)?,
-            None => {
-                let id = match env("GATEWAY_SHARD_ID") {
-                    Some(v) => parse_value::<u32>("GATEWAY_SHARD_ID", &v)?,
-                    None => file.shard_id.unwrap_or(0),
-                };
-                (id, id)
-            }
+        // The environment over the file, the span over the single id within each.
+        let single = |v: &str| parse_value::<u32>("GATEWAY_SHARD_ID", v).map(|id| (id, id));
+        let (first, last) = match (env("GATEWAY_SHARDS"), env("GATEWAY_SHARD_ID")) {
+            (Some(span), _) => parse_shard_span(&span)?,
+            (None, Some(id)) => single(&id)?,
+            (None, None) => match (file.shards, file.shard_id) {
+                (Some(span), _) => parse_shard_span(&span)?,
+                (None, id) => (id.unwrap_or(0), id.unwrap_or(0)),
+            },
         };
         if last >= total {
             return Err(ConfigError::ShardOutOfRange { id: last, total });
@@ -392,6 +408,13 @@ impl GatewayConfig {
             Some(v) => parse_value::<u64>("GATEWAY_STATS_INTERVAL_S", &v)?,
             None => file.stats_interval_s.unwrap_or(30),
         };
+        if stats_interval_s == 0 {
+            return Err(ConfigError::Invalid {
+                key: "GATEWAY_STATS_INTERVAL_S",
+                value: "0".into(),
+                reason: "the stats interval must be at least 1 second".into(),
+            });
+        }
         let subject_prefix = env("GATEWAY_SUBJECT_PREFIX")
             .or(file.subject_prefix)
             .unwrap_or_else(|| "arrakis.gateway".to_owned());
@@ -413,7 +436,7 @@ impl GatewayConfig {
             nats_url: env("NATS_URL").or(file.nats_url),
             subject_prefix,
             log_format,
-            stats_interval: Duration::from_secs(stats_interval_s.max(1)),
+            stats_interval: Duration::from_secs(stats_interval_s),
         })
     }
 }
@@ -510,5 +533,41 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_rejected() {
         assert!(parse_file("shard: 1\n").is_err());
+    }
+
+    #[test]
+    fn a_shard_id_in_the_environment_overrides_the_files_span() {
+        let c = load(
+            &[("DISCORD_TOKEN", "t"), ("GATEWAY_SHARD_ID", "2"), LOCAL],
+            "shards: \"0-3\"\ntotal_shards: 4\n",
+        )
+        .unwrap();
+        assert_eq!(c.shards.ids(), 2..=2);
+    }
+
+    #[test]
+    fn a_zero_stats_interval_is_refused_not_rounded_up() {
+        let e = load(
+            &[
+                ("DISCORD_TOKEN", "t"),
+                ("GATEWAY_STATS_INTERVAL_S", "0"),
+                LOCAL,
+            ],
+            "",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("GATEWAY_STATS_INTERVAL_S"), "{e}");
+        let e = load(&[("DISCORD_TOKEN", "t"), LOCAL], "stats_interval_s: 0\n").unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_setting_names_its_file_key_too() {
+        let e = load(&[("DISCORD_TOKEN", "t"), LOCAL], "cache: everything\n").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("GATEWAY_CACHE") && text.contains("`cache`"),
+            "{text}"
+        );
     }
 }
