@@ -437,11 +437,9 @@ impl RunArgs {
             summary_md: self.reports.summary_md,
             quiet: self.reports.quiet,
             segment: self.segment,
-            fleet: self.fleet_nats.map(|nats| crate::fleet::FleetLink {
-                nats,
-                id: self.fleet_id.clone(),
-                ready_timeout: self.ready_timeout,
-            }),
+            fleet_nats: self.fleet_nats,
+            fleet_id: self.fleet_id,
+            ready_timeout: self.ready_timeout,
             outputs: crate::output::OutputOptions {
                 specs: self.outputs,
                 interval: self.out_interval,

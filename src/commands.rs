@@ -29,20 +29,16 @@ pub async fn dispatch(command: Command) -> u8 {
             args,
         } => {
             let opts = args.into_options(path);
-            let nats = opts.fleet.as_ref().map(|l| l.nats.clone());
+            let nats = opts.fleet_nats.clone();
             finish_run(crate::fleet::local::run(&opts, local, nats, crate::signals::watch()).await)
         }
         Command::Fleet {
             action: Some(FleetAction::Coordinate(c)),
             ..
         } => {
-            let link = crate::fleet::FleetLink {
-                nats: c.nats,
-                id: c.args.fleet_id.clone(),
-                ready_timeout: c.args.ready_timeout,
-            };
             let workers = c.workers;
             let opts = c.args.into_options(c.scenario);
+            let link = opts.fleet_link(&c.nats);
             finish_run(
                 crate::fleet::coordinator::run(&opts, workers, link, crate::signals::watch()).await,
             )

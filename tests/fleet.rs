@@ -530,3 +530,22 @@ async fn a_fleet_waits_for_a_nats_server_that_comes_up_after_it() {
     nats.stop().await;
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_fleet_keeps_to_its_ready_timeout() {
+    let stack = common::start_default().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = scenario_file(tmp.path(), "fleet", RATE);
+    let reports = tmp.path().join("r");
+    // No worker can check its target and report ready within a millisecond.
+    let mut c = local_fleet(&stack, 2, &file, &reports);
+    c.args(["--ready-timeout", "1ms"]);
+    let o = output(c);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ready"),
+        "{}",
+        text(&o)
+    );
+    stack.stop().await.unwrap();
+}

@@ -15,8 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::merge::{combine, judge};
-use super::protocol::{unix_us_now, Control, FromWorker, Subjects};
-use super::worker::connect;
+use super::protocol::{connect, unix_us_now, Control, FromWorker, Subjects};
 use super::FleetLink;
 use crate::gate::LiveCheck;
 use crate::metrics::codec;
@@ -608,7 +607,7 @@ fn fleet_summary(
     let n = members.len();
     let lost: Vec<String> = members.iter().filter_map(|m| m.lost.clone()).collect();
     let hosts: Vec<String> = members.iter().map(|m| m.host.clone()).collect();
-    let states: Vec<bool> = members.iter().map(|m| m.lost.is_some()).collect();
+    let was_lost: Vec<bool> = members.iter().map(|m| m.lost.is_some()).collect();
     let summaries: Vec<Summary> = members
         .into_iter()
         .map(|m| match (m.summary.clone(), &m.lost) {
@@ -631,14 +630,14 @@ fn fleet_summary(
         }
     };
     for (i, stats) in summary.instances.iter_mut().enumerate() {
-        if states.get(i) == Some(&true) {
+        if was_lost.get(i) == Some(&true) {
             stats.state = InstanceState::Lost;
         }
         if let Some(h) = hosts.get(i).filter(|h| !h.is_empty()) {
             stats.host = h.clone();
         }
     }
-    super::local::add_start_skew(&mut summary, &summaries);
+    add_start_skew(&mut summary, &summaries);
     summary.notes.insert(
         0,
         format!(
@@ -666,6 +665,37 @@ fn fleet_summary(
         summary.verdict = Verdict::Fail;
     }
     summary
+}
+
+/// The spread of the workers' load start times, in milliseconds, as the gauge
+/// `fleet_start_skew`; a threshold on it is judged with the others.
+fn add_start_skew(summary: &mut Summary, instances: &[Summary]) {
+    let starts: Vec<time::OffsetDateTime> = instances
+        .iter()
+        .filter_map(|s| {
+            time::OffsetDateTime::parse(
+                &s.started_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()
+        })
+        .collect();
+    let (Some(first), Some(last)) = (starts.iter().min(), starts.iter().max()) else {
+        return;
+    };
+    let skew_ms = (*last - *first).as_seconds_f64() * 1e3;
+    summary.metrics.insert(
+        "fleet_start_skew".into(),
+        Metric::Gauge(GaugeStats {
+            last: skew_ms,
+            min: skew_ms,
+            max: skew_ms,
+            samples: 1,
+        }),
+    );
+    summary.notes.push(format!(
+        "workers started their load within {skew_ms:.1} ms of each other"
+    ));
 }
 
 /// This process's CPU time so far (user + system), in microseconds.

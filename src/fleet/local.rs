@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::coordinator::{self, Coordination, WorkerExit};
 use super::{FleetLink, Segment};
-use crate::metrics::summary::{GaugeStats, Metric, Summary};
 use crate::run::target::{resolve_target, Target};
 use crate::run::{self, load_plan, write_reports, RunError, RunOptions, RunResult};
 use crate::stack::nats::NatsServer;
@@ -77,13 +76,10 @@ async fn coordinate_local(
         .map_err(|e| RunError::Failed(format!("{}: {e}", folder.display())))?;
     let me = std::env::current_exe()
         .map_err(|e| RunError::Failed(format!("cannot locate the thumper binary: {e}")))?;
+    // An id of its own, so two fleets on one NATS server never hear each other.
     let link = FleetLink {
-        nats: nats.to_owned(),
         id: fleet_id(&plan.name, started_at),
-        ready_timeout: opts
-            .fleet
-            .as_ref()
-            .map_or(DEFAULT_READY, |l| l.ready_timeout),
+        ..opts.fleet_link(nats)
     };
     let (exit_tx, exits) = mpsc::unbounded_channel();
     let mut owned = Vec::new();
@@ -159,9 +155,6 @@ async fn coordinate_local(
     })
 }
 
-/// The default of `--ready-timeout`.
-const DEFAULT_READY: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// A fleet id unique to this run, so two fleets on one NATS server never hear each other.
 fn fleet_id(name: &str, at: time::OffsetDateTime) -> String {
     let safe: String = name
@@ -197,7 +190,7 @@ fn worker_command(
         .args(["--fleet-nats", &link.nats, "--fleet-id", &link.id])
         .args([
             "--ready-timeout",
-            &format!("{}s", link.ready_timeout.as_secs()),
+            &format!("{}ms", link.ready_timeout.as_millis()),
         ])
         .arg("--report-dir")
         .arg(dir)
@@ -225,35 +218,4 @@ fn worker_command(
     let pool_mode = pooling.map_or("none", crate::stack::PoolMode::as_str);
     cmd.args(["--pool-mode", pool_mode]);
     cmd
-}
-
-/// The spread of the workers' load start times, in milliseconds, as the gauge
-/// `fleet_start_skew`; a threshold on it is judged with the others.
-pub(crate) fn add_start_skew(summary: &mut Summary, instances: &[Summary]) {
-    let starts: Vec<time::OffsetDateTime> = instances
-        .iter()
-        .filter_map(|s| {
-            time::OffsetDateTime::parse(
-                &s.started_at,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .ok()
-        })
-        .collect();
-    let (Some(first), Some(last)) = (starts.iter().min(), starts.iter().max()) else {
-        return;
-    };
-    let skew_ms = (*last - *first).as_seconds_f64() * 1e3;
-    summary.metrics.insert(
-        "fleet_start_skew".into(),
-        Metric::Gauge(GaugeStats {
-            last: skew_ms,
-            min: skew_ms,
-            max: skew_ms,
-            samples: 1,
-        }),
-    );
-    summary.notes.push(format!(
-        "workers started their load within {skew_ms:.1} ms of each other"
-    ));
 }

@@ -473,36 +473,45 @@ fn nats_service(opts: &ManifestOptions) -> Value {
     )
 }
 
+/// How long the coordinator waits for every worker pod's ready, and a worker for the coordinator.
+const READY_TIMEOUT: &str = "5m";
+
+/// What workers and coordinator are both given: the fleet, the barrier's patience (pods are
+/// scheduled and pull the image at their own pace) and the application-role target.
+fn shared_args(opts: &ManifestOptions) -> [String; 6] {
+    [
+        "--fleet-id".to_owned(),
+        opts.name.clone(),
+        "--ready-timeout".to_owned(),
+        READY_TIMEOUT.to_owned(),
+        "--target".to_owned(),
+        "$(DATABASE_URL)".to_owned(),
+    ]
+}
+
 /// The Indexed Job of workers. `backoffLimitPerIndex: 0`: a worker that fails is not retried (a
 /// replacement would miss the start barrier and its share of the timeline). `maxFailedIndexes`
 /// is left out, so one failed worker does not get the others terminated: they finish and write
 /// their reports, and the coordinator, not the Job, gives the verdict. `backoffLimit` is left
 /// to the API's default with a per-index limit (2147483647: only the per-index limit counts).
-/// How long the coordinator waits for every worker pod's ready, and a worker for the coordinator.
-const READY_TIMEOUT: &str = "5m";
-
 fn workers_job(opts: &ManifestOptions) -> Value {
     let n = opts.parallelism;
-    let args = vec![
+    let mut args = vec![
         "run".to_owned(),
         format!("{SCENARIO_DIR}/{}", opts.scenario_file),
         "--segment".to_owned(),
         format!("$(THUMPER_SEGMENT_INDEX)/{n}"),
         "--fleet-nats".to_owned(),
         opts.effective_nats_url(),
-        "--fleet-id".to_owned(),
-        opts.name.clone(),
-        // Pods are scheduled and pull the image at their own pace.
-        "--ready-timeout".to_owned(),
-        READY_TIMEOUT.to_owned(),
-        "--target".to_owned(),
-        "$(DATABASE_URL)".to_owned(),
+    ];
+    args.extend(shared_args(opts));
+    args.extend([
         "--pool-mode".to_owned(),
         opts.pool_mode.map_or("none", PoolMode::as_str).to_owned(),
         "--report-dir".to_owned(),
         REPORT_DIR.to_owned(),
         "--quiet".to_owned(),
-    ];
+    ]);
     let env = Value::Sequence(vec![
         // The Job controller sets JOB_COMPLETION_INDEX too; this one is declared here, from the
         // same annotation, so the `$(...)` in args never depends on an injected variable.
@@ -555,7 +564,7 @@ fn workers_job(opts: &ManifestOptions) -> Value {
 /// The coordinator: one pod, never retried (`backoffLimit: 0`): its exit code is the fleet's
 /// verdict, and a second attempt would seed and wait for workers that have gone.
 fn coordinator_job(opts: &ManifestOptions) -> Value {
-    let args = vec![
+    let mut args = vec![
         "fleet".to_owned(),
         "coordinate".to_owned(),
         format!("{SCENARIO_DIR}/{}", opts.scenario_file),
@@ -563,17 +572,14 @@ fn coordinator_job(opts: &ManifestOptions) -> Value {
         opts.parallelism.to_string(),
         "--nats".to_owned(),
         opts.effective_nats_url(),
-        "--fleet-id".to_owned(),
-        opts.name.clone(),
-        "--ready-timeout".to_owned(),
-        READY_TIMEOUT.to_owned(),
-        "--target".to_owned(),
-        "$(DATABASE_URL)".to_owned(),
+    ];
+    args.extend(shared_args(opts));
+    args.extend([
         "--admin-url".to_owned(),
         "$(ADMIN_DATABASE_URL)".to_owned(),
         "--report-dir".to_owned(),
         REPORT_DIR.to_owned(),
-    ];
+    ]);
     // PGBOUNCER_ADMIN_URL is optional in the Secret, so it is passed as the environment
     // variable only: `$(PGBOUNCER_ADMIN_URL)` of a key that is absent would stay literal.
     let env = Value::Sequence(vec![

@@ -5,13 +5,17 @@
 //! next one; the broadcast is also the coordinator's heartbeat. Workers publish on one subject
 //! ([`FromWorker`]): ready (repeated until the start is announced), then one interval per second
 //! (the heartbeat of a loading worker), and at the end their summary as a request the coordinator
-//! acknowledges.
+//! acknowledges. Both sides connect with [`connect`].
 
 use std::collections::BTreeMap;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::summary::{Interval, RateStats, Summary};
+use crate::redact::redact;
+use crate::run::RunError;
 
 /// The NATS subjects of one fleet run, all under `thumper.fleet.<id>`.
 #[derive(Debug, Clone)]
@@ -149,6 +153,33 @@ pub fn host_name() -> String {
                 .map(|h| h.trim().to_owned())
         })
         .unwrap_or_default()
+}
+
+/// Connects to NATS with a name the server's monitoring shows, retrying for up to `patience`:
+/// on Kubernetes the NATS pod may come up after the fleet's pods.
+pub(crate) async fn connect(
+    url: &str,
+    name: &str,
+    patience: Duration,
+) -> Result<async_nats::Client, RunError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let connecting = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url);
+        let failure = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => format!("cannot connect to NATS at {}: {e}", redact(url)),
+            Err(_) => format!("NATS at {} did not answer within 10 s", redact(url)),
+        };
+        if tokio::time::Instant::now() + Duration::from_secs(1) >= deadline {
+            return Err(RunError::Failed(format!(
+                "{failure} (tried for {patience:?}; --ready-timeout sets how long)"
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 #[cfg(test)]

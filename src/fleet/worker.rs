@@ -45,7 +45,7 @@ impl Worker {
     /// Connects to the fleet's NATS server and follows the coordinator's broadcasts.
     pub async fn join(link: &FleetLink, segment: Segment) -> Result<Worker, RunError> {
         super::protocol::check_fleet_id(&link.id).map_err(RunError::BadInput)?;
-        let client = connect(
+        let client = super::protocol::connect(
             &link.nats,
             &format!("thumper worker {segment}"),
             link.ready_timeout,
@@ -308,33 +308,6 @@ impl Worker {
             .publish(self.subjects.worker.clone(), bytes.into())
             .await
             .map_err(|e| RunError::Failed(format!("publishing to NATS: {e}")))
-    }
-}
-
-/// Connects to NATS with a name the server's monitoring shows, retrying for up to `patience`:
-/// on Kubernetes the NATS pod may come up after the fleet's pods.
-pub(crate) async fn connect(
-    url: &str,
-    name: &str,
-    patience: Duration,
-) -> Result<async_nats::Client, RunError> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        let connecting = async_nats::ConnectOptions::new()
-            .name(name)
-            .connection_timeout(Duration::from_secs(5))
-            .connect(url);
-        let failure = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
-            Ok(Ok(client)) => return Ok(client),
-            Ok(Err(e)) => format!("cannot connect to NATS at {}: {e}", redact(url)),
-            Err(_) => format!("NATS at {} did not answer within 10 s", redact(url)),
-        };
-        if tokio::time::Instant::now() + Duration::from_secs(1) >= deadline {
-            return Err(RunError::Failed(format!(
-                "{failure} (tried for {patience:?}; --ready-timeout sets how long)"
-            )));
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -570,7 +570,9 @@ async fn run_on_stack(
         summary_md: None,
         quiet: true,
         segment: crate::fleet::Segment::WHOLE,
-        fleet: None,
+        fleet_nats: None,
+        fleet_id: String::new(),
+        ready_timeout: std::time::Duration::ZERO,
         outputs: Default::default(),
     };
 

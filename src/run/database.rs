@@ -39,9 +39,9 @@ async fn run_on_target(
     interrupt: CancellationToken,
 ) -> Result<RunResult, RunError> {
     // A fleet worker leaves the set-up to its coordinator and waits for it.
-    let mut worker = match &opts.fleet {
-        Some(link) => {
-            let mut w = Worker::join(link, opts.segment).await?;
+    let mut worker = match &opts.fleet_nats {
+        Some(nats) => {
+            let mut w = Worker::join(&opts.fleet_link(nats), opts.segment).await?;
             w.wait_for_setup(&interrupt).await?;
             Some(w)
         }

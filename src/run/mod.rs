@@ -45,10 +45,25 @@ pub struct RunOptions {
     pub quiet: bool,
     /// This instance's share of a fleet run (`--segment I/N`).
     pub segment: crate::fleet::Segment,
-    /// `--fleet-nats`: this run is a worker of a coordinated fleet.
-    pub fleet: Option<crate::fleet::FleetLink>,
+    /// `--fleet-nats`: this run is a worker of the coordinated fleet on that NATS server.
+    pub fleet_nats: Option<String>,
+    /// `--fleet-id`: which fleet on the NATS server.
+    pub fleet_id: String,
+    /// `--ready-timeout`: how long either side of a fleet's barrier waits for the other.
+    pub ready_timeout: std::time::Duration,
     /// `--out`, `--out-interval`, `--out-required`, `--tag`.
     pub outputs: crate::output::OutputOptions,
+}
+
+impl RunOptions {
+    /// How this run's side of a fleet reaches the other over the NATS server at `nats`.
+    pub fn fleet_link(&self, nats: &str) -> crate::fleet::FleetLink {
+        crate::fleet::FleetLink {
+            nats: nats.to_owned(),
+            id: self.fleet_id.clone(),
+            ready_timeout: self.ready_timeout,
+        }
+    }
 }
 
 /// Why a run could not be carried out.
