@@ -308,7 +308,7 @@ pub struct RunArgs {
     /// Run instance I's share of the scenario, of N instances (I from 0): VUs split so the parts
     /// sum to the whole at every stage, iteration k of the arrival timetable on instance k mod N.
     #[arg(long, value_name = "I/N", default_value = "0/1")]
-    pub segment: crate::fleet::Segment,
+    pub segment: crate::scenario::Segment,
     /// Fleet worker: take part in the fleet run coordinated over this NATS server (the
     /// coordinator sets up, starts every worker at once and judges the fleet).
     #[arg(long, value_name = "URL", env = "THUMPER_FLEET_NATS")]

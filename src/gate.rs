@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::metrics::codec;
-use crate::metrics::summary::{Metric, Summary, ThresholdResult, TrendStats, Verdict};
+use crate::metrics::summary::{Ending, Metric, Summary, ThresholdResult, TrendStats, Verdict};
 
 /// The kind of value a metric holds, which decides the aggregations a threshold may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +149,39 @@ pub struct Threshold {
     /// How long into the run an `abort_on_fail` threshold is first judged.
     pub delay_abort_eval: Duration,
 }
+
+impl Threshold {
+    /// A count or a rate of events (or the VUs): one instance of a fleet holds only its share
+    /// of it, so only the fleet's totals can judge it. Percentiles, averages, success rates and
+    /// shared gauges read the same on a share as on the whole.
+    pub fn is_additive(&self) -> bool {
+        let name = self.metric.split('{').next().unwrap_or_default();
+        match metric_kind(name) {
+            Some(MetricKind::Counter) => true,
+            Some(MetricKind::Trend) => self.aggregation == Aggregation::Count,
+            Some(MetricKind::Gauge) => name == "vus",
+            Some(MetricKind::Rate) | None => false,
+        }
+    }
+}
+
+/// Whose numbers a summary holds: the whole run's, or one fleet instance's share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A single run, a coordinator's or a merge's totals: every threshold is judged.
+    Whole,
+    /// One instance's share of a fleet run: counts and rates ([`Threshold::is_additive`]) are
+    /// left to the fleet's totals.
+    Share,
+}
+
+/// Why an additive threshold is not judged on an instance's share.
+pub const NOT_JUDGED_ON_A_SHARE: &str =
+    "a fleet-wide count or rate: judged on the fleet's totals (the coordinator, or `thumper merge`), not on this instance's share";
+
+/// Why a PgBouncer threshold is not judged on an instance that does not poll the console.
+pub const NOT_POLLED_ON_A_SHARE: &str =
+    "PgBouncer's console is polled once for the fleet, by its coordinator (or `thumper merge` of instances that polled it)";
 
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -337,16 +370,35 @@ fn quantile(t: &TrendStats, p: f64) -> Option<f64> {
 
 /// Evaluates every threshold against a summary.
 pub fn evaluate(thresholds: &[Threshold], summary: &Summary) -> Vec<ThresholdResult> {
+    evaluate_in(thresholds, summary, Scope::Whole)
+}
+
+/// [`evaluate`] for a summary of the given scope: on a [`Scope::Share`] an additive threshold
+/// is reported with its observed value but not judged (it holds, with the reason).
+pub fn evaluate_in(
+    thresholds: &[Threshold],
+    summary: &Summary,
+    scope: Scope,
+) -> Vec<ThresholdResult> {
     thresholds
         .iter()
         .map(|t| {
             let observed = observe(t, summary);
+            let not_judged = match scope {
+                Scope::Share if t.is_additive() => Some(NOT_JUDGED_ON_A_SHARE.to_owned()),
+                // A worker is not given the console: the fleet's coordinator polls it.
+                Scope::Share if observed.is_none() && t.metric.starts_with("pgbouncer_") => {
+                    Some(NOT_POLLED_ON_A_SHARE.to_owned())
+                }
+                _ => None,
+            };
             ThresholdResult {
                 metric: t.metric.clone(),
                 expression: t.expression.clone(),
                 observed,
-                ok: observed.is_some_and(|v| t.op.holds(v, t.value)),
+                ok: not_judged.is_some() || observed.is_some_and(|v| t.op.holds(v, t.value)),
                 abort_on_fail: t.abort_on_fail,
+                not_judged,
             }
         })
         .collect()
@@ -368,6 +420,17 @@ impl LiveCheck {
             .cloned()
             .collect();
         (!thresholds.is_empty()).then_some(LiveCheck { thresholds })
+    }
+
+    /// The live check of a summary of `scope`: on an instance's share, additive thresholds are
+    /// left to the fleet ([`Threshold::is_additive`]).
+    pub fn in_scope(thresholds: &[Threshold], scope: Scope) -> Option<LiveCheck> {
+        let judged: Vec<Threshold> = thresholds
+            .iter()
+            .filter(|t| scope == Scope::Whole || !t.is_additive())
+            .cloned()
+            .collect();
+        LiveCheck::new(&judged)
     }
 
     /// Whether a threshold of this check reads the metric `key` (`query_duration{query:tenant}`).
@@ -413,14 +476,15 @@ impl crate::metrics::aggregator::Watcher for LiveCheck {
     }
 }
 
-/// The run's verdict from its threshold results; an interrupted run stays interrupted.
-pub fn verdict(results: &[ThresholdResult], interrupted: bool) -> Verdict {
-    if interrupted {
-        Verdict::Interrupted
-    } else if results.iter().all(|r| r.ok) {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
+/// The run's verdict from how it ended and its threshold results: the one place a verdict is
+/// decided. A run that did not run to plan cannot pass: stopped by a threshold or by a failed
+/// output it fails; interrupted, short of plan or missing a worker it is interrupted.
+pub fn verdict(results: &[ThresholdResult], ending: Ending) -> Verdict {
+    match ending {
+        Ending::Threshold | Ending::OutputFailed => Verdict::Fail,
+        Ending::Interrupted | Ending::WorkerLost | Ending::ShortOfPlan => Verdict::Interrupted,
+        Ending::RanToPlan if results.iter().all(|r| r.ok) => Verdict::Pass,
+        Ending::RanToPlan => Verdict::Fail,
     }
 }
 
@@ -506,6 +570,7 @@ mod tests {
             planned_duration_s: 10.0,
             verdict: Verdict::Pass,
             stop_reason: None,
+            ending: Default::default(),
             thresholds: vec![],
             metrics,
             time_series: vec![],
@@ -614,6 +679,33 @@ mod tests {
     }
 
     #[test]
+    fn a_share_leaves_counts_and_rates_to_the_fleet() {
+        let mut s = Summary::empty();
+        s.metrics.insert(
+            "queries".into(),
+            Metric::Counter(CounterStats {
+                count: 300,
+                rate_per_s: 100.0,
+                by_class: BTreeMap::new(),
+            }),
+        );
+        let additive = threshold("queries", "rate > 150");
+        assert!(additive.is_additive());
+        assert!(!threshold("query_duration", "p(99) < 10").is_additive());
+        assert!(threshold("query_duration", "count > 10").is_additive());
+        assert!(!threshold("success_rate", "rate > 0.9").is_additive());
+        let whole = evaluate_in(std::slice::from_ref(&additive), &s, Scope::Whole);
+        assert!(!whole[0].ok && whole[0].not_judged.is_none());
+        let share = evaluate_in(std::slice::from_ref(&additive), &s, Scope::Share);
+        assert!(share[0].ok && share[0].not_judged.is_some());
+        assert_eq!(share[0].observed, Some(100.0));
+        let mut abort = additive.clone();
+        abort.abort_on_fail = true;
+        assert!(LiveCheck::in_scope(std::slice::from_ref(&abort), Scope::Share).is_none());
+        assert!(LiveCheck::in_scope(&[abort], Scope::Whole).is_some());
+    }
+
+    #[test]
     fn verdicts() {
         let ok = ThresholdResult {
             metric: "m".into(),
@@ -621,13 +713,24 @@ mod tests {
             observed: Some(0.0),
             ok: true,
             abort_on_fail: false,
+            not_judged: None,
         };
         let bad = ThresholdResult {
             ok: false,
             ..ok.clone()
         };
-        assert_eq!(verdict(std::slice::from_ref(&ok), false), Verdict::Pass);
-        assert_eq!(verdict(&[ok.clone(), bad], false), Verdict::Fail);
-        assert_eq!(verdict(&[ok], true), Verdict::Interrupted);
+        let ran = Ending::RanToPlan;
+        assert_eq!(verdict(std::slice::from_ref(&ok), ran), Verdict::Pass);
+        assert_eq!(verdict(&[ok.clone(), bad], ran), Verdict::Fail);
+        assert_eq!(
+            verdict(std::slice::from_ref(&ok), Ending::Interrupted),
+            Verdict::Interrupted
+        );
+        // Stopped early, it cannot pass, whatever its thresholds say.
+        assert_eq!(
+            verdict(std::slice::from_ref(&ok), Ending::Threshold),
+            Verdict::Fail
+        );
+        assert_eq!(verdict(&[ok], Ending::ShortOfPlan), Verdict::Interrupted);
     }
 }

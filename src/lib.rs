@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod commands;
 pub mod dataset;
+pub mod db;
 pub mod executor;
 pub mod exit;
 pub mod fleet;

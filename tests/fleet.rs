@@ -113,6 +113,64 @@ async fn two_instances_add_up_to_the_scenario_and_merge_judges_the_sum() {
     stack.stop().await.unwrap();
 }
 
+/// Two instances of a 200/s scenario side by side, each with half the rate: an instance must not
+/// judge the fleet's rate on its share (it used to abort after the delay, and `merge` then
+/// passed a fleet that had stopped after a fraction of its plan).
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_leave_a_fleet_wide_rate_to_the_merge() {
+    let stack = common::start_default().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = RATE.replace("duration = \"3s\"", "duration = \"6s\"").replace(
+        "iterations = [\"count < 450\"]",
+        "queries = [{ threshold = \"rate > 150\", abort_on_fail = true, delay_abort_eval = \"2s\" }]",
+    );
+    let file = scenario_file(tmp.path(), "seg", &scenario);
+    let dirs: Vec<_> = (0..2).map(|i| tmp.path().join(format!("i{i}"))).collect();
+    let children: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            spawn(run_against(
+                &stack,
+                &file,
+                dir,
+                &["--segment", &format!("{i}/2")],
+            ))
+        })
+        .collect();
+    let mut folders = Vec::new();
+    for (child, dir) in children.into_iter().zip(&dirs) {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "an instance ran its share to plan\n{}",
+            text(&o)
+        );
+        let (folder, s) = summary(dir);
+        assert_eq!(s.stop_reason, None);
+        let t = s.thresholds.iter().find(|t| t.metric == "queries").unwrap();
+        assert!(t.not_judged.is_some(), "{t:?}");
+        folders.push(folder);
+    }
+    let out = tmp.path().join("merged");
+    let mut c = thumper();
+    c.arg("merge").args(&folders).arg("--out").arg(&out);
+    let o = output(c);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let merged = thumper::report::read_summary(&out.join("summary.json")).unwrap();
+    let t = merged
+        .thresholds
+        .iter()
+        .find(|t| t.metric == "queries")
+        .unwrap();
+    assert!(
+        t.ok && t.not_judged.is_none() && t.observed.unwrap() > 150.0,
+        "{t:?}"
+    );
+    stack.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_local_fleet_is_set_up_once_and_judged_as_one_run() {
     let stack = common::start_default().await;
@@ -268,6 +326,55 @@ async fn a_fleet_wide_abort_on_fail_stops_every_worker() {
         let reason = w.stop_reason.unwrap_or_default();
         assert!(reason.contains("the fleet stopped"), "worker {i}: {reason}");
     }
+    stack.stop().await.unwrap();
+}
+
+/// Workers started as a Job's pods are (no console URL): the coordinator polls PgBouncer for the
+/// fleet, so a `pgbouncer_cl_waiting` threshold is judged on real readings, not failed for
+/// lack of samples.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinated_fleet_judges_pgbouncer_gauges_its_workers_cannot_read() {
+    let stack = common::start_default().await;
+    let nats = nats().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = RATE.replace(
+        "iterations = [\"count < 450\"]",
+        "pgbouncer_cl_waiting = [\"max < 1000\"]",
+    );
+    let file = scenario_file(tmp.path(), "fleet", &scenario);
+    let reports = tmp.path().join("co");
+    let console = stack.urls().pgbouncer_admin_url.clone();
+    let co = spawn(coordinator(
+        &stack,
+        &file,
+        &reports,
+        2,
+        nats.url(),
+        &["--pgbouncer-admin", &console],
+    ));
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let dir = tmp.path().join(format!("w{i}"));
+            spawn(worker(&stack, &file, &dir, &format!("{i}/2"), nats.url()))
+        })
+        .collect();
+    for w in workers {
+        let o = w.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    let o = co.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (_, s) = summary(&reports);
+    let t = s
+        .thresholds
+        .iter()
+        .find(|t| t.metric == "pgbouncer_cl_waiting")
+        .unwrap();
+    assert!(t.ok && t.observed.is_some(), "{t:?}");
+    assert!(s
+        .time_series
+        .iter()
+        .any(|i| i.gauges.contains_key("pgbouncer_cl_waiting")));
     stack.stop().await.unwrap();
 }
 

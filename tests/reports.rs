@@ -259,6 +259,7 @@ fn build(run: &Run) -> Summary {
             observed: Some(ms(total.value_at_quantile(0.95))),
             ok: ms(total.value_at_quantile(0.95)) < 10.0,
             abort_on_fail: false,
+            not_judged: None,
         },
         ThresholdResult {
             metric: "query_duration{query:insert_message}".to_owned(),
@@ -266,6 +267,7 @@ fn build(run: &Run) -> Summary {
             observed: Some(ms(insert.value_at_quantile(0.99))),
             ok: ms(insert.value_at_quantile(0.99)) < 12.0,
             abort_on_fail: true,
+            not_judged: None,
         },
         ThresholdResult {
             metric: "query_errors".to_owned(),
@@ -273,6 +275,7 @@ fn build(run: &Run) -> Summary {
             observed: Some(total_errors as f64),
             ok: total_errors < 3,
             abort_on_fail: false,
+            not_judged: None,
         },
     ];
     let verdict = if thresholds.iter().all(|t| t.ok) {
@@ -295,6 +298,7 @@ fn build(run: &Run) -> Summary {
         planned_duration_s: duration_s,
         verdict,
         stop_reason: None,
+        ending: Default::default(),
         thresholds,
         metrics,
         time_series,
@@ -347,6 +351,7 @@ fn gateway_summary() -> Summary {
         observed: Some(12.0),
         ok: true,
         abort_on_fail: false,
+        not_judged: None,
     }];
     s.curves = vec![Curve {
         name: "Capacity: p99 by arrival rate".to_owned(),
@@ -658,6 +663,7 @@ fn steady_saying(text: &str) -> Summary {
         observed: Some(1.0),
         ok: true,
         abort_on_fail: false,
+        not_judged: None,
     });
     s.thresholds.push(ThresholdResult {
         metric: "query_errors".to_owned(),
@@ -665,6 +671,7 @@ fn steady_saying(text: &str) -> Summary {
         observed: Some(4.0),
         ok: false,
         abort_on_fail: false,
+        not_judged: None,
     });
     let Some(Metric::Counter(errors)) = s.metrics.get_mut("query_errors{query:insert_message}")
     else {

@@ -114,6 +114,16 @@ fn bad_sizes_and_thresholds_are_refused_before_anything_starts() {
             &["--threshold", "rls_overhead_pct: p(99) < 20"][..],
             "does not apply",
         ),
+        // A report folder or summary file that cannot be written is found before the stack
+        // starts and seeds, not after the measurements.
+        (
+            &["--report-dir", "/etc/hostname"][..],
+            "--report-dir /etc/hostname",
+        ),
+        (
+            &["--summary-md", "/nonexistent/dir/summary.md"][..],
+            "--summary-md /nonexistent/dir/summary.md",
+        ),
     ] {
         let mut c = thumper();
         c.arg("rls-bench").args(args);

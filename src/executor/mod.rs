@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use connector::{Connector, ConnectorError};
 
-use crate::fleet::Segment;
 use crate::metrics::recorder::Sample;
+use crate::scenario::Segment;
 use crate::scenario::{LoadShape, Plan};
 use crate::workload::Workload;
 

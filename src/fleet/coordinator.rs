@@ -14,17 +14,18 @@ use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::merge::{combine, judge};
+use super::console::ConsoleGauges;
+use super::merge::{combine, fleet_ending, judge};
 use super::protocol::{connect, unix_us_now, Control, FromWorker, Subjects};
 use super::FleetLink;
 use crate::gate::LiveCheck;
 use crate::metrics::codec;
 use crate::metrics::summary::{
-    CounterStats, GaugeStats, InstanceState, Interval, Metric, RateStats, Summary, TrendStats,
-    Verdict,
+    CounterStats, Ending, GaugeStats, InstanceState, Interval, Metric, RateStats, Summary,
+    TrendStats,
 };
 use crate::redact::redact;
-use crate::run::target::{prepare_target, Target};
+use crate::run::target::{prepare_target, with_target, Target};
 use crate::run::{self, Measured, RunError, RunOptions};
 use crate::scenario::Plan;
 
@@ -138,24 +139,30 @@ pub async fn coordinate(
             at_unix_us: start_at,
         });
         let cpu_before = own_cpu_us();
+        let mut console = ConsoleGauges::start(target, Instant::now() + START_LEAD);
+        let sources = Sources {
+            from_workers: &mut from_workers,
+            finals: &mut finals,
+            exits: co.exits.as_mut(),
+            console: &mut console,
+        };
         let outcome = follow(
             plan,
             &client,
             &control,
             &mut members,
-            &mut from_workers,
-            &mut finals,
-            co.exits.as_mut(),
+            sources,
             &interrupt,
             opts.quiet,
         )
         .await;
+        console.stop().await;
         if crate::report::console::progress_wanted(opts.quiet) {
             eprintln!();
         }
         let cpu_us = own_cpu_us().saturating_sub(cpu_before);
         Ok(fleet_summary(
-            plan, target, members, outcome, cpu_us, &interrupt,
+            plan, target, members, outcome, cpu_us, &interrupt, &console,
         ))
     }
     .await;
@@ -274,62 +281,63 @@ struct Outcome {
     intervals: u64,
 }
 
+/// The subscriptions and sources the coordinator follows during the load.
+struct Sources<'a> {
+    from_workers: &'a mut async_nats::Subscriber,
+    finals: &'a mut async_nats::Subscriber,
+    exits: Option<&'a mut mpsc::UnboundedReceiver<WorkerExit>>,
+    /// PgBouncer's console, polled by the coordinator once for the whole fleet.
+    console: &'a mut ConsoleGauges,
+}
+
+/// The coordinator's state during the load: what the tick judges.
+struct Following<'a> {
+    plan: &'a Plan,
+    control: &'a watch::Sender<Control>,
+    started: Instant,
+    deadline: Instant,
+    live: Option<LiveCheck>,
+    totals: Totals,
+    outcome: Outcome,
+    stopped: bool,
+    progress: bool,
+}
+
 /// Follows the workers from the start to their summaries.
-#[allow(clippy::too_many_arguments)]
 async fn follow(
     plan: &Plan,
     client: &async_nats::Client,
     control: &watch::Sender<Control>,
     members: &mut [Member],
-    from_workers: &mut async_nats::Subscriber,
-    finals: &mut async_nats::Subscriber,
-    mut exits: Option<&mut mpsc::UnboundedReceiver<WorkerExit>>,
+    mut sources: Sources<'_>,
     interrupt: &CancellationToken,
     quiet: bool,
 ) -> Outcome {
-    let n = members.len();
     let started = Instant::now() + START_LEAD;
     for m in members.iter_mut() {
         m.last_heard = Some(started);
     }
-    let live = LiveCheck::new(&plan.thresholds);
-    let mut totals = Totals::default();
-    let mut outcome = Outcome {
-        aborted_by: None,
-        intervals: 0,
+    let mut f = Following {
+        plan,
+        control,
+        started,
+        // Past the planned end, the graceful stop and the last interval's grace, a worker
+        // that has not reported is lost.
+        deadline: started + plan.load.duration() + plan.graceful_stop + Duration::from_secs(30),
+        live: LiveCheck::new(&plan.thresholds),
+        totals: Totals::default(),
+        outcome: Outcome {
+            aborted_by: None,
+            intervals: 0,
+        },
+        stopped: false,
+        progress: crate::report::console::progress_wanted(quiet),
     };
-    let mut stopped = false;
-    // Past the planned end, the graceful stop and the last interval's grace, a worker that
-    // has not reported is lost.
-    let deadline = started + plan.load.duration() + plan.graceful_stop + Duration::from_secs(30);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let progress = crate::report::console::progress_wanted(quiet);
     while members.iter().any(|m| !m.done()) {
         tokio::select! {
-            Some(msg) = from_workers.next() => {
-                let Ok(msg) = serde_json::from_slice::<FromWorker>(&msg.payload) else { continue };
-                let index = msg.index() as usize;
-                let Some(m) = members.get_mut(index) else { continue };
-                m.last_heard = Some(Instant::now());
-                match msg {
-                    FromWorker::Interval { started_at_unix_us, interval, error_classes, rates, .. } => {
-                        m.started_at_unix_us = Some(started_at_unix_us);
-                        m.error_classes = error_classes;
-                        m.rates = rates;
-                        // Only the trends a live threshold reads are decoded.
-                        if let Some(check) = &live {
-                            totals.add(&interval, &|name| check.reads(name));
-                        }
-                        m.intervals.push(*interval);
-                        outcome.intervals += 1;
-                    }
-                    FromWorker::Failed { reason, .. } if m.summary.is_none() => {
-                        m.lost = Some(format!("worker {index}/{n} failed: {reason}"));
-                    }
-                    _ => {}
-                }
-            }
-            Some(msg) = finals.next() => {
+            Some(msg) = sources.from_workers.next() => f.on_worker_message(members, &msg.payload),
+            Some(msg) = sources.finals.next() => {
                 if let Ok(FromWorker::Final { index, summary }) = serde_json::from_slice(&msg.payload) {
                     if let Some(reply) = msg.reply {
                         let _ = client.publish(reply, "ok".into()).await;
@@ -341,55 +349,20 @@ async fn follow(
                     }
                 }
             }
-            Some(exit) = next_exit(&mut exits) => {
+            Some(exit) = next_exit(&mut sources.exits) => {
                 if let Some(m) = members.get_mut(exit.index as usize) {
                     let log = exit.log.map(|l| format!("; see {}", l.display())).unwrap_or_default();
                     m.exited = Some((Instant::now(), format!("{}{log}", exit.how)));
                 }
             }
-            _ = tick.tick() => {
-                let now = Instant::now();
-                if progress {
-                    show_progress(members, now.saturating_duration_since(started), plan.load.duration());
-                }
-                for (i, m) in members.iter_mut().enumerate() {
-                    if m.done() {
-                        continue;
-                    }
-                    if let Some((at, how)) = &m.exited {
-                        if now >= *at + EXIT_GRACE {
-                            m.lost = Some(format!("worker {i}/{n} died ({how}) without its summary: only the intervals it streamed are counted"));
-                        }
-                    } else if m.last_heard.is_some_and(|t| now > t + SILENCE) {
-                        m.lost = Some(format!(
-                            "worker {i}/{n}{} went silent: nothing heard for {} s; only the intervals it streamed are counted",
-                            host_suffix(&m.host),
-                            SILENCE.as_secs()
-                        ));
-                    } else if now > deadline {
-                        m.lost = Some(format!("worker {i}/{n}{} did not finish by the planned end plus the graceful stop and 30 s", host_suffix(&m.host)));
-                    }
-                }
-                if stopped {
-                    continue;
-                }
-                if let Some(lost) = members.iter().find_map(|m| m.lost.clone()) {
-                    stopped = true;
-                    control.send_replace(Control::Stop { reason: lost, interrupted: true });
-                } else if let Some(check) = &live {
-                    let elapsed = now.saturating_duration_since(started);
-                    if let Some(reason) = check.judge(elapsed, |wanted| Summary {
-                        metrics: totals.metrics(elapsed.as_secs_f64(), &members_classes(members), &members_rates(members), wanted),
-                        ..Summary::empty()
-                    }) {
-                        stopped = true;
-                        outcome.aborted_by = Some(format!("fleet-wide: {reason}"));
-                        control.send_replace(Control::Stop { reason, interrupted: false });
-                    }
+            Some(batch) = sources.console.next() => {
+                for (name, value) in sources.console.record(&batch) {
+                    f.totals.gauge(name, value);
                 }
             }
-            _ = interrupt.cancelled(), if !stopped => {
-                stopped = true;
+            _ = tick.tick() => f.on_tick(members),
+            _ = interrupt.cancelled(), if !f.stopped => {
+                f.stopped = true;
                 control.send_replace(Control::Stop {
                     reason: format!("the coordinator was {}", crate::signals::stop_reason()),
                     interrupted: true,
@@ -397,7 +370,113 @@ async fn follow(
             }
         }
     }
-    outcome
+    f.outcome
+}
+
+impl Following<'_> {
+    /// A worker's streamed interval (or its failure).
+    fn on_worker_message(&mut self, members: &mut [Member], payload: &[u8]) {
+        let n = members.len();
+        let Ok(msg) = serde_json::from_slice::<FromWorker>(payload) else {
+            return;
+        };
+        let index = msg.index() as usize;
+        let Some(m) = members.get_mut(index) else {
+            return;
+        };
+        m.last_heard = Some(Instant::now());
+        match msg {
+            FromWorker::Interval {
+                started_at_unix_us,
+                interval,
+                error_classes,
+                rates,
+                ..
+            } => {
+                m.started_at_unix_us = Some(started_at_unix_us);
+                m.error_classes = error_classes;
+                m.rates = rates;
+                // Only the trends a live threshold reads are decoded.
+                if let Some(check) = &self.live {
+                    self.totals.add(&interval, &|name| check.reads(name));
+                }
+                m.intervals.push(*interval);
+                self.outcome.intervals += 1;
+            }
+            FromWorker::Failed { reason, .. } if m.summary.is_none() => {
+                m.lost = Some(format!("worker {index}/{n} failed: {reason}"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Once a second: the progress line, lost workers, the fleet-wide live check.
+    fn on_tick(&mut self, members: &mut [Member]) {
+        let now = Instant::now();
+        if self.progress {
+            show_progress(
+                members,
+                now.saturating_duration_since(self.started),
+                self.plan.load.duration(),
+            );
+        }
+        mark_lost(members, now, self.deadline);
+        if self.stopped {
+            return;
+        }
+        if let Some(lost) = members.iter().find_map(|m| m.lost.clone()) {
+            self.stopped = true;
+            self.control.send_replace(Control::Stop {
+                reason: lost,
+                interrupted: true,
+            });
+        } else if let Some(check) = &self.live {
+            let elapsed = now.saturating_duration_since(self.started);
+            let totals = &self.totals;
+            if let Some(reason) = check.judge(elapsed, |wanted| Summary {
+                metrics: totals.metrics(
+                    elapsed.as_secs_f64(),
+                    &members_classes(members),
+                    &members_rates(members),
+                    wanted,
+                ),
+                ..Summary::empty()
+            }) {
+                self.stopped = true;
+                self.outcome.aborted_by = Some(format!("fleet-wide: {reason}"));
+                self.control.send_replace(Control::Stop {
+                    reason,
+                    interrupted: false,
+                });
+            }
+        }
+    }
+}
+
+/// Names the workers that died, went silent, or did not finish by the deadline.
+fn mark_lost(members: &mut [Member], now: Instant, deadline: Instant) {
+    let n = members.len();
+    for (i, m) in members.iter_mut().enumerate() {
+        if m.done() {
+            continue;
+        }
+        if let Some((at, how)) = &m.exited {
+            if now >= *at + EXIT_GRACE {
+                m.lost = Some(format!("worker {i}/{n} died ({how}) without its summary: only the intervals it streamed are counted"));
+            }
+        } else if m.last_heard.is_some_and(|t| now > t + SILENCE) {
+            m.lost = Some(format!(
+                "worker {i}/{n}{} went silent: nothing heard for {} s; only the intervals it streamed are counted",
+                host_suffix(&m.host),
+                SILENCE.as_secs()
+            ));
+        } else if now > deadline {
+            m.lost = Some(format!(
+                "worker {i}/{n}{} did not finish by the planned end plus the graceful stop and 30 s",
+                host_suffix(&m.host)
+            ));
+        }
+    }
 }
 
 /// The fleet's live line: elapsed, workers streaming, the latest second's queries and errors.
@@ -511,11 +590,16 @@ impl Totals {
         let vus = ("vus", interval.vus as f64);
         let gauges = interval.gauges.iter().map(|(k, v)| (k.as_str(), *v));
         for (name, value) in gauges.chain(std::iter::once(vus)) {
-            let mut g = self.gauges.remove(name);
-            GaugeStats::record(&mut g, value);
-            self.gauges
-                .insert(name.to_owned(), g.expect("recorded above"));
+            self.gauge(name, value);
         }
+    }
+
+    /// Records one reading of a gauge.
+    fn gauge(&mut self, name: &str, value: f64) {
+        let mut g = self.gauges.remove(name);
+        GaugeStats::record(&mut g, value);
+        self.gauges
+            .insert(name.to_owned(), g.expect("recorded above"));
     }
 
     fn metrics(
@@ -578,9 +662,8 @@ fn lost_summary(plan: &Plan, target: &Target, m: &Member, reason: &str) -> Summa
         Measured {
             duration_s,
             stop_reason: Some(reason.to_owned()),
-            aborted: false,
-            interrupted: true,
-            output_failed: false,
+            ending: Ending::WorkerLost,
+            scope: crate::gate::Scope::Share,
             metrics: totals.metrics(
                 duration_s,
                 &m.error_classes,
@@ -603,6 +686,7 @@ fn fleet_summary(
     outcome: Outcome,
     cpu_us: u64,
     interrupt: &CancellationToken,
+    console: &ConsoleGauges,
 ) -> Summary {
     let n = members.len();
     let lost: Vec<String> = members.iter().filter_map(|m| m.lost.clone()).collect();
@@ -648,22 +732,20 @@ fn fleet_summary(
         ),
     );
     summary.notes.extend(lost.iter().cloned());
-    let interrupted = !lost.is_empty()
-        || interrupt.is_cancelled()
-        || summaries.iter().any(|s| s.verdict == Verdict::Interrupted);
-    summary.stop_reason = if !lost.is_empty() {
-        Some(lost.join("; "))
+    console.apply(&mut summary);
+    let (ending, stop_reason) = if !lost.is_empty() {
+        (Ending::WorkerLost, Some(lost.join("; ")))
     } else if let Some(reason) = &outcome.aborted_by {
-        Some(reason.clone())
+        (Ending::Threshold, Some(reason.clone()))
     } else if interrupt.is_cancelled() {
-        Some(crate::signals::stop_reason())
+        (Ending::Interrupted, Some(crate::signals::stop_reason()))
     } else {
-        summaries.iter().find_map(|s| s.stop_reason.clone())
+        fleet_ending(&summaries)
     };
-    judge(&mut summary, &plan.thresholds, interrupted);
-    if outcome.aborted_by.is_some() && !interrupted {
-        summary.verdict = Verdict::Fail;
-    }
+    summary.ending = ending;
+    summary.stop_reason =
+        stop_reason.or_else(|| summaries.iter().find_map(|s| s.stop_reason.clone()));
+    judge(&mut summary, &plan.thresholds);
     summary
 }
 
@@ -730,30 +812,21 @@ pub async fn run(
             "fleet coordinate: give --target (the URL the workers load, with --admin-url to set it up) or start a stack with `thumper stack up`".into(),
         ));
     }
-    let target = crate::run::target::resolve_target(&plan, opts).await?;
-    let started_at = time::OffsetDateTime::now_utc();
-    let folder = run::report_folder(
-        &opts.report_dir,
-        &format!("{}-fleet", plan.name),
-        started_at,
-    );
-    let summary = coordinate(
-        &plan,
-        opts,
-        &target,
-        Coordination {
+    with_target(&plan, opts, async |target| {
+        let started_at = time::OffsetDateTime::now_utc();
+        let co = Coordination {
             workers,
             link,
             exits: None,
-        },
-        interrupt,
-    )
-    .await?;
-    run::write_reports(&summary, &folder, opts.summary_md.as_deref())?;
-    Ok(run::RunResult {
-        summary,
-        report_dir: folder,
+        };
+        let summary = coordinate(&plan, opts, target, co, interrupt).await?;
+        run::finish(
+            summary,
+            opts.report_to(&format!("{}-fleet", plan.name)),
+            started_at,
+        )
     })
+    .await
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::coordinator::{self, Coordination, WorkerExit};
 use super::{FleetLink, Segment};
-use crate::run::target::{resolve_target, Target};
+use crate::run::target::{with_target, Target};
 use crate::run::{self, load_plan, write_reports, RunError, RunOptions, RunResult};
 use crate::stack::nats::NatsServer;
 use crate::stack::process::OwnedPid;
@@ -45,13 +45,10 @@ pub async fn run(
             (Some(server), url)
         }
     };
-    let target = resolve_target(&plan, opts).await?;
-    let result = coordinate_local(opts, &plan, &target, workers, &nats, interrupt).await;
-    if let Some(s) = target.owned_stack {
-        if let Err(e) = s.stop().await {
-            eprintln!("thumper: stopping the embedded stack: {e}");
-        }
-    }
+    let result = with_target(&plan, opts, async |target| {
+        coordinate_local(opts, &plan, target, workers, &nats, interrupt).await
+    })
+    .await;
     if let Some(server) = server {
         server.stop().await;
     }
@@ -79,7 +76,7 @@ async fn coordinate_local(
     // An id of its own, so two fleets on one NATS server never hear each other.
     let link = FleetLink {
         id: fleet_id(&plan.name, started_at),
-        ..opts.fleet_link(nats)
+        ..super::FleetLink::of(opts, nats)
     };
     let (exit_tx, exits) = mpsc::unbounded_channel();
     let mut owned = Vec::new();
@@ -200,9 +197,7 @@ fn worker_command(
         .env_remove("PGBOUNCER_ADMIN_URL")
         .env_remove("THUMPER_FLEET_NATS")
         .env_remove("THUMPER_FLEET_ID");
-    if let Some(admin) = &target.pgbouncer_admin_url {
-        cmd.args(["--pgbouncer-admin", admin]);
-    }
+    // PgBouncer's console is polled once for the fleet, by the coordinator.
     if let Some(f) = opts.time_scale {
         cmd.args(["--time-scale", &f.to_string()]);
     }

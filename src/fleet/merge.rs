@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use super::breakdown;
 use crate::gate;
 use crate::metrics::summary::{
-    CounterStats, GaugeStats, InstanceState, InstanceStats, Interval, IntervalTrend, Metric,
-    RateStats, Summary, TrendStats, Verdict,
+    CounterStats, Ending, GaugeStats, InstanceState, InstanceStats, Interval, IntervalTrend,
+    Metric, RateStats, Summary, TrendStats, Verdict,
 };
 use crate::metrics::{codec, process};
 
@@ -66,15 +66,73 @@ pub fn merge(instances: &[Summary]) -> Result<Summary, MergeError> {
         .iter()
         .map(|t| reparse(&t.metric, &t.expression, t.abort_on_fail))
         .collect::<Result<Vec<_>, _>>()?;
-    let interrupted = instances.iter().any(|s| s.verdict == Verdict::Interrupted);
-    judge(&mut summary, &thresholds, interrupted);
+    let (ending, why) = fleet_ending(instances);
+    if let Some(why) = why {
+        summary.stop_reason = Some(why);
+    }
+    summary.ending = ending;
+    judge(&mut summary, &thresholds);
     Ok(summary)
 }
 
-/// Evaluates `thresholds` on a merged summary and sets its verdict.
-pub fn judge(summary: &mut Summary, thresholds: &[gate::Threshold], interrupted: bool) {
+/// Evaluates `thresholds` on a merged summary (the fleet's totals: every threshold is judged,
+/// the additive ones included) and sets its verdict from them and its ending.
+pub fn judge(summary: &mut Summary, thresholds: &[gate::Threshold]) {
     summary.thresholds = gate::evaluate(thresholds, summary);
-    summary.verdict = gate::verdict(&summary.thresholds, interrupted);
+    summary.verdict = gate::verdict(&summary.thresholds, summary.ending);
+}
+
+/// An instance that stopped this long before its planned end ran short of its plan.
+const SHORT_OF_PLAN_S: f64 = 1.0;
+
+/// How one instance ended, also for a summary written before endings were recorded.
+fn instance_ending(s: &Summary) -> Ending {
+    match (s.ending, s.verdict) {
+        (Ending::RanToPlan, Verdict::Interrupted) => Ending::Interrupted,
+        (Ending::RanToPlan, Verdict::Fail) if s.stop_reason.is_some() => Ending::Threshold,
+        (Ending::RanToPlan, _) if s.duration_s + SHORT_OF_PLAN_S < s.planned_duration_s => {
+            Ending::ShortOfPlan
+        }
+        (ending, _) => ending,
+    }
+}
+
+/// How the fleet ended: as its instances did. One that did not run to plan decides it (a
+/// threshold or a failed output before a lost worker, a signal, a short run), with the reason
+/// naming the instance. A fleet whose instances stopped early cannot pass.
+pub fn fleet_ending(instances: &[Summary]) -> (Ending, Option<String>) {
+    let rank = |e: Ending| match e {
+        Ending::Threshold | Ending::OutputFailed => 0,
+        Ending::WorkerLost => 1,
+        Ending::Interrupted => 2,
+        Ending::ShortOfPlan => 3,
+        Ending::RanToPlan => 4,
+    };
+    let n = instances.len();
+    instances
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s, instance_ending(s)))
+        .filter(|(_, _, e)| *e != Ending::RanToPlan)
+        .min_by_key(|(_, _, e)| rank(*e))
+        .map_or((Ending::RanToPlan, None), |(i, s, e)| {
+            let segment = breakdown::segment_from_notes(&s.notes)
+                .map_or_else(|| format!("{i}/{n}"), |seg| seg.to_string());
+            let why = match &s.stop_reason {
+                Some(r) => r.clone(),
+                None => format!(
+                    "ran {:.1} s of its planned {:.1} s",
+                    s.duration_s, s.planned_duration_s
+                ),
+            };
+            (
+                e,
+                Some(format!(
+                    "instance {segment} stopped before the fleet's plan ({}): {why}",
+                    e.as_str().replace('_', " ")
+                )),
+            )
+        })
 }
 
 /// The fleet's data from its instances' summaries, not yet judged.
@@ -373,6 +431,7 @@ mod tests {
                 observed: Some(errors as f64),
                 ok: errors < 10,
                 abort_on_fail: false,
+                not_judged: None,
             },
             ThresholdResult {
                 metric: "query_duration".into(),
@@ -380,6 +439,7 @@ mod tests {
                 observed: None,
                 ok: true,
                 abort_on_fail: false,
+                not_judged: None,
             },
         ];
         s.time_series = vec![Interval {
@@ -425,6 +485,47 @@ mod tests {
         assert!(!m.thresholds[0].ok, "6 + 6 errors break count < 10");
         assert_eq!(m.thresholds[0].observed, Some(12.0));
         assert_eq!(m.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_fleet_whose_instances_stopped_early_cannot_pass() {
+        // Each instance judged the fleet's rate on its share and aborted after 3 s of 30: the
+        // merged numbers hold every threshold, but the fleet did not run its plan.
+        let aborted = |verdict_only: bool| {
+            let mut s = instance(&[10; 300], 0);
+            s.planned_duration_s = 30.0;
+            s.duration_s = 3.0;
+            s.verdict = Verdict::Fail;
+            s.stop_reason = Some("threshold queries: rate > 150 failed".into());
+            if !verdict_only {
+                s.ending = Ending::Threshold;
+            }
+            s
+        };
+        let m = merge(&[aborted(false), aborted(false)]).unwrap();
+        assert!(m.thresholds.iter().all(|t| t.ok));
+        assert_eq!(m.verdict, Verdict::Fail);
+        assert_eq!(m.ending, Ending::Threshold);
+        let reason = m.stop_reason.unwrap();
+        assert!(
+            reason.contains("instance 0/2") && reason.contains("rate > 150"),
+            "{reason}"
+        );
+        // Summaries written before endings were recorded say it with verdict and reason.
+        let m = merge(&[aborted(true), aborted(true)]).unwrap();
+        assert_eq!(m.verdict, Verdict::Fail);
+        // An instance that ended short of its plan without a reason: interrupted, named.
+        let mut short = instance(&[10; 30], 0);
+        short.planned_duration_s = 30.0;
+        short.duration_s = 3.0;
+        let mut full = instance(&[10; 300], 0);
+        full.planned_duration_s = 30.0;
+        full.duration_s = 30.2;
+        let m = merge(&[full.clone(), short]).unwrap();
+        assert_eq!(m.verdict, Verdict::Interrupted);
+        assert!(m.stop_reason.unwrap().contains("instance 1/2"));
+        let m = merge(&[full.clone(), full]).unwrap();
+        assert_eq!((m.verdict, m.ending), (Verdict::Pass, Ending::RanToPlan));
     }
 
     #[test]

@@ -20,7 +20,9 @@ use super::{FleetLink, Segment};
 use crate::metrics::aggregator::{RunView, Watcher};
 use crate::metrics::summary::{Metric, Summary};
 use crate::redact::redact;
-use crate::run::RunError;
+use crate::run::database::{measure, Measure};
+use crate::run::target::{preflight, with_target};
+use crate::run::{self, RunError, RunOptions, RunResult};
 
 /// How often a ready worker repeats that it is ready.
 const READY_EVERY: Duration = Duration::from_millis(500);
@@ -309,6 +311,45 @@ impl Worker {
             .await
             .map_err(|e| RunError::Failed(format!("publishing to NATS: {e}")))
     }
+}
+
+/// `thumper run --fleet-nats URL --segment I/N`: one worker of a coordinated fleet, composed of
+/// the spine's steps. It leaves the set-up to its coordinator and waits for it, checks the
+/// target, starts at the announced instant, streams every interval, stops when told, writes its
+/// own reports and hands its summary over.
+pub async fn run(
+    opts: &RunOptions,
+    nats: &str,
+    interrupt: CancellationToken,
+) -> Result<RunResult, RunError> {
+    let plan = run::load_plan(opts)?;
+    with_target(&plan, opts, async |target| {
+        let mut worker = Worker::join(&FleetLink::of(opts, nats), opts.segment).await?;
+        worker.wait_for_setup(&interrupt).await?;
+        let notes = match preflight(&target.url, &plan).await {
+            Ok(notes) => notes,
+            Err(e) => {
+                worker.fail(&e.to_string()).await;
+                return Err(e);
+            }
+        };
+        worker.ready_and_wait_for_start(&interrupt).await?;
+        let fleet_interrupt = worker.fleet_interrupt(&interrupt);
+        let mut m = Measure::of(opts, notes);
+        m.watchers.push(worker.streamer());
+        let (mut summary, started_at) = measure(&plan, target, m, fleet_interrupt).await?;
+        if let Some(reason) = worker.fleet_stop_reason() {
+            if crate::signals::received().is_none() {
+                summary.stop_reason = Some(reason);
+            }
+        }
+        let result = run::finish(summary, opts.report_to(&plan.name), started_at)?;
+        if let Some(note) = worker.finish(&result.summary).await {
+            eprintln!("thumper: {note}");
+        }
+        Ok(result)
+    })
+    .await
 }
 
 /// Streams closed intervals; the coordinator's threshold stop comes back through it.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::run::{self, load_plan, report_folder, write_reports, RunError, RunOptions, RunResult};
+use crate::run::{self, load_plan, RunError, RunOptions, RunResult};
 use crate::scenario;
 
 /// Options of `thumper gateway` beyond a run's.
@@ -83,20 +83,14 @@ pub async fn run_gateway(
             stop_reason: outcome
                 .stop_reason
                 .or_else(|| interrupted.then(crate::signals::stop_reason)),
-            aborted: false,
-            interrupted,
-            output_failed: false,
+            ending: run::finish::ending_of(None, interrupted, false),
+            scope: crate::gate::Scope::Whole,
             metrics: outcome.metrics,
             time_series: outcome.time_series,
             notes: outcome.notes,
         },
     );
-    let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
-    write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
-    Ok(RunResult {
-        summary,
-        report_dir,
-    })
+    run::finish(summary, opts.report_to(&plan.name), started_at)
 }
 
 /// The gateway binary next to thumper's own. Under `cargo run` it may not be built yet (cargo

@@ -21,7 +21,7 @@ use super::recorder::{Sample, SampleKind, SetupStep};
 use super::summary::{
     CounterStats, GaugeStats, Interval, IntervalTrend, Metric, RateStats, TrendStats,
 };
-use crate::workload::ErrorKind;
+use crate::db::ErrorKind;
 
 /// Intervals stay open this long after they end, for samples that arrive late.
 const GRACE_US: u64 = 1_500_000;

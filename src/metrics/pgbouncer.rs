@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::recorder::{Recorder, Sample, SampleKind};
@@ -40,21 +40,9 @@ pub struct PoolSnapshot {
 
 /// Connects to the console (`postgres://admin:pw@host:port/pgbouncer`).
 pub async fn connect(admin_url: &str, timeout: Duration) -> Result<Client, String> {
-    let mut config: tokio_postgres::Config = admin_url
-        .parse()
-        .map_err(|e| format!("PgBouncer admin URL is not valid: {e}"))?;
-    config.connect_timeout(timeout);
-    let (client, conn) = tokio::time::timeout(timeout, config.connect(NoTls))
+    crate::db::connect(admin_url, timeout)
         .await
-        .map_err(|_| format!("PgBouncer console did not answer within {timeout:?}"))?
-        .map_err(|e| {
-            format!(
-                "cannot log in to the PgBouncer console: {}",
-                crate::workload::describe(&e)
-            )
-        })?;
-    tokio::spawn(conn);
-    Ok(client)
+        .map_err(|e| format!("PgBouncer console: {e}"))
 }
 
 fn rows(messages: Vec<SimpleQueryMessage>) -> Vec<tokio_postgres::SimpleQueryRow> {
@@ -94,7 +82,7 @@ pub async fn snapshot(client: &Client, database: Option<&str>) -> Result<PoolSna
     let pools = client
         .simple_query("SHOW POOLS")
         .await
-        .map_err(|e| format!("SHOW POOLS: {}", crate::workload::describe(&e)))?;
+        .map_err(|e| format!("SHOW POOLS: {}", crate::db::describe(&e)))?;
     for row in rows(pools).iter().filter(|r| wanted(r)) {
         s.cl_active += num(row, "cl_active");
         s.cl_waiting += num(row, "cl_waiting");
@@ -108,7 +96,7 @@ pub async fn snapshot(client: &Client, database: Option<&str>) -> Result<PoolSna
     let stats = client
         .simple_query("SHOW STATS")
         .await
-        .map_err(|e| format!("SHOW STATS: {}", crate::workload::describe(&e)))?;
+        .map_err(|e| format!("SHOW STATS: {}", crate::db::describe(&e)))?;
     for row in rows(stats).iter().filter(|r| wanted(r)) {
         s.total_xact_count += num(row, "total_xact_count");
         s.total_query_count += num(row, "total_query_count");

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::workload::ErrorKind;
+use crate::db::ErrorKind;
 
 /// One thing a virtual user observed, stamped with when it completed.
 #[derive(Debug, Clone)]

@@ -39,6 +39,10 @@ pub struct Summary {
     /// Why the run stopped early (Ctrl-C, threshold abort, dead target); `None` when it ran out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    /// How the run ended; the verdict is decided from it and the thresholds in one place
+    /// (`gate::verdict`). Absent in `summary.json` when it ran to plan.
+    #[serde(default, skip_serializing_if = "Ending::is_ran_to_plan")]
+    pub ending: Ending,
     /// Every threshold with its observed value, in scenario order.
     pub thresholds: Vec<ThresholdResult>,
     /// Run totals by metric name (tagged sub-metrics under `name{tag:value}`).
@@ -139,6 +143,45 @@ impl Verdict {
     }
 }
 
+/// How a run ended. A run that did not run to plan cannot pass: a threshold abort or an output
+/// that failed is a `Fail`, the others are `Interrupted`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    /// It ran its plan to the end (or a fleet's instances all did).
+    #[default]
+    RanToPlan,
+    /// An `abort_on_fail` threshold stopped it.
+    Threshold,
+    /// Ctrl-C or SIGTERM stopped it, or its fleet's coordinator did.
+    Interrupted,
+    /// `--out-required` and an output could not deliver.
+    OutputFailed,
+    /// A fleet lost a worker (it died or went silent): only what it streamed is counted.
+    WorkerLost,
+    /// It stopped before its plan without saying why (a fleet instance that ended early).
+    ShortOfPlan,
+}
+
+impl Ending {
+    /// Serde's test for leaving the default out of `summary.json`.
+    pub fn is_ran_to_plan(&self) -> bool {
+        *self == Ending::RanToPlan
+    }
+
+    /// The snake_case name used in `summary.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::RanToPlan => "ran_to_plan",
+            Ending::Threshold => "threshold",
+            Ending::Interrupted => "interrupted",
+            Ending::OutputFailed => "output_failed",
+            Ending::WorkerLost => "worker_lost",
+            Ending::ShortOfPlan => "short_of_plan",
+        }
+    }
+}
+
 /// One threshold and how the run fared against it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ThresholdResult {
@@ -154,6 +197,10 @@ pub struct ThresholdResult {
     /// Whether a failure of this threshold stops the run as soon as it is seen.
     #[serde(default)]
     pub abort_on_fail: bool,
+    /// Why it was not judged here (a fleet-wide count or rate on one instance's share: `thumper
+    /// merge` or the coordinator judges it on the fleet's totals). Not judged counts as held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_judged: Option<String>,
 }
 
 /// One metric's run totals.
@@ -342,6 +389,7 @@ impl Summary {
             planned_duration_s: 0.0,
             verdict: Verdict::Pass,
             stop_reason: None,
+            ending: Ending::RanToPlan,
             thresholds: Vec::new(),
             metrics: BTreeMap::new(),
             time_series: Vec::new(),

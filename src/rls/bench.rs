@@ -32,15 +32,15 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::dataset::DatasetSpec;
 use crate::gate::{self, MetricKind, Threshold};
 use crate::metrics::summary::{
-    CounterStats, Curve, GaugeStats, Metric, ScenarioInfo, Summary, Verdict,
+    CounterStats, Curve, Ending, GaugeStats, Metric, ScenarioInfo, Summary,
 };
-use crate::run::{self, RunError, RunOptions, RunResult};
+use crate::run::{self, RunError, RunResult};
 use crate::stack::{Stack, StackOptions};
 
 /// Profiles per community in every size: a tenant's rows stay fixed while the table grows.
@@ -390,15 +390,9 @@ fn direct_url(app: &str, direct: &str) -> String {
 }
 
 async fn connect(url: &str) -> Result<Client, RunError> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(|e| {
-        RunError::Failed(format!(
-            "connecting to {}: {}",
-            crate::redact::redact(url),
-            crate::workload::describe(&e)
-        ))
-    })?;
-    tokio::spawn(conn);
-    Ok(client)
+    crate::db::connect(url, std::time::Duration::from_secs(15))
+        .await
+        .map_err(|e| RunError::Failed(e.to_string()))
 }
 
 fn failed(what: &str) -> impl Fn(tokio_postgres::Error) -> RunError + '_ {
@@ -521,10 +515,14 @@ type Curves = BTreeMap<&'static str, BTreeMap<String, Vec<(f64, f64)>>>;
 struct WayResult {
     latency_p50_us: BTreeMap<&'static str, f64>,
     server_us: BTreeMap<&'static str, f64>,
+    /// The latency phase's planned length, in seconds.
+    planned_s: f64,
 }
 
 /// Runs the bench on an embedded stack and returns its summary and report folder.
 pub async fn run(opts: &BenchOptions, interrupt: CancellationToken) -> Result<RunResult, RunError> {
+    // Bad output paths are bad input before the stack starts and seeds up to 1M rows.
+    run::check_report_paths(&opts.report_dir, opts.summary_md.as_deref())?;
     eprintln!("thumper: starting PostgreSQL + PgBouncer ...");
     let stack = Stack::start(&StackOptions {
         migrations_dir: run::default_migrations_dir(),
@@ -558,23 +556,6 @@ async fn run_on_stack(
     if opts.seed_or {
         ways.push(Way::SeedOr);
     }
-    let run_options = RunOptions {
-        scenario: PathBuf::from("rls-bench"),
-        time_scale: None,
-        quick: false,
-        target: None,
-        admin_url: None,
-        pgbouncer_admin_url: None,
-        pool_mode: None,
-        report_dir: opts.report_dir.clone(),
-        summary_md: None,
-        quiet: true,
-        segment: crate::fleet::Segment::WHOLE,
-        fleet_nats: None,
-        fleet_id: String::new(),
-        ready_timeout: std::time::Duration::ZERO,
-        outputs: Default::default(),
-    };
 
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
     let mut notes = Vec::new();
@@ -607,77 +588,13 @@ async fn run_on_stack(
             } else {
                 &rls_url
             };
-            let text = scenario_text(way, opts, &spec);
-            let plan = crate::scenario::parse(&text, std::path::Path::new("rls-bench"))?;
-            planned_s += plan.load.duration().as_secs_f64();
-            let target = run::target::Target::existing(url.clone());
-            let (phase, _) = run::database::measure(
-                &plan,
-                &run_options,
-                &target,
-                Vec::new(),
-                interrupt.clone(),
-                Vec::new(),
-            )
-            .await?;
-            let mut latency_p50_us = BTreeMap::new();
-            for q in queries(way) {
-                let tag = format!("{}/{label}/{}", q.name, way.as_str());
-                if let Some(t) = phase.trend(&format!("query_duration{{query:{}}}", q.name)) {
-                    latency_p50_us.insert(q.name, t.p50_us as f64);
-                    metrics.insert(
-                        format!("query_duration{{query:{tag}}}"),
-                        Metric::Trend(t.clone()),
-                    );
-                }
-                if let Some(c) = phase.counter(&format!("query_errors{{query:{}}}", q.name)) {
-                    add_counter(&mut metrics, &format!("query_errors{{query:{tag}}}"), c);
-                }
-            }
-            for name in [
-                "query_errors",
-                "connection_errors",
-                "tenant_violations",
-                "dropped_iterations",
-                "iterations",
-            ] {
-                if let Some(c) = phase.counter(name) {
-                    add_counter(&mut metrics, name, c);
-                }
-            }
-            if interrupt.is_cancelled() {
+            let Some(result) =
+                measure_way(url, way, opts, &spec, &label, &mut metrics, &interrupt).await?
+            else {
                 break 'sizes;
-            }
-            let samples = if way == Way::SeedOr {
-                (opts.samples / 10).max(5)
-            } else {
-                opts.samples
             };
-            let server = server_phase(url, way, &spec, samples).await?;
-            let mut server_us = BTreeMap::new();
-            for (q, s) in &server {
-                let mut total: Vec<f64> = s
-                    .iter()
-                    .map(|x| (x.planning_ms + x.execution_ms) * 1e3)
-                    .collect();
-                let mut buffers: Vec<f64> = s.iter().map(|x| x.buffers).collect();
-                let us = trimmed_mean(&mut total);
-                let tags = format!("query:{q},size:{label},policy:{}", way.as_str());
-                push_gauge(&mut metrics, format!("rls_server_us{{{tags}}}"), us);
-                push_gauge(
-                    &mut metrics,
-                    format!("rls_buffers{{{tags}}}"),
-                    trimmed_mean(&mut buffers),
-                );
-                server_us.insert(*q, us);
-            }
-            results.insert(
-                way.as_str(),
-                WayResult {
-                    latency_p50_us,
-                    server_us,
-                },
-            );
+            planned_s += result.planned_s;
+            results.insert(way.as_str(), result);
         }
         record_overheads(&results, size, &mut metrics, &mut curves, &mut notes);
     }
@@ -718,17 +635,111 @@ async fn run_on_stack(
             .collect(),
         ..Summary::empty()
     };
+    summary.ending = if interrupted {
+        Ending::Interrupted
+    } else {
+        Ending::RanToPlan
+    };
     summary.thresholds = gate::evaluate(&opts.thresholds, &summary);
-    summary.verdict = gate::verdict(&summary.thresholds, interrupted);
-    if interrupted {
-        summary.verdict = Verdict::Interrupted;
+    summary.verdict = gate::verdict(&summary.thresholds, summary.ending);
+    let to = run::ReportTo {
+        dir: &opts.report_dir,
+        name: "rls-bench",
+        summary_md: opts.summary_md.as_deref(),
+    };
+    run::finish(summary, to, started_at)
+}
+
+/// One way at one size: its latency phase through the spine's measure step, then its
+/// `EXPLAIN ANALYZE` samples; `None` when an interrupt came between the two.
+async fn measure_way(
+    url: &str,
+    way: Way,
+    opts: &BenchOptions,
+    spec: &crate::dataset::DatasetSpec,
+    label: &str,
+    metrics: &mut BTreeMap<String, Metric>,
+    interrupt: &CancellationToken,
+) -> Result<Option<WayResult>, RunError> {
+    let text = scenario_text(way, opts, spec);
+    let plan = crate::scenario::parse(&text, std::path::Path::new("rls-bench"))?;
+    let target = run::target::Target::existing(url.to_owned());
+    let no_outputs = crate::output::OutputOptions::default();
+    let quiet = run::database::Measure {
+        segment: crate::scenario::Segment::WHOLE,
+        quiet: true,
+        outputs: &no_outputs,
+        notes: Vec::new(),
+        watchers: Vec::new(),
+    };
+    let (phase, _) = run::database::measure(&plan, &target, quiet, interrupt.clone()).await?;
+    let latency_p50_us = record_phase(&phase, way, label, metrics);
+    if interrupt.is_cancelled() {
+        return Ok(None);
     }
-    let report_dir = run::report_folder(&opts.report_dir, "rls-bench", started_at);
-    run::write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
-    Ok(RunResult {
-        summary,
-        report_dir,
-    })
+    let samples = if way == Way::SeedOr {
+        (opts.samples / 10).max(5)
+    } else {
+        opts.samples
+    };
+    let server = server_phase(url, way, spec, samples).await?;
+    let mut server_us = BTreeMap::new();
+    for (q, s) in &server {
+        let mut total: Vec<f64> = s
+            .iter()
+            .map(|x| (x.planning_ms + x.execution_ms) * 1e3)
+            .collect();
+        let mut buffers: Vec<f64> = s.iter().map(|x| x.buffers).collect();
+        let us = trimmed_mean(&mut total);
+        let tags = format!("query:{q},size:{label},policy:{}", way.as_str());
+        push_gauge(metrics, format!("rls_server_us{{{tags}}}"), us);
+        push_gauge(
+            metrics,
+            format!("rls_buffers{{{tags}}}"),
+            trimmed_mean(&mut buffers),
+        );
+        server_us.insert(*q, us);
+    }
+    Ok(Some(WayResult {
+        latency_p50_us,
+        server_us,
+        planned_s: plan.load.duration().as_secs_f64(),
+    }))
+}
+
+/// The latency phase's numbers under the way's and size's tags; each query's p50.
+fn record_phase(
+    phase: &Summary,
+    way: Way,
+    label: &str,
+    metrics: &mut BTreeMap<String, Metric>,
+) -> BTreeMap<&'static str, f64> {
+    let mut latency_p50_us = BTreeMap::new();
+    for q in queries(way) {
+        let tag = format!("{}/{label}/{}", q.name, way.as_str());
+        if let Some(t) = phase.trend(&format!("query_duration{{query:{}}}", q.name)) {
+            latency_p50_us.insert(q.name, t.p50_us as f64);
+            metrics.insert(
+                format!("query_duration{{query:{tag}}}"),
+                Metric::Trend(t.clone()),
+            );
+        }
+        if let Some(c) = phase.counter(&format!("query_errors{{query:{}}}", q.name)) {
+            add_counter(metrics, &format!("query_errors{{query:{tag}}}"), c);
+        }
+    }
+    for name in [
+        "query_errors",
+        "connection_errors",
+        "tenant_violations",
+        "dropped_iterations",
+        "iterations",
+    ] {
+        if let Some(c) = phase.counter(name) {
+            add_counter(metrics, name, c);
+        }
+    }
+    latency_p50_us
 }
 
 /// Overheads of the shipped policy (and the seed's) against the baseline at one size: gauges by

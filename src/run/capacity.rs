@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::summary::{Curve, Metric, Summary, Verdict};
+use crate::gate;
+use crate::metrics::summary::{Curve, Ending, Metric, Summary, ThresholdResult};
 use crate::run::{self, RunError, RunOptions, RunResult};
 use crate::scenario::{LoadShape, OnBusy, Stage};
 
@@ -111,18 +112,31 @@ pub async fn run(
     plan.think_time = Duration::ZERO;
     plan.thresholds.clear();
     plan.graceful_stop = Duration::from_secs(5);
-    let target = run::target::resolve_target(&plan, opts).await?;
-    let result = search(&mut plan, opts, capacity, &target, pre, max, &interrupt).await;
-    if let Some(s) = target.owned_stack {
-        let _ = s.stop().await;
-    }
-    let (steps, last) = result?;
+    let (steps, last) = run::target::with_target(&plan.clone(), opts, async |target| {
+        search(&mut plan, opts, capacity, target, pre, max, &interrupt).await
+    })
+    .await?;
+    let summary = capacity_summary(&plan, capacity, &steps, last, &interrupt);
+    let started = time::OffsetDateTime::now_utc();
+    let name = summary.scenario.name.clone();
+    run::finish(summary, opts.report_to(&name), started)
+}
+
+/// The search's one summary: the last step's numbers, the rate curve, a note per step, the
+/// capacity found as a gauge; it passes when some rate held the SLO.
+fn capacity_summary(
+    plan: &crate::scenario::Plan,
+    capacity: &CapacityOptions,
+    steps: &[Step],
+    last: Summary,
+    interrupt: &CancellationToken,
+) -> Summary {
     let best = steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
     let mut summary = last;
     summary.scenario.name = format!("capacity-{}", plan.name);
     summary.scenario.executor = "capacity search (constant-arrival-rate steps)".into();
     summary.planned_duration_s = capacity.step.as_secs_f64() * steps.len() as f64;
-    let mut sorted = steps.clone();
+    let mut sorted = steps.to_vec();
     sorted.sort_by_key(|s| s.rate);
     let points = |f: &dyn Fn(&Step) -> f64| -> Vec<(f64, f64)> {
         sorted.iter().map(|s| (f64::from(s.rate), f(s))).collect()
@@ -180,20 +194,25 @@ pub async fn run(
             samples: 1,
         }),
     );
-    summary.verdict = if interrupt.is_cancelled() {
-        Verdict::Interrupted
-    } else if best.is_some() {
-        Verdict::Pass
+    // The search passes when some rate held the SLO: its one threshold.
+    summary.thresholds = vec![ThresholdResult {
+        metric: "capacity_rate".into(),
+        expression: format!(
+            "value >= {} (a rate held p99 < {} ms)",
+            capacity.start_rate, capacity.slo_p99_ms
+        ),
+        observed: Some(f64::from(best.unwrap_or(0))),
+        ok: best.is_some(),
+        abort_on_fail: false,
+        not_judged: None,
+    }];
+    summary.ending = if interrupt.is_cancelled() {
+        Ending::Interrupted
     } else {
-        Verdict::Fail
+        Ending::RanToPlan
     };
-    let started = time::OffsetDateTime::now_utc();
-    let report_dir = run::report_folder(&opts.report_dir, &summary.scenario.name, started);
-    run::write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
-    Ok(RunResult {
-        summary,
-        report_dir,
-    })
+    summary.verdict = gate::verdict(&summary.thresholds, summary.ending);
+    summary
 }
 
 async fn search(
@@ -225,8 +244,8 @@ async fn search(
         let notes = notes.clone();
         let interrupt = interrupt.clone();
         async move {
-            let (s, _) =
-                run::database::measure(&plan, opts, target, notes, interrupt, Vec::new()).await?;
+            let m = run::database::Measure::of(opts, notes);
+            let (s, _) = run::database::measure(&plan, target, m, interrupt).await?;
             Ok::<_, RunError>(s)
         }
     };

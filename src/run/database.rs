@@ -1,122 +1,139 @@
-//! The database run: a scenario's load against PostgreSQL (through PgBouncer), from the target
-//! to the judged summary and its reports.
+//! The measuring step of a database run: a scenario's load against PostgreSQL (through
+//! PgBouncer), its samples into the one aggregator with its watchers (progress line, live
+//! `abort_on_fail`, `--out`, and what the caller adds), the gauge pollers beside it, and the
+//! judged summary at the end. Acquiring the target before it and writing the reports after it
+//! are the caller's steps ([`super::target`], [`super::finish`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::target::{preflight, prepare_target, resolve_target, Target};
-use super::{load_plan, report_folder, write_reports, RunError, RunOptions, RunResult};
+use super::finish::{ending_of, judged_summary, report_folder, Measured};
+use super::target::Target;
+use super::{RunError, RunOptions};
 use crate::executor::{self, Connector, RunContext};
-use crate::fleet::worker::Worker;
-use crate::gate;
-use crate::metrics::aggregator::{Aggregator, AggregatorConfig, Watcher};
+use crate::gate::{self, Scope};
+use crate::metrics::aggregator::{Aggregated, Aggregator, AggregatorConfig, Watcher};
+use crate::metrics::recorder::Sample;
 use crate::metrics::summary::{Metric, Summary};
+use crate::output::OutputOptions;
 use crate::redact::redact;
-use crate::scenario::{self, Plan};
+use crate::scenario::{self, Plan, Segment};
 use crate::workload::Workload;
 
-/// Runs a scenario end to end. `interrupt` is cancelled on Ctrl-C or SIGTERM.
-pub async fn run(opts: &RunOptions, interrupt: CancellationToken) -> Result<RunResult, RunError> {
-    let plan = load_plan(opts)?;
-    let target = resolve_target(&plan, opts).await?;
-    let result = run_on_target(&plan, opts, &target, interrupt).await;
-    if let Some(s) = target.owned_stack {
-        if let Err(e) = s.stop().await {
-            eprintln!("thumper: stopping the embedded stack: {e}");
-        }
-    }
-    result
+/// What measuring needs besides the plan and the target.
+pub struct Measure<'a> {
+    /// This instance's share of a fleet run ([`Segment::WHOLE`] for a single run).
+    pub segment: Segment,
+    /// No progress line.
+    pub quiet: bool,
+    /// The live outputs (`--out`).
+    pub outputs: &'a OutputOptions,
+    /// Notes gathered before the load (preflight, the RLS lint).
+    pub notes: Vec<String>,
+    /// Watchers a role adds (a fleet worker's streamer).
+    pub watchers: Vec<Box<dyn Watcher>>,
 }
 
-async fn run_on_target(
-    plan: &Plan,
-    opts: &RunOptions,
-    target: &Target,
-    interrupt: CancellationToken,
-) -> Result<RunResult, RunError> {
-    // A fleet worker leaves the set-up to its coordinator and waits for it.
-    let mut worker = match &opts.fleet_nats {
-        Some(nats) => {
-            let mut w = Worker::join(&opts.fleet_link(nats), opts.segment).await?;
-            w.wait_for_setup(&interrupt).await?;
-            Some(w)
-        }
-        None => {
-            prepare_target(plan, opts, target, &interrupt).await?;
-            None
-        }
-    };
-    let mut notes = match preflight(&target.url, plan).await {
-        Ok(notes) => notes,
-        Err(e) => {
-            if let Some(w) = &worker {
-                w.fail(&e.to_string()).await;
-            }
-            return Err(e);
-        }
-    };
-    // A target thumper migrated is checked for policies that defeat the tenant index.
-    if target.admin_url.is_some()
-        && worker.is_none()
-        && plan.queries.iter().any(|q| q.tenant_scoped)
-    {
-        notes.extend(crate::rls::check::run_notes(&target.url, &plan.queries, plan.dataset).await);
-    }
-    let (interrupt, extra) = match worker.as_mut() {
-        Some(w) => {
-            w.ready_and_wait_for_start(&interrupt).await?;
-            (w.fleet_interrupt(&interrupt), vec![w.streamer()])
-        }
-        None => (interrupt, Vec::new()),
-    };
-    let (mut summary, started_at) = measure(plan, opts, target, notes, interrupt, extra).await?;
-    if let Some(reason) = worker.as_ref().and_then(Worker::fleet_stop_reason) {
-        if crate::signals::received().is_none() {
-            summary.stop_reason = Some(reason);
+impl<'a> Measure<'a> {
+    /// A run's measuring options from its command line.
+    pub fn of(opts: &'a RunOptions, notes: Vec<String>) -> Measure<'a> {
+        Measure {
+            segment: opts.segment,
+            quiet: opts.quiet,
+            outputs: &opts.outputs,
+            notes,
+            watchers: Vec::new(),
         }
     }
-    let report_dir = report_folder(&opts.report_dir, &plan.name, started_at);
-    write_reports(&summary, &report_dir, opts.summary_md.as_deref())?;
-    if let Some(w) = worker {
-        if let Some(note) = w.finish(&summary).await {
-            eprintln!("thumper: {note}");
+
+    /// Whose numbers this run holds: a fleet instance judges its share's thresholds only.
+    fn scope(&self) -> Scope {
+        if self.segment == Segment::WHOLE {
+            Scope::Whole
+        } else {
+            Scope::Share
         }
     }
-    Ok(RunResult {
-        summary,
-        report_dir,
-    })
 }
 
 /// What follows a run as it goes: the progress line, the `abort_on_fail` check.
-fn watchers(plan: &Plan, quiet: bool) -> Vec<Box<dyn Watcher>> {
+pub fn watchers(plan: &Plan, quiet: bool, scope: Scope) -> Vec<Box<dyn Watcher>> {
     let mut watchers: Vec<Box<dyn Watcher>> = Vec::new();
     if crate::report::console::progress_wanted(quiet) {
         watchers.push(Box::new(crate::report::console::ProgressLine::default()));
     }
-    if let Some(check) = gate::LiveCheck::new(&plan.thresholds) {
+    if let Some(check) = gate::LiveCheck::in_scope(&plan.thresholds, scope) {
         watchers.push(Box::new(check));
     }
     watchers
 }
 
-/// Drives the plan's load against the target and returns the gated summary.
-pub(crate) async fn measure(
+/// The live outputs of `--out`, labelled with the run, and the watchers that feed them.
+pub fn start_outputs(
     plan: &Plan,
-    opts: &RunOptions,
+    outputs: &OutputOptions,
+    started_at: time::OffsetDateTime,
+) -> (crate::output::Outputs, Vec<Box<dyn Watcher>>) {
+    let report_name = report_folder(std::path::Path::new(""), &plan.name, started_at);
+    let labels = crate::output::RunLabels::new(
+        outputs,
+        &plan.name,
+        &report_name.to_string_lossy(),
+        started_at,
+    );
+    crate::output::Outputs::start(outputs, &labels)
+}
+
+/// The gauge sources beside the load: PgBouncer's console (when known) and the generator's own
+/// CPU and memory, all into the aggregator's channel, all stopped by `stop`.
+pub fn start_gauges(
     target: &Target,
-    mut notes: Vec<String>,
+    start: Instant,
+    samples: &mpsc::UnboundedSender<Vec<Sample>>,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(admin) = target.pgbouncer_admin_url.clone() {
+        let database = target
+            .url
+            .parse::<tokio_postgres::Config>()
+            .ok()
+            .and_then(|c| c.get_dbname().map(str::to_owned));
+        tasks.push(tokio::spawn(crate::metrics::pgbouncer::poll(
+            admin,
+            database,
+            start,
+            Duration::from_secs(1),
+            samples.clone(),
+            stop.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(crate::metrics::process::poll(
+        start,
+        Duration::from_secs(1),
+        samples.clone(),
+        stop.clone(),
+    )));
+    tasks
+}
+
+/// Drives the plan's load against the target and returns the judged summary.
+pub async fn measure(
+    plan: &Plan,
+    target: &Target,
+    mut m: Measure<'_>,
     interrupt: CancellationToken,
-    extra_watchers: Vec<Box<dyn Watcher>>,
 ) -> Result<(Summary, time::OffsetDateTime), RunError> {
-    if opts.segment != crate::fleet::Segment::WHOLE {
-        notes.push(format!(
+    let scope = m.scope();
+    if scope == Scope::Share {
+        m.notes.push(format!(
             "instance {} of a fleet run: this report holds its share of the scenario; `thumper merge` judges the fleet",
-            opts.segment
+            m.segment
         ));
     }
     let workload = Workload::new(&plan.queries, plan.dataset, plan.protocol);
@@ -126,54 +143,24 @@ pub(crate) async fn measure(
     let start = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
     let vus = Arc::new(AtomicU64::new(0));
-    let stop = interrupt.child_token();
     let abort = CancellationToken::new();
-    let open_model = matches!(plan.load, scenario::LoadShape::Open { .. });
-    let report_name = report_folder(std::path::Path::new(""), &plan.name, started_at);
-    let labels = crate::output::RunLabels::new(
-        &opts.outputs,
-        &plan.name,
-        &report_name.to_string_lossy(),
-        started_at,
-    );
-    let (outputs, output_watchers) = crate::output::Outputs::start(&opts.outputs, &labels);
-    let mut watchers = watchers(plan, opts.quiet);
+    let (outputs, output_watchers) = start_outputs(plan, m.outputs, started_at);
+    let mut watchers = watchers(plan, m.quiet, scope);
     watchers.extend(output_watchers);
-    watchers.extend(extra_watchers);
+    watchers.append(&mut m.watchers);
     let aggregator = Aggregator::new(AggregatorConfig {
         start,
         interval: Duration::from_secs(1),
         planned: plan.load.duration(),
         query_names: plan.queries.iter().map(|q| q.name.clone()).collect(),
-        open_model,
+        open_model: matches!(plan.load, scenario::LoadShape::Open { .. }),
         vus: vus.clone(),
         watchers,
         abort: abort.clone(),
     });
     let aggregator = tokio::spawn(aggregator.run(rx));
-    let poll_stop = CancellationToken::new();
-    let poller = target.pgbouncer_admin_url.clone().map(|admin| {
-        let database = target
-            .url
-            .parse::<tokio_postgres::Config>()
-            .ok()
-            .and_then(|c| c.get_dbname().map(str::to_owned));
-        tokio::spawn(crate::metrics::pgbouncer::poll(
-            admin,
-            database,
-            start,
-            Duration::from_secs(1),
-            tx.clone(),
-            poll_stop.clone(),
-        ))
-    });
-    // The generator's own CPU and memory (src/metrics/process.rs), stopped with the poller.
-    let self_sampler = tokio::spawn(crate::metrics::process::poll(
-        start,
-        Duration::from_secs(1),
-        tx.clone(),
-        poll_stop.clone(),
-    ));
+    let gauges_stop = CancellationToken::new();
+    let gauges = start_gauges(target, start, &tx, &gauges_stop);
     let ctx = Arc::new(RunContext {
         start,
         workload,
@@ -182,37 +169,58 @@ pub(crate) async fn measure(
         min_backoff: plan.min_backoff,
         max_backoff: plan.max_backoff,
         samples: tx,
-        segment: opts.segment,
+        segment: m.segment,
     });
-    let exec_stop = stop.clone();
-    let abort_watch = abort.clone();
-    let relay = tokio::spawn(async move {
-        abort_watch.cancelled().await;
-        exec_stop.cancel();
+    let stop = interrupt.child_token();
+    let relay = tokio::spawn({
+        let (abort, stop) = (abort.clone(), stop.clone());
+        async move {
+            abort.cancelled().await;
+            stop.cancel();
+        }
     });
-    executor::execute(plan, ctx, vus, stop.clone()).await;
+    executor::execute(plan, ctx, vus, stop).await;
     relay.abort();
-    poll_stop.cancel();
-    if let Some(p) = poller {
-        let _ = p.await;
+    gauges_stop.cancel();
+    for task in gauges {
+        let _ = task.await;
     }
-    let _ = self_sampler.await;
     let aggregated = aggregator
         .await
         .map_err(|e| RunError::Failed(format!("metrics aggregation failed: {e}")))?;
     let duration_s = start.elapsed().as_secs_f64();
     // The watchers are gone with the aggregator: the outputs deliver their last batch.
     let delivered = outputs.finish().await;
-    notes.extend(delivered.notes);
-
+    m.notes.extend(delivered.notes);
+    m.notes.extend(aggregation_notes(&aggregated));
+    // `--out-required`: an output that could not deliver fails the run like a threshold.
+    m.notes.extend(delivered.failure.clone());
     let interrupted = interrupt.is_cancelled();
-    let stop_reason = if let Some(reason) = &aggregated.aborted_by {
-        Some(reason.clone())
-    } else if interrupted {
-        Some(crate::signals::stop_reason())
-    } else {
-        None
+    let ending = ending_of(
+        aggregated.aborted_by.as_deref(),
+        interrupted,
+        delivered.failure.is_some(),
+    );
+    let stop_reason = match &aggregated.aborted_by {
+        Some(reason) => Some(reason.clone()),
+        None => interrupted.then(crate::signals::stop_reason),
     };
+    let measured = Measured {
+        duration_s,
+        stop_reason,
+        ending,
+        scope,
+        metrics: aggregated.metrics,
+        time_series: aggregated.time_series,
+        notes: m.notes,
+    };
+    let summary = judged_summary(plan, redact(&target.url), started_at, measured);
+    Ok((summary, started_at))
+}
+
+/// What the aggregated numbers say that a reader must know.
+fn aggregation_notes(aggregated: &Aggregated) -> Vec<String> {
+    let mut notes = Vec::new();
     if let Some(Metric::Gauge(wait)) = aggregated.metrics.get("pgbouncer_maxwait") {
         if wait.max >= 5.0 {
             notes.push(format!(
@@ -227,22 +235,5 @@ pub(crate) async fn measure(
             aggregated.late_samples
         ));
     }
-    // `--out-required`: an output that could not deliver fails the run like a threshold.
-    notes.extend(delivered.failure.clone());
-    let summary = super::judged_summary(
-        plan,
-        redact(&target.url),
-        started_at,
-        super::Measured {
-            duration_s,
-            stop_reason,
-            aborted: aggregated.aborted_by.is_some(),
-            interrupted,
-            output_failed: delivered.failure.is_some(),
-            metrics: aggregated.metrics,
-            time_series: aggregated.time_series,
-            notes,
-        },
-    );
-    Ok((summary, started_at))
+    notes
 }

@@ -5,18 +5,16 @@
 
 pub mod capacity;
 pub mod database;
+pub mod finish;
 pub mod target;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::gate;
-use crate::metrics::summary::{Interval, Metric, ScenarioInfo, Summary, Verdict};
-use crate::report;
+use crate::metrics::summary::Summary;
 use crate::scenario::{self, Plan, Protocol, Topology};
 use crate::stack::PoolMode;
 
-pub use database::run;
+pub use finish::{finish, judged_summary, report_folder, write_reports, Measured, ReportTo};
 pub use target::{default_migrations_dir, stack_options};
 
 /// Settings of one run, from the command line.
@@ -44,7 +42,7 @@ pub struct RunOptions {
     /// No live progress line.
     pub quiet: bool,
     /// This instance's share of a fleet run (`--segment I/N`).
-    pub segment: crate::fleet::Segment,
+    pub segment: crate::scenario::Segment,
     /// `--fleet-nats`: this run is a worker of the coordinated fleet on that NATS server.
     pub fleet_nats: Option<String>,
     /// `--fleet-id`: which fleet on the NATS server.
@@ -56,12 +54,12 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// How this run's side of a fleet reaches the other over the NATS server at `nats`.
-    pub fn fleet_link(&self, nats: &str) -> crate::fleet::FleetLink {
-        crate::fleet::FleetLink {
-            nats: nats.to_owned(),
-            id: self.fleet_id.clone(),
-            ready_timeout: self.ready_timeout,
+    /// Where a run of `name` writes its reports: `--report-dir`, `--summary-md`.
+    pub fn report_to<'a>(&'a self, name: &'a str) -> ReportTo<'a> {
+        ReportTo {
+            dir: &self.report_dir,
+            name,
+            summary_md: self.summary_md.as_deref(),
         }
     }
 }
@@ -110,7 +108,7 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
     if opts.quick {
         plan.quick();
     }
-    crate::fleet::segment::apply(&mut plan, opts.segment);
+    crate::scenario::segment::apply(&mut plan, opts.segment);
     if plan.protocol == Protocol::Prepared {
         // The embedded stack's PgBouncer runs in the scenario's mode; another target is what
         // --pool-mode says it is.
@@ -138,7 +136,16 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
 /// Creates the report folder and opens `--summary-md` for appending, so a path that cannot be
 /// written is bad input now (exit 2) rather than a failure once the run is over.
 pub fn check_outputs(opts: &RunOptions) -> Result<(), RunError> {
-    let dir = &opts.report_dir;
+    check_report_paths(&opts.report_dir, opts.summary_md.as_deref())?;
+    crate::output::check(&opts.outputs).map_err(RunError::BadInput)
+}
+
+/// Checks that the report folder can be made and written and that `--summary-md` can be
+/// opened for appending: every command calls it before it starts anything.
+pub fn check_report_paths(
+    dir: &std::path::Path,
+    summary_md: Option<&std::path::Path>,
+) -> Result<(), RunError> {
     std::fs::create_dir_all(dir).map_err(|e| {
         RunError::BadInput(format!(
             "--report-dir {}: cannot create the folder ({e}); pass a folder thumper may write to",
@@ -154,11 +161,7 @@ pub fn check_outputs(opts: &RunOptions) -> Result<(), RunError> {
                 dir.display()
             ))
         })?;
-    if let Some(path) = opts
-        .summary_md
-        .as_deref()
-        .filter(|p| !p.as_os_str().is_empty())
-    {
+    if let Some(path) = summary_md.filter(|p| !p.as_os_str().is_empty()) {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -169,96 +172,6 @@ pub fn check_outputs(opts: &RunOptions) -> Result<(), RunError> {
                     path.display()
                 ))
             })?;
-    }
-    crate::output::check(&opts.outputs).map_err(RunError::BadInput)?;
-    Ok(())
-}
-
-/// What a pipeline measured, for [`judged_summary`].
-pub(crate) struct Measured {
-    pub duration_s: f64,
-    pub stop_reason: Option<String>,
-    /// An `abort_on_fail` threshold stopped the run.
-    pub aborted: bool,
-    /// Ctrl-C or SIGTERM stopped the run.
-    pub interrupted: bool,
-    /// `--out-required` and an output could not deliver: the run fails as on a threshold.
-    pub output_failed: bool,
-    pub metrics: BTreeMap<String, Metric>,
-    pub time_series: Vec<Interval>,
-    pub notes: Vec<String>,
-}
-
-/// The run's summary with every threshold evaluated and its verdict: the one place a summary is
-/// built, whichever pipeline measured it.
-pub(crate) fn judged_summary(
-    plan: &Plan,
-    target: String,
-    started_at: time::OffsetDateTime,
-    measured: Measured,
-) -> Summary {
-    let mut summary = Summary {
-        scenario: ScenarioInfo {
-            name: plan.name.clone(),
-            description: plan.description.clone(),
-            file: plan.file.clone(),
-            executor: plan.executor.clone(),
-        },
-        target,
-        started_at: started_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        duration_s: measured.duration_s,
-        planned_duration_s: plan.load.duration().as_secs_f64(),
-        stop_reason: measured.stop_reason,
-        metrics: measured.metrics,
-        time_series: measured.time_series,
-        notes: measured.notes,
-        ..Summary::empty()
-    };
-    // A generator that ran out of CPU measured its own queueing too.
-    summary
-        .notes
-        .extend(crate::metrics::process::saturation_note(
-            &summary.time_series,
-        ));
-    summary.thresholds = gate::evaluate(&plan.thresholds, &summary);
-    summary.verdict = if measured.aborted || measured.output_failed {
-        Verdict::Fail
-    } else {
-        gate::verdict(&summary.thresholds, measured.interrupted)
-    };
-    summary
-}
-
-/// `DIR/<scenario>-<UTC timestamp>`.
-pub(crate) fn report_folder(dir: &Path, name: &str, started_at: time::OffsetDateTime) -> PathBuf {
-    let stamp = started_at
-        .format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .unwrap_or_default();
-    dir.join(format!("{name}-{stamp}"))
-}
-
-/// Writes every report format, and the Markdown summary to `--summary-md` if asked.
-pub fn write_reports(
-    summary: &Summary,
-    dir: &Path,
-    summary_md: Option<&Path>,
-) -> Result<(), RunError> {
-    report::write_all(summary, dir)
-        .map_err(|e| RunError::Failed(format!("writing reports: {e}")))?;
-    // An empty path is an unset variable (`--summary-md "$GITHUB_STEP_SUMMARY"` outside CI).
-    if let Some(path) = summary_md.filter(|p| !p.as_os_str().is_empty()) {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| RunError::Failed(format!("--summary-md {}: {e}", path.display())))?;
-        f.write_all(report::render_markdown(summary).as_bytes())
-            .map_err(|e| RunError::Failed(format!("--summary-md {}: {e}", path.display())))?;
     }
     Ok(())
 }

@@ -9,21 +9,25 @@ use tokio_util::sync::CancellationToken;
 
 use super::{RunError, RunOptions};
 use crate::dataset;
-use crate::redact::redact;
+use crate::db::ConnectError;
 use crate::scenario::Plan;
 use crate::stack::{self, Stack, StackOptions};
 
 /// Where the load goes, and the stack to stop afterwards if this run started one.
 pub struct Target {
-    pub(crate) url: String,
-    pub(crate) admin_url: Option<String>,
-    pub(crate) pgbouncer_admin_url: Option<String>,
-    pub(crate) owned_stack: Option<Stack>,
+    /// The application role's URL: where the load goes.
+    pub url: String,
+    /// The owner role's URL, for migrations and seeding; `None` when thumper may not set up.
+    pub admin_url: Option<String>,
+    /// PgBouncer's admin console, polled for its gauges; `None` when unknown.
+    pub pgbouncer_admin_url: Option<String>,
+    /// The embedded stack this run started (taken by [`with_target`], which stops it).
+    owned_stack: Option<Stack>,
 }
 
 impl Target {
     /// A target used as it is: no migrations, no seeding, no PgBouncer console.
-    pub(crate) fn existing(url: String) -> Target {
+    pub fn existing(url: String) -> Target {
         Target {
             url,
             admin_url: None,
@@ -33,7 +37,7 @@ impl Target {
     }
 }
 
-pub(crate) async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunError> {
+async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunError> {
     if let Some(url) = &opts.target {
         return Ok(Target {
             url: url.clone(),
@@ -62,6 +66,24 @@ pub(crate) async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Tar
         pgbouncer_admin_url: Some(s.urls().pgbouncer_admin_url.clone()),
         owned_stack: Some(s),
     })
+}
+
+/// Resolves the target, runs `f` on it and stops a stack this run started afterwards, on every
+/// path `f` can return by (a result, an error, an interrupt): the one owned-stack bracket.
+pub async fn with_target<T>(
+    plan: &Plan,
+    opts: &RunOptions,
+    f: impl AsyncFnOnce(&Target) -> Result<T, RunError>,
+) -> Result<T, RunError> {
+    let mut target = resolve_target(plan, opts).await?;
+    let owned = target.owned_stack.take();
+    let result = f(&target).await;
+    if let Some(stack) = owned {
+        if let Err(e) = stack.stop().await {
+            eprintln!("thumper: stopping the embedded stack: {e}");
+        }
+    }
+    result
 }
 
 /// Stack options from the scenario's `[stack]` table.
@@ -102,25 +124,18 @@ pub fn default_migrations_dir() -> PathBuf {
 
 /// Checks the target answers as the application role before load starts, so a wrong URL is
 /// one clear error rather than thousands of counted ones.
-pub(crate) async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, RunError> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| RunError::BadInput(format!("target URL {}: {e}", redact(url))))?;
-    config.connect_timeout(Duration::from_secs(10));
-    let (client, conn) = tokio::time::timeout(
-        Duration::from_secs(15),
-        config.connect(tokio_postgres::NoTls),
-    )
-    .await
-    .map_err(|_| RunError::Failed(format!("target {} did not answer within 15 s", redact(url))))?
-    .map_err(|e| {
-        RunError::Failed(format!(
-            "cannot log in to target {}: {}",
-            redact(url),
-            crate::workload::describe(&e)
-        ))
-    })?;
-    tokio::spawn(conn);
+pub async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, RunError> {
+    let client = crate::db::connect(url, Duration::from_secs(10))
+        .await
+        .map_err(|e| match e {
+            ConnectError::BadUrl { .. } => RunError::BadInput(format!("target URL {e}")),
+            ConnectError::Timeout { url, after } => {
+                RunError::Failed(format!("target {url} did not answer within {after:?}"))
+            }
+            ConnectError::Login { url, reason } => {
+                RunError::Failed(format!("cannot log in to target {url}: {reason}"))
+            }
+        })?;
     let mut notes = Vec::new();
     let first = plan.dataset.community_id(0).to_string();
     match client
@@ -142,7 +157,7 @@ pub(crate) async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, Run
         }
         Err(e) => notes.push(format!(
             "could not check the dataset on the target: {}",
-            crate::workload::describe(&e)
+            crate::db::describe(&e)
         )),
     }
     Ok(notes)
@@ -150,7 +165,7 @@ pub(crate) async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, Run
 
 /// Applies the migrations (to a `--target` given with `--admin-url`) and seeds the dataset. An
 /// interrupt stops it there: a large seed can take minutes, and nothing has been measured yet.
-pub(crate) async fn prepare_target(
+pub async fn prepare_target(
     plan: &Plan,
     opts: &RunOptions,
     target: &Target,

@@ -5,11 +5,13 @@ pub mod duration;
 mod file;
 pub mod plan;
 pub mod rate;
+pub mod segment;
 
 use std::path::{Path, PathBuf};
 
 pub use file::{ConnectionDef, ParamKind, Protocol, QueryDef, Topology};
 pub use plan::{LoadShape, OnBusy, Plan, Stage};
+pub use segment::Segment;
 
 /// A scenario file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]

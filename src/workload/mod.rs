@@ -1,7 +1,6 @@
 //! The query catalogue: the scenario's weighted query mix, parameters drawn from the dataset,
 //! execution in each wire protocol, error classification and the tenant check.
 
-mod errors;
 mod params;
 
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 use uuid::Uuid;
 
-pub use errors::{classify, describe, ErrorKind, QueryFailure};
+pub use crate::db::{classify, describe, ErrorKind, QueryFailure};
 pub use params::Draw;
 
 use crate::dataset::DatasetSpec;

@@ -1,13 +1,18 @@
 //! Each command's glue: call the library, print what the user reads, return the exit code from
 //! the one table in [`crate::exit`]. No measurement or business logic lives here.
 
+mod admin;
+mod scenario;
+
+use admin::{health_command, migrate_command, report_command, HealthArgs};
+
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{bundled_scenario, Command, FleetAction, StackAction};
 use crate::exit;
 use crate::report::console;
 use crate::run::{self, RunError};
-use crate::{health, migrate, report, stack};
+use crate::{report, stack};
 
 /// Runs one command and returns its exit code.
 pub async fn dispatch(command: Command) -> u8 {
@@ -38,7 +43,7 @@ pub async fn dispatch(command: Command) -> u8 {
         } => {
             let workers = c.workers;
             let opts = c.args.into_options(c.scenario);
-            let link = opts.fleet_link(&c.nats);
+            let link = crate::fleet::FleetLink::of(&opts, &c.nats);
             finish_run(
                 crate::fleet::coordinator::run(&opts, workers, link, crate::signals::watch()).await,
             )
@@ -83,38 +88,7 @@ pub async fn dispatch(command: Command) -> u8 {
             )
         }
         Command::Stack { action } => stack_command(action).await,
-        Command::Migrate { target, dir } => {
-            let Some(url) = target.or_else(|| stack::running().map(|u| u.admin_database_url))
-            else {
-                eprintln!("thumper migrate: no database: pass --target URL (owner role) or set ADMIN_DATABASE_URL, or start one with `thumper stack up`");
-                return exit::BAD_INPUT;
-            };
-            let dir = dir.unwrap_or_else(run::default_migrations_dir);
-            match migrate::apply(&url, &dir).await {
-                Ok(outcomes) => {
-                    for o in outcomes {
-                        match o.status {
-                            migrate::MigrationStatus::Applied(d) => {
-                                println!(
-                                    "applied  {} ({}, {:.0} ms)",
-                                    o.name,
-                                    o.checksum,
-                                    d.as_secs_f64() * 1e3
-                                )
-                            }
-                            migrate::MigrationStatus::AlreadyApplied => {
-                                println!("present  {} ({})", o.name, o.checksum)
-                            }
-                        }
-                    }
-                    exit::PASS
-                }
-                Err(e) => {
-                    eprintln!("thumper migrate: {e}");
-                    exit::FAILED
-                }
-            }
-        }
+        Command::Migrate { target, dir } => migrate_command(target, dir).await,
         Command::Health {
             target,
             admin,
@@ -124,83 +98,20 @@ pub async fn dispatch(command: Command) -> u8 {
             max_wait,
             rls,
         } => {
-            let running = stack::running();
-            let Some(target) = target.or_else(|| running.as_ref().map(|u| u.database_url.clone()))
-            else {
-                eprintln!("thumper health: no target: pass --target URL or set DATABASE_URL, or start one with `thumper stack up`");
-                return exit::BAD_INPUT;
-            };
-            let admin = admin.or_else(|| running.map(|u| u.pgbouncer_admin_url));
-            if !(timeout > 0.0 && timeout.is_finite()) {
-                eprintln!("thumper health: --timeout must be a positive number of seconds");
-                return exit::BAD_INPUT;
-            }
-            let mut report = health::check(&health::HealthOptions {
-                target: target.clone(),
+            let opts = HealthArgs {
+                target,
                 admin,
-                timeout: std::time::Duration::from_secs_f64(timeout),
+                timeout,
                 max_waiting,
-                max_wait_s: max_wait,
-            })
-            .await;
-            if rls {
-                let scenario = bundled_scenario("steady");
-                let (queries, dataset) = match crate::scenario::load(&scenario) {
-                    Ok(p) => (p.queries, p.dataset),
-                    Err(e) => {
-                        eprintln!("thumper health --rls: {e}");
-                        return exit::BAD_INPUT;
-                    }
-                };
-                let timeout = std::time::Duration::from_secs_f64(timeout);
-                let check =
-                    crate::rls::check::health_check(&target, &queries, dataset, timeout).await;
-                report.healthy &= check.ok;
-                report.checks.push(check);
-            }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", health::render(&report));
-            }
-            if report.healthy {
-                exit::PASS
-            } else {
-                exit::FAILED
-            }
+                max_wait,
+            };
+            health_command(opts, json, rls).await
         }
         Command::Report {
             summary,
             out,
             summary_md,
-        } => {
-            let s = match report::read_summary(&summary) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("thumper report: {e}");
-                    return exit::BAD_INPUT;
-                }
-            };
-            let dir = out.unwrap_or_else(|| {
-                summary
-                    .parent()
-                    .map(|p| p.to_path_buf())
-                    .unwrap_or_default()
-            });
-            match run::write_reports(&s, &dir, summary_md.as_deref()) {
-                Ok(()) => {
-                    println!("reports written to {}", dir.display());
-                    exit::PASS
-                }
-                Err(e) => {
-                    eprintln!("thumper report: {e}");
-                    exit::FAILED
-                }
-            }
-        }
+        } => report_command(&summary, out, summary_md.as_deref()),
         Command::Merge {
             instances,
             out,
@@ -279,7 +190,7 @@ async fn rls_check(args: crate::cli::RlsCheckArgs) -> u8 {
 }
 
 async fn scenario(opts: run::RunOptions) -> u8 {
-    finish_run(run::run(&opts, interrupt_on_ctrl_c()).await)
+    finish_run(scenario::run(&opts, interrupt_on_ctrl_c()).await)
 }
 
 /// A token cancelled by the first Ctrl-C or SIGTERM; a second one stops the servers and quits.

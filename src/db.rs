@@ -1,6 +1,68 @@
-//! Error classification: connection errors (the target could not be reached or the connection
+//! The database below everything that talks to it: the one connect ([`connect`], typed
+//! [`ConnectError`]s that name the target without its password) and error classification:
+//! connection errors (the target could not be reached or the connection
 //! broke) apart from query errors (the server answered with an error), each with a class —
 //! the SQLSTATE where there is one — so reports count errors by class, not one by one.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::redact::redact;
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL does not parse.
+    #[error("{url}: not a valid PostgreSQL URL ({reason})")]
+    BadUrl {
+        /// The URL, password removed.
+        url: String,
+        /// The parser's words.
+        reason: String,
+    },
+    /// Nothing answered in time.
+    #[error("{url} did not answer within {after:?}")]
+    Timeout {
+        /// The URL, password removed.
+        url: String,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// The server refused the connection or the login.
+    #[error("cannot log in to {url}: {reason}")]
+    Login {
+        /// The URL, password removed.
+        url: String,
+        /// The server's or the driver's words ([`describe`]).
+        reason: String,
+    },
+}
+
+/// Opens a connection to `url` within `timeout` and drives it on the current runtime.
+pub async fn connect(url: &str, timeout: Duration) -> Result<Client, ConnectError> {
+    let mut config: tokio_postgres::Config =
+        url.parse()
+            .map_err(|e: tokio_postgres::Error| ConnectError::BadUrl {
+                url: redact(url),
+                reason: e.to_string(),
+            })?;
+    config.connect_timeout(timeout);
+    let (client, conn) = tokio::time::timeout(timeout, config.connect(NoTls))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            url: redact(url),
+            after: timeout,
+        })?
+        .map_err(|e| ConnectError::Login {
+            url: redact(url),
+            reason: describe(&e),
+        })?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
 
 /// Which error counter a failure goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
