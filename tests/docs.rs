@@ -23,7 +23,11 @@ fn pages() -> Vec<PathBuf> {
         .expect("docs/ exists")
         .map(|e| e.expect("a docs/ entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "md"))
-        .map(|p| p.strip_prefix(root()).expect("under the root").to_path_buf())
+        .map(|p| {
+            p.strip_prefix(root())
+                .expect("under the root")
+                .to_path_buf()
+        })
         .collect();
     docs.sort();
     pages.extend(docs);
@@ -126,7 +130,9 @@ fn broken(page: &Path, target: &str) -> Option<String> {
     let file = if path.is_empty() {
         root().join(page)
     } else {
-        root().join(page.parent().unwrap_or(Path::new(""))).join(path)
+        root()
+            .join(page.parent().unwrap_or(Path::new("")))
+            .join(path)
     };
     if !file.exists() {
         return Some(format!("{} does not exist", file.display()));
@@ -166,8 +172,15 @@ fn every_relative_link_in_the_readme_and_docs_resolves() {
             }
         }
     }
-    assert!(checked > 20, "only {checked} relative links found: is the link parser broken?");
-    assert!(problems.is_empty(), "broken links:\n{}", problems.join("\n"));
+    assert!(
+        checked > 20,
+        "only {checked} relative links found: is the link parser broken?"
+    );
+    assert!(
+        problems.is_empty(),
+        "broken links:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
