@@ -67,7 +67,7 @@ async fn a_fixed_rate_is_achieved_and_drops_are_reported_when_vus_run_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stall_shows_in_response_time_but_not_in_service_time() {
     let _serial = SERIAL.lock().await;
-    // min_pool_size = 0: with the seed's 5, a PAUSE turns into a 15 s outage (see the README).
+    // min_pool_size = 0: with the seed's 5, a PAUSE turns into a 15 s outage (see docs/stack.md).
     let stack = common::start(PgBouncerSettings {
         min_pool_size: 0,
         ..PgBouncerSettings::default()

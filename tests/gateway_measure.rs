@@ -7,7 +7,7 @@
 //!
 //! Each prints one line per run: RSS per 1,000 guilds, delivered events/s, latency percentiles,
 //! and the gateway's CPU use (events/s per core = delivered/s ÷ CPU share). Each also asserts
-//! what the README cites it for: every event sent was delivered once (none lost, none
+//! what docs/figures.md cites it for: every event sent was delivered once (none lost, none
 //! duplicated) and memory stays under a generous bound. Speeds are printed, never asserted.
 
 use std::path::PathBuf;

@@ -224,7 +224,7 @@ fn aggregation_notes(aggregated: &Aggregated) -> Vec<String> {
     if let Some(Metric::Gauge(wait)) = aggregated.metrics.get("pgbouncer_maxwait") {
         if wait.max >= 5.0 {
             notes.push(format!(
-                "clients waited up to {:.1} s for a PgBouncer server connection. A wait near server_login_retry (15 s by default) is PgBouncer pausing after a failed server login: a PAUSE with min_pool_size > 0, or PostgreSQL restarting (see the README's PgBouncer findings)",
+                "clients waited up to {:.1} s for a PgBouncer server connection. A wait near server_login_retry (15 s by default) is PgBouncer pausing after a failed server login: a PAUSE with min_pool_size > 0, or PostgreSQL restarting (see docs/stack.md, PgBouncer findings)",
                 wait.max
             ));
         }
