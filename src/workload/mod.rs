@@ -3,6 +3,7 @@
 
 mod errors;
 mod params;
+pub mod pgbench;
 
 use std::sync::Arc;
 
