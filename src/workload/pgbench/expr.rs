@@ -406,7 +406,7 @@ pub fn eval(e: &Expr, s: &mut Session) -> Result<Value, EvalError> {
             for a in args {
                 vals.push(eval(a, s)?);
             }
-            let has_null = vals.iter().any(|v| *v == Value::Null);
+            let has_null = vals.contains(&Value::Null);
             if has_null && !matches!(func, Func::Is | Func::Debug) {
                 return Ok(Value::Null);
             }

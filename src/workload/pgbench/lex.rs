@@ -62,7 +62,7 @@ impl Tok {
             Tok::Else => "ELSE".into(),
             Tok::End => "END".into(),
             Tok::Null => "NULL".into(),
-            Tok::Bool(b) => format!("{}", if *b { "TRUE" } else { "FALSE" }),
+            Tok::Bool(b) => (if *b { "TRUE" } else { "FALSE" }).into(),
             Tok::Int(i) => format!("integer {i}"),
             Tok::MaxIntPlusOne => "integer 9223372036854775808 (out of range)".into(),
             Tok::Double(d) => format!("number {d}"),

@@ -17,21 +17,24 @@
 //! Running is split so that the language can be tested without a server: a [`Run`] walks one
 //! script for one [`Session`] (a client's variables and random state), evaluating
 //! meta-commands itself and handing back each [`Step`] that needs the server (an SQL command,
-//! a sleep, a pipeline boundary). The caller executes it and, for `\gset` / `\aset`, stores the
-//! rows with [`Session::capture`]. [`exec`] does this over a `tokio_postgres::Client`.
+//! a sleep, a pipeline boundary). The caller executes it (SQL text from [`substitute`] under
+//! the simple protocol, or [`SqlCommand::parameterized`] with the variables named in
+//! [`SqlCommand::params`] as text parameters) and, for `\gset` / `\aset`, stores the rows with
+//! [`Session::capture`]. One run of a script is one pgbench transaction.
 //!
-//! ```no_run
-//! # async fn demo(client: &tokio_postgres::Client) -> Result<(), Box<dyn std::error::Error>> {
-//! use thumper::workload::pgbench::{builtin, exec, Protocol, SessionConfig};
-//! let script = builtin("select-only")?;
+//! ```
+//! use thumper::workload::pgbench::{builtin, SessionConfig, Step, Run};
+//! let script = builtin("select-only").unwrap();
 //! let config = SessionConfig { scale: 1, random_seed: 42, defines: vec![] };
-//! let mut session = config.sessions(1)?.remove(0);
-//! let mut conn = exec::Connection::new(Protocol::Extended);
-//! let latencies = exec::run_once(client, &mut conn, &script, &mut session).await?;
-//! # Ok(()) }
+//! let mut sessions = config.sessions(1).unwrap();
+//! let session = &mut sessions[0];
+//! let mut run = Run::new(&script);
+//! while let Step::Sql { command, .. } = run.next(session).unwrap() {
+//!     let text = thumper::workload::pgbench::substitute(&command.text, &mut session.vars);
+//!     assert!(text.starts_with("SELECT abalance FROM pgbench_accounts WHERE aid = "));
+//! }
 //! ```
 
-// EXEC-PLACEHOLDER
 pub mod expr;
 pub mod functions;
 mod lex;

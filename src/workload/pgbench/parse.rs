@@ -483,10 +483,9 @@ impl ScriptParser<'_> {
                         Some((_, seen_else)) => *seen_else = is_else,
                     }
                 }
-                CommandKind::EndIf => {
-                    if stack.pop().is_none() {
-                        return Err(err(c.line, "\\endif without matching \\if"));
-                    }
+                // Pops the \if; an \endif with none open is an error.
+                CommandKind::EndIf if stack.pop().is_none() => {
+                    return Err(err(c.line, "\\endif without matching \\if"));
                 }
                 _ => {}
             }
