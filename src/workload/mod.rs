@@ -2,6 +2,7 @@
 //! execution in each wire protocol, error classification and the tenant check.
 
 mod params;
+pub mod pgbench;
 
 use std::sync::Arc;
 
