@@ -8,7 +8,9 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::metrics::codec;
-use crate::metrics::summary::{Ending, Metric, Summary, ThresholdResult, TrendStats, Verdict};
+use crate::metrics::summary::{
+    value_at_percentile, Ending, Metric, Summary, ThresholdResult, TrendStats, Verdict,
+};
 
 /// The kind of value a metric holds, which decides the aggregations a threshold may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,7 +354,7 @@ fn quantile(t: &TrendStats, p: f64) -> Option<f64> {
     if !t.histogram.is_empty() {
         return codec::decode(&t.histogram)
             .ok()
-            .map(|h| h.value_at_quantile(p / 100.0) as f64);
+            .map(|h| value_at_percentile(&h, p) as f64);
     }
     let stored = [
         (50.0, t.p50_us),
@@ -491,7 +493,9 @@ pub fn verdict(results: &[ThresholdResult], ending: Ending) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::summary::{CounterStats, GaugeStats, RateStats, ScenarioInfo};
+    use crate::metrics::summary::{
+        percentile_rank, CounterStats, GaugeStats, RateStats, ScenarioInfo,
+    };
     use std::collections::BTreeMap;
 
     fn threshold(metric: &str, expression: &str) -> Threshold {
@@ -519,8 +523,8 @@ mod tests {
             min_us: h.min(),
             max_us: h.max(),
             mean_us: h.mean(),
-            p50_us: h.value_at_quantile(0.5),
-            p99_us: h.value_at_quantile(0.99),
+            p50_us: value_at_percentile(&h, 50.0),
+            p99_us: value_at_percentile(&h, 99.0),
             histogram: codec::encode(&h),
             unit: "us".into(),
             ..TrendStats::default()
@@ -593,6 +597,31 @@ mod tests {
         // p(99.9) is computed from the histogram, not from a stored field.
         let p999 = observe(&threshold("query_duration", "p(99.9) < 100"), &s).unwrap();
         assert!(p999 > observed);
+    }
+
+    #[test]
+    fn p999_of_a_thousand_samples_is_the_999th_in_the_gate_and_the_summary() {
+        // 999 samples at 1 ms and one at 500 ms: p(99.9) is the 999th, 1 ms. In floating point
+        // 99.9 / 100 · 1000 is 999.0000000000001, whose ceiling once made it the 1,000th.
+        let mut h = codec::new_latency_histogram();
+        h.record_n(1_000, 999).unwrap();
+        h.record(500_000).unwrap();
+        let mut s = summary();
+        let trend = TrendStats::from_histogram(&h, 10.0, true);
+        assert_eq!(trend.p999_us, 1_000);
+        s.metrics
+            .insert("query_duration".into(), Metric::Trend(trend.clone()));
+        let r = evaluate(&[threshold("query_duration", "p(99.9) < 10")], &s);
+        assert!(r[0].ok, "{r:?}");
+        assert_eq!(r[0].observed, Some(trend.p999_us as f64 / 1e3));
+        // The same ranks at other counts and percentiles, stored or not.
+        for (n, p, rank) in [(1_000, 99.9, 999), (2_000, 99.9, 1_998), (100, 99.0, 99)] {
+            assert_eq!(percentile_rank(p, n), rank, "p({p}) of {n}");
+        }
+        assert_eq!(percentile_rank(99.99, 10_000), 9_999);
+        assert_eq!(percentile_rank(0.0, 10), 1);
+        assert_eq!(percentile_rank(100.0, 10), 10);
+        assert_eq!(percentile_rank(50.0, 1), 1);
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! own: a generator whose CPU is the bottleneck measures its own queueing, not the target's, and
 //! the report must say so ([`saturated`], [`saturation_note`]).
 //!
-//! CPU is a share of the cores the process may use (`available_parallelism`, which honours CPU
-//! affinity and cgroup quotas), so 100 % means every one of them was busy, on a laptop or in a
-//! pod limited to half a core alike.
+//! CPU is a share of the cores the process may use, so 100 % means every one of them was busy,
+//! on a laptop or in a pod limited to half a core alike. The cores are the CPUs of its affinity
+//! mask, capped by its cgroup's CPU quota read as a fraction ([`cpu_limit`]):
+//! `available_parallelism` rounds a 0.5-core quota up to 1 (the gauge then tops out near 50 %
+//! and saturation is never flagged) and a 1.5-core one down to 1.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +59,121 @@ pub fn cpu_percent(ticks: u64, ticks_per_s: f64, wall_s: f64, cores: f64) -> f64
     100.0 * (ticks as f64 / ticks_per_s) / (wall_s * cores)
 }
 
+/// The CPU quota of a cgroup v2 `cpu.max` (`"50000 100000"`: 0.5 cores); `None` for no limit
+/// (`"max 100000"`) or a file that does not read as one.
+pub fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut fields = text.split_whitespace();
+    let quota = fields.next()?;
+    let period: f64 = fields.next().map_or(Some(100_000.0), |p| p.parse().ok())?;
+    if quota == "max" || fields.next().is_some() {
+        return None;
+    }
+    let quota: f64 = quota.parse().ok()?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+/// The CPU quota of cgroup v1's `cpu.cfs_quota_us` and `cpu.cfs_period_us`; `None` for no
+/// limit (a quota of -1) or unreadable values.
+pub fn parse_cfs_quota(quota: &str, period: &str) -> Option<f64> {
+    let quota: f64 = quota.trim().parse().ok()?;
+    let period: f64 = period.trim().parse().ok()?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+/// This process's cgroup path for `controller` from `/proc/self/cgroup`: the v2 line (`0::/a/b`)
+/// for `None`, the v1 line listing the controller (`4:cpu,cpuacct:/a/b`) otherwise.
+pub fn cgroup_path<'a>(proc_cgroup: &'a str, controller: Option<&str>) -> Option<&'a str> {
+    proc_cgroup.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let wanted = match controller {
+            None => id == "0" && controllers.is_empty(),
+            Some(c) => controllers.split(',').any(|x| x == c),
+        };
+        wanted.then_some(path)
+    })
+}
+
+/// The tightest CPU quota from the cgroup at `path` under `root` up to `root` itself (a parent's
+/// limit binds its children), read by `quota_at` from one directory; `None` when none is set.
+/// Levels that do not exist are skipped: without a cgroup namespace `/proc/self/cgroup` names a
+/// path of the host's tree, while the container sees its own cgroup at the root.
+pub fn tightest_limit(
+    root: &std::path::Path,
+    path: &str,
+    quota_at: impl Fn(&std::path::Path) -> Option<f64>,
+) -> Option<f64> {
+    let mut dir = root.join(path.trim_start_matches('/'));
+    let mut limit: Option<f64> = None;
+    loop {
+        if let Some(q) = quota_at(&dir) {
+            limit = Some(limit.map_or(q, |l| l.min(q)));
+        }
+        if dir == root || !dir.pop() || !dir.starts_with(root) {
+            return limit;
+        }
+    }
+}
+
+/// The CPU quota of this process's cgroup in cores (v2's `cpu.max`, else v1's CFS quota);
+/// `None` when there is none or it cannot be read.
+pub fn cpu_limit() -> Option<f64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if let Some(path) = cgroup_path(&cgroups, None) {
+        let v2 = tightest_limit(root, path, |d| parse_cpu_max(&read(d.join("cpu.max"))?));
+        if v2.is_some() {
+            return v2;
+        }
+    }
+    let path = cgroup_path(&cgroups, Some("cpu"))?;
+    tightest_limit(&root.join("cpu"), path, |d| {
+        parse_cfs_quota(
+            &read(d.join("cpu.cfs_quota_us"))?,
+            &read(d.join("cpu.cfs_period_us"))?,
+        )
+    })
+}
+
+/// The CPUs of an affinity list such as `Cpus_allowed_list` of `/proc/self/status` (`0-3,8`).
+pub fn parse_cpu_list(list: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                b.checked_sub(a)? + 1
+            }
+            None => part.trim().parse::<usize>().map(|_| 1).ok()?,
+        };
+    }
+    (n > 0).then_some(n)
+}
+
+/// The cores a process may use: its `cpus`, capped by a cgroup quota `limit` when there is one.
+pub fn cores_from(limit: Option<f64>, cpus: usize) -> f64 {
+    let cpus = cpus.max(1) as f64;
+    match limit {
+        Some(l) if l > 0.0 => l.min(cpus),
+        _ => cpus,
+    }
+}
+
+/// The cores this process may use: its affinity mask capped by its cgroup quota, as a fraction.
+pub fn cores_allowed() -> f64 {
+    // available_parallelism rounds the quota; it stands in only when the mask cannot be read.
+    let cpus = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .and_then(parse_cpu_list)
+        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    cores_from(cpu_limit(), cpus)
+}
+
 /// Reads this process's CPU time and memory; each reading after the first gives the CPU use
 /// since the one before.
 #[derive(Debug)]
@@ -81,7 +198,7 @@ impl SelfSampler {
             .flatten()
             .filter(|t| *t > 0)
             .map_or(100.0, |t| t as f64);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cores = cores_allowed();
         SelfSampler {
             ticks_per_s,
             cores,
@@ -232,6 +349,73 @@ mod tests {
         assert_eq!(cpu_percent(200, 100.0, 1.0, 4.0), 50.0);
         assert_eq!(cpu_percent(50, 100.0, 1.0, 0.5), 100.0);
         assert_eq!(cpu_percent(10, 100.0, 0.0, 4.0), 0.0);
+    }
+
+    #[test]
+    fn a_fractional_cgroup_quota_is_a_fraction_of_a_core() {
+        assert_eq!(parse_cpu_max("50000 100000\n"), Some(0.5));
+        assert_eq!(parse_cpu_max("150000 100000"), Some(1.5));
+        assert_eq!(parse_cpu_max("max 100000"), None);
+        for bad in [
+            "",
+            "fifty 100000",
+            "50000 0",
+            "50000 x",
+            "0 100000",
+            "1 2 3",
+        ] {
+            assert_eq!(parse_cpu_max(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_cfs_quota("50000\n", "100000\n"), Some(0.5));
+        assert_eq!(parse_cfs_quota("-1", "100000"), None);
+        assert_eq!(parse_cfs_quota("x", "100000"), None);
+        // Half a core on a two-CPU machine is half a core, not one; 1.5 is not rounded down.
+        assert_eq!(cores_from(Some(0.5), 2), 0.5);
+        assert_eq!(cores_from(Some(1.5), 2), 1.5);
+        assert_eq!(cores_from(Some(8.0), 2), 2.0);
+        assert_eq!(cores_from(None, 4), 4.0);
+        // A half-core pod busy for the whole second is saturated.
+        assert_eq!(cpu_percent(50, 100.0, 1.0, cores_from(Some(0.5), 2)), 100.0);
+    }
+
+    #[test]
+    fn the_cgroup_and_its_parents_set_the_limit() {
+        let v2 = "0::/kubepods/pod1/ctr\n";
+        let hybrid = "4:memory:/x\n1:cpu,cpuacct:/docker/abc\n0::/\n";
+        assert_eq!(cgroup_path(v2, None), Some("/kubepods/pod1/ctr"));
+        assert_eq!(cgroup_path(v2, Some("cpu")), None);
+        assert_eq!(cgroup_path(hybrid, Some("cpu")), Some("/docker/abc"));
+        assert_eq!(cgroup_path(hybrid, None), Some("/"));
+
+        let root = tempfile::tempdir().unwrap();
+        let ctr = root.path().join("kubepods/pod1/ctr");
+        std::fs::create_dir_all(&ctr).unwrap();
+        let write = |dir: &std::path::Path, text: &str| {
+            std::fs::write(dir.join("cpu.max"), text).unwrap();
+        };
+        let read =
+            |d: &std::path::Path| parse_cpu_max(&std::fs::read_to_string(d.join("cpu.max")).ok()?);
+        write(&ctr, "max 100000");
+        assert_eq!(
+            tightest_limit(root.path(), "/kubepods/pod1/ctr", read),
+            None
+        );
+        write(&root.path().join("kubepods/pod1"), "150000 100000");
+        write(root.path(), "200000 100000");
+        assert_eq!(
+            tightest_limit(root.path(), "/kubepods/pod1/ctr", read),
+            Some(1.5)
+        );
+        // A path of the host's tree that this namespace does not have: the root's limit.
+        assert_eq!(tightest_limit(root.path(), "/docker/abc", read), Some(2.0));
+    }
+
+    #[test]
+    fn affinity_lists_count_cpus() {
+        assert_eq!(parse_cpu_list("\t0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), Some(7));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
     }
 
     #[test]

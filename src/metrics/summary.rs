@@ -400,6 +400,42 @@ impl Summary {
     }
 }
 
+/// Millionths of a percent: the resolution a percentile is read at, so `p(99.9)` is the exact
+/// fraction 999/1000 rather than the float 0.999000…01.
+const PERCENTILE_SCALE: u128 = 100_000_000;
+
+/// The rank (1 = the smallest) of the `p`-th percentile of `n` samples: the smallest `r` with
+/// `r ≥ p·n/100`, counted in integers. Every percentile thumper reads goes through here (the
+/// summary, the threshold gate, intervals, compare), so a threshold and the summary never
+/// disagree: in floating point `99.9 / 100 · 1000` is 999.0000000000001 and its ceiling the
+/// 1,000th sample, one rank too high. `p` is taken to a millionth of a percent and clamped to
+/// 0..=100; 0 for no samples.
+pub fn percentile_rank(p: f64, n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 100.0) };
+    let scaled = (p * (PERCENTILE_SCALE / 100) as f64).round() as u128;
+    let rank = (scaled * u128::from(n)).div_ceil(PERCENTILE_SCALE);
+    (rank as u64).clamp(1, n)
+}
+
+/// The sample at `rank` (1 = the smallest) of a histogram, as the highest value its bucket holds;
+/// 0 for an empty histogram.
+pub fn value_at_rank(h: &hdrhistogram::Histogram<u64>, rank: u64) -> u64 {
+    let n = h.len();
+    if n == 0 {
+        return 0;
+    }
+    // Half a rank below it: the histogram's ceil(q·n) is then `rank` whatever the rounding.
+    h.value_at_quantile((rank.clamp(1, n) as f64 - 0.5) / n as f64)
+}
+
+/// The `p`-th percentile (0..=100) of a histogram, at [`percentile_rank`].
+pub fn value_at_percentile(h: &hdrhistogram::Histogram<u64>, p: f64) -> u64 {
+    value_at_rank(h, percentile_rank(p, h.len()))
+}
+
 impl TrendStats {
     /// Run totals of a microsecond histogram over `duration_s`; `with_histogram` embeds the
     /// encoded histogram (what `summary.json` carries; a live abort check does without).
@@ -420,11 +456,11 @@ impl TrendStats {
             },
             min_us: h.min(),
             mean_us: h.mean(),
-            p50_us: h.value_at_quantile(0.5),
-            p90_us: h.value_at_quantile(0.9),
-            p95_us: h.value_at_quantile(0.95),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
+            p50_us: value_at_percentile(h, 50.0),
+            p90_us: value_at_percentile(h, 90.0),
+            p95_us: value_at_percentile(h, 95.0),
+            p99_us: value_at_percentile(h, 99.0),
+            p999_us: value_at_percentile(h, 99.9),
             max_us: h.max(),
             histogram: if with_histogram {
                 super::codec::encode(h)
@@ -441,9 +477,9 @@ impl IntervalTrend {
     pub fn from_histogram(h: &hdrhistogram::Histogram<u64>) -> IntervalTrend {
         IntervalTrend {
             count: h.len(),
-            p50_us: h.value_at_quantile(0.5),
-            p95_us: h.value_at_quantile(0.95),
-            p99_us: h.value_at_quantile(0.99),
+            p50_us: value_at_percentile(h, 50.0),
+            p95_us: value_at_percentile(h, 95.0),
+            p99_us: value_at_percentile(h, 99.0),
             max_us: h.max(),
             histogram: if h.is_empty() {
                 String::new()

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use super::prompb;
 use super::{exported_trend, split_name, Batch, Delivery, FailureSlot, RunLabels};
 use crate::metrics::codec::{decode, new_latency_histogram};
-use crate::metrics::summary::{Interval, Metric};
+use crate::metrics::summary::{value_at_percentile, Interval, Metric};
 
 /// Native histogram schema: bucket boundaries at powers of 2^(2^-SCHEMA).
 pub const SCHEMA: i32 = 5;
@@ -110,11 +110,11 @@ impl TrendStat {
         match self {
             TrendStat::Avg => s(h.mean()),
             TrendStat::Min => s(h.min() as f64),
-            TrendStat::Med => s(h.value_at_quantile(0.5) as f64),
+            TrendStat::Med => s(value_at_percentile(h, 50.0) as f64),
             TrendStat::Max => s(h.max() as f64),
             TrendStat::Count => h.len() as f64,
             TrendStat::Sum => s(h.mean() * h.len() as f64),
-            TrendStat::Percentile(n) => s(h.value_at_quantile(n / 100.0) as f64),
+            TrendStat::Percentile(n) => s(value_at_percentile(h, n) as f64),
         }
     }
 }

@@ -4,16 +4,21 @@
 //!
 //! What is compared: for every latency trend both runs have (`query_duration`, each
 //! `query_duration{query:NAME}`, `service_time…`, `event_latency…`; not `scheduling_lag`, which
-//! measures the load generator), its p50, p95 and p99, and its throughput (samples per second).
+//! measures the load generator), its p50, p95 and p99, and its throughput (samples per second);
+//! then the success rate and each error counter (`failure_rows`): failures that end fast pull
+//! latency down, and were once called an improvement.
 //!
 //! Noise handling, in order:
 //! 1. **Sampling noise.** A percentile estimated from n samples is uncertain: the sample at rank
 //!    n·q moves by about √(n·q·(1−q)) ranks between runs of the same system. Each run's
 //!    percentile gets a distribution-free 95 % confidence interval from its full-run histogram
-//!    (the samples at the binomial ranks of [`interval_ranks`]), and a change counts only when
-//!    the two intervals do not overlap. Without this a p99 from 1,500 samples moves 15 % between
-//!    two runs of the same code. There is no minimum sample count: where no sample bounds an end
-//!    (a p99 from fewer than 368 samples has no upper bound) that end is open, and intervals
+//!    (the samples at the binomial ranks of [`interval_ranks`]), widened by a block bootstrap
+//!    over the run's seconds (`bootstrap`: latencies come in correlated bursts, which the
+//!    binomial ranks, taking every sample as independent, do not see), and a change counts only
+//!    when the two intervals do not overlap. Without this a p99 from 1,500 samples moves 15 %
+//!    between two runs of the same code. There is no minimum sample count: where no sample
+//!    bounds an end (a p99 from fewer than 368 samples has no upper bound) that end is open, and
+//!    intervals
 //!    still separate when their other ends do, so a collapse from 0.9 ms to 5.7 s on 367 samples
 //!    is judged. Overlapping intervals are [`Change::WithinNoise`] when both are bounded and
 //!    [`Change::Insufficient`] when one is open; neither fails the gate. Throughput has no
@@ -28,6 +33,10 @@
 //!    [`Change::Insufficient`]), the comparison is refused ([`Comparison::refused`]); the CLI
 //!    exits with [`exit::NOT_JUDGED`], distinct from a regression. A regression is never refused,
 //!    and an untold percentile of a single query's trend only marks its row.
+//! 5. **Failures.** The success rate and error shares carry a Wilson interval ([`Estimate::share`]).
+//!    A success rate that dropped beyond it and [`SUCCESS_FLOOR`], or errors of a kind where the
+//!    baseline had none, regress whatever `max_regression_pct` is (15 % of queries failing is
+//!    never "within 20 %"); an error share that grew beyond its interval and the limit regresses.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -37,7 +46,9 @@ use super::markdown::escape;
 use super::{model, read_summary};
 use crate::exit;
 use crate::metrics::codec;
-use crate::metrics::summary::{Summary, TrendStats, Verdict};
+use crate::metrics::summary::{
+    percentile_rank, value_at_rank, Metric, Summary, TrendStats, Verdict,
+};
 
 /// `--max-regression` when not given, in percent.
 pub const DEFAULT_MAX_REGRESSION_PCT: f64 = 10.0;
@@ -90,6 +101,10 @@ pub enum Stat {
     P99,
     /// Samples per second.
     Throughput,
+    /// The share of operations that succeeded (`success_rate`).
+    Success,
+    /// An error counter: its count, judged as a share of all operations.
+    Errors,
 }
 
 impl Stat {
@@ -100,11 +115,23 @@ impl Stat {
             Stat::P95 => "p95",
             Stat::P99 => "p99",
             Stat::Throughput => "throughput",
+            Stat::Success => "success rate",
+            Stat::Errors => "errors",
         }
     }
 
     fn higher_is_better(self) -> bool {
-        self == Stat::Throughput
+        matches!(self, Stat::Throughput | Stat::Success)
+    }
+
+    /// The percentile a latency statistic reads, in percent.
+    fn percentile(self) -> Option<f64> {
+        match self {
+            Stat::P50 => Some(50.0),
+            Stat::P95 => Some(95.0),
+            Stat::P99 => Some(99.0),
+            _ => None,
+        }
     }
 
     fn floor(self) -> f64 {
@@ -153,13 +180,16 @@ impl Estimate {
         self.low.is_finite() && self.high.is_finite()
     }
 
-    /// The statistic of a trend, with the interval read from its histogram.
+    /// The statistic of a trend, with the order-statistic interval read from its full-run
+    /// histogram; throughput (and the statistics that are not a trend's) is exact.
     pub fn of(stat: Stat, t: &TrendStats) -> Estimate {
         let (value, q) = match stat {
             Stat::P50 => (t.p50_us as f64, 0.5),
             Stat::P95 => (t.p95_us as f64, 0.95),
             Stat::P99 => (t.p99_us as f64, 0.99),
-            Stat::Throughput => return Estimate::exact(t.rate_per_s),
+            Stat::Throughput | Stat::Success | Stat::Errors => {
+                return Estimate::exact(t.rate_per_s)
+            }
         };
         let Ok(h) = codec::decode(&t.histogram) else {
             return Estimate::unbounded(value);
@@ -169,13 +199,163 @@ impl Estimate {
             return Estimate::unbounded(value);
         }
         let (low, high) = interval_ranks(n, q);
-        // The sample at rank r (1 = the smallest): the quantile half a rank below it.
-        let at = |r: u64| h.value_at_quantile((r as f64 - 0.5) / n as f64) as f64;
+        let at = |r: u64| value_at_rank(&h, r) as f64;
         Estimate {
             value,
             low: low.map_or(f64::NEG_INFINITY, |r| at(r).min(value)),
             high: high.map_or(f64::INFINITY, |r| at(r).max(value)),
         }
+    }
+
+    /// The interval stretched to cover `low..=high` as well (a bootstrap's); an open end stays
+    /// open.
+    pub fn widened(self, (low, high): (f64, f64)) -> Estimate {
+        Estimate {
+            value: self.value,
+            low: self.low.min(low),
+            high: self.high.max(high),
+        }
+    }
+
+    /// The share `k / n` with its Wilson score interval at [`CONFIDENCE`], which stays inside
+    /// 0..=1 and is not empty at 0 or at `n` (0 of 1,000 is "below 0.4 %", not "exactly 0").
+    pub fn share(k: u64, n: u64) -> Estimate {
+        if n == 0 {
+            return Estimate::unbounded(0.0);
+        }
+        let (nf, z2) = (n as f64, CONFIDENCE_Z * CONFIDENCE_Z);
+        let p = k as f64 / nf;
+        let centre = (p + z2 / (2.0 * nf)) / (1.0 + z2 / nf);
+        let half =
+            CONFIDENCE_Z / (1.0 + z2 / nf) * (p * (1.0 - p) / nf + z2 / (4.0 * nf * nf)).sqrt();
+        Estimate {
+            value: p,
+            low: (centre - half).clamp(0.0, p),
+            high: (centre + half).clamp(p, 1.0),
+        }
+    }
+}
+
+/// Resamples of the block bootstrap; with a fixed seed the verdict is the same on every run.
+const BOOTSTRAP_RESAMPLES: usize = 400;
+/// The bootstrap's seed.
+const BOOTSTRAP_SEED: u64 = 0x0074_6875_6d70_6572;
+/// The run's seconds are merged into at most this many blocks, keeping a long run's comparison
+/// quick (the blocks are then longer than a second, which only widens what they capture).
+const MAX_BLOCKS: usize = 120;
+/// Fewer blocks with samples than this make no bootstrap: the order-statistic interval alone.
+const MIN_BLOCKS: usize = 5;
+
+/// A trend's samples by block of the run: each block sparse over the run's distinct values.
+struct Blocks {
+    /// Distinct values (the highest of each histogram bucket), ascending.
+    values: Vec<u64>,
+    /// Per block, (index into `values`, count).
+    blocks: Vec<Vec<(usize, u64)>>,
+}
+
+impl Blocks {
+    /// The trend's per-interval histograms from the time series; `None` when an interval with
+    /// samples has no readable histogram or there are too few blocks.
+    fn of(s: &Summary, name: &str) -> Option<Blocks> {
+        let mut seconds = Vec::new();
+        for i in &s.time_series {
+            let Some(t) = i.trends.get(name).filter(|t| t.count > 0) else {
+                continue;
+            };
+            let h = codec::decode(&t.histogram).ok()?;
+            let pairs: Vec<(u64, u64)> = h
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect();
+            seconds.push(pairs);
+        }
+        if seconds.len() < MIN_BLOCKS {
+            return None;
+        }
+        let per_block = seconds.len().div_ceil(MAX_BLOCKS);
+        let mut values: Vec<u64> = seconds.iter().flatten().map(|(v, _)| *v).collect();
+        values.sort_unstable();
+        values.dedup();
+        let index = |v: u64| values.binary_search(&v).expect("collected above");
+        let blocks = seconds
+            .chunks(per_block)
+            .map(|chunk| {
+                let mut merged: Vec<(usize, u64)> = chunk
+                    .iter()
+                    .flatten()
+                    .map(|(v, c)| (index(*v), *c))
+                    .collect();
+                merged.sort_unstable();
+                merged.dedup_by(|a, b| {
+                    a.0 == b.0 && {
+                        b.1 += a.1;
+                        true
+                    }
+                });
+                merged
+            })
+            .collect();
+        Some(Blocks { values, blocks })
+    }
+}
+
+/// A 95 % interval for each of `percentiles` (ascending) of trend `name`, from a block bootstrap
+/// over the run's seconds: whole seconds are drawn with replacement, merged, and the percentile
+/// read; the interval spans the middle 95 % of the resampled percentiles. Latencies come in
+/// correlated bursts (a checkpoint, a pool wait), so the order-statistic interval, which takes
+/// every sample as independent, is far too narrow for a tail percentile; drawing whole seconds
+/// keeps each burst together and puts run-to-run noise inside the interval. `None` without a
+/// time series of histograms (the order-statistic interval stands alone then).
+fn bootstrap(s: &Summary, name: &str, percentiles: &[f64]) -> Option<Vec<(f64, f64)>> {
+    let Blocks { values, blocks } = Blocks::of(s, name)?;
+    let mut rng = SplitMix(BOOTSTRAP_SEED);
+    let mut counts = vec![0u64; values.len()];
+    let mut draws: Vec<Vec<u64>> = vec![Vec::with_capacity(BOOTSTRAP_RESAMPLES); percentiles.len()];
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        counts.iter_mut().for_each(|c| *c = 0);
+        let mut n = 0;
+        for _ in 0..blocks.len() {
+            for (i, c) in &blocks[rng.below(blocks.len())] {
+                counts[*i] += c;
+                n += c;
+            }
+        }
+        let (mut k, mut below) = (0, 0);
+        for (p, out) in percentiles.iter().zip(&mut draws) {
+            let rank = percentile_rank(*p, n);
+            while below + counts[k] < rank {
+                below += counts[k];
+                k += 1;
+            }
+            out.push(values[k]);
+        }
+    }
+    let tail = ((1.0 - CONFIDENCE) / 2.0 * BOOTSTRAP_RESAMPLES as f64).floor() as usize;
+    Some(
+        draws
+            .into_iter()
+            .map(|mut d| {
+                d.sort_unstable();
+                (d[tail] as f64, d[d.len() - 1 - tail] as f64)
+            })
+            .collect(),
+    )
+}
+
+/// A small deterministic generator (SplitMix64): the bootstrap needs reproducible draws, not a
+/// cryptographic or portable-across-crate-versions stream.
+struct SplitMix(u64);
+
+impl SplitMix {
+    /// A draw in `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((u128::from(z) * n as u128) >> 64) as usize
     }
 }
 
@@ -236,6 +416,8 @@ pub struct ComparisonRow {
     pub current: Estimate,
     /// (current − baseline) / baseline in percent; `None` when the baseline is 0.
     pub change_pct: Option<f64>,
+    /// An error row's counts (baseline, current); its estimates are shares of all operations.
+    pub counts: Option<(u64, u64)>,
     /// What the row says about the change.
     pub verdict: Change,
 }
@@ -293,6 +475,128 @@ pub fn judge(stat: Stat, baseline: Estimate, current: Estimate, max_regression_p
     let beyond_limit =
         baseline.value <= 0.0 || (worse / baseline.value * 100.0).abs() > max_regression_pct;
     match (beyond_limit, worse > 0.0) {
+        (false, _) => Change::WithinNoise,
+        (true, true) => Change::Regressed,
+        (true, false) => Change::Improved,
+    }
+}
+
+/// The statistics compared for each latency trend, in report order.
+const TREND_STATS: [Stat; 4] = [Stat::P50, Stat::P95, Stat::P99, Stat::Throughput];
+
+/// A trend's [`TREND_STATS`] in one run: each percentile's order-statistic interval widened by
+/// the block `bootstrap` over the run's seconds, where the run has them.
+fn estimates(s: &Summary, name: &str, t: &TrendStats) -> Vec<Estimate> {
+    let percentiles: Vec<f64> = TREND_STATS.iter().filter_map(|s| s.percentile()).collect();
+    let boot = bootstrap(s, name, &percentiles);
+    TREND_STATS
+        .iter()
+        .map(|stat| {
+            let e = Estimate::of(*stat, t);
+            match (
+                &boot,
+                percentiles
+                    .iter()
+                    .position(|p| Some(*p) == stat.percentile()),
+            ) {
+                (Some(b), Some(i)) => e.widened(b[i]),
+                _ => e,
+            }
+        })
+        .collect()
+}
+
+/// Error counters compared; a row appears when either run counted some.
+const ERROR_COUNTERS: [&str; 5] = [
+    "connection_errors",
+    "query_errors",
+    "incomplete_iterations",
+    "tenant_violations",
+    "errors",
+];
+/// A success-rate change smaller than this (a fraction: 0.1 percentage point) is noise.
+pub const SUCCESS_FLOOR: f64 = 0.001;
+
+/// Operations a run judged (passes + fails of `success_rate`), or `None` without the metric.
+fn operations(s: &Summary) -> Option<u64> {
+    match s.metrics.get("success_rate") {
+        Some(Metric::Rate(r)) if r.passes + r.fails > 0 => Some(r.passes + r.fails),
+        _ => None,
+    }
+}
+
+/// Rows for what latency does not show: the success rate and each error counter. Failures
+/// that end fast make latency look better, so these are judged alongside it.
+fn failure_rows(c: &mut Comparison, baseline: &Summary, current: &Summary) {
+    let (Some(bn), Some(cn)) = (operations(baseline), operations(current)) else {
+        return;
+    };
+    let passes = |s: &Summary| match s.metrics.get("success_rate") {
+        Some(Metric::Rate(r)) => r.passes,
+        _ => 0,
+    };
+    let (bs, cs) = (
+        Estimate::share(passes(baseline), bn),
+        Estimate::share(passes(current), cn),
+    );
+    c.rows.push(ComparisonRow {
+        metric: "success_rate".to_owned(),
+        stat: Stat::Success,
+        baseline: bs,
+        current: cs,
+        change_pct: (bs.value > 0.0).then(|| (cs.value - bs.value) / bs.value * 100.0),
+        counts: None,
+        verdict: judge_failures(Stat::Success, bs, cs, None, c.max_regression_pct),
+    });
+    for name in ERROR_COUNTERS {
+        let count = |s: &Summary| s.counter(name).map_or(0, |c| c.count);
+        let (bk, ck) = (count(baseline), count(current));
+        if bk == 0 && ck == 0 {
+            continue;
+        }
+        let (be, ce) = (Estimate::share(bk, bn), Estimate::share(ck, cn));
+        c.rows.push(ComparisonRow {
+            metric: name.to_owned(),
+            stat: Stat::Errors,
+            baseline: be,
+            current: ce,
+            change_pct: (be.value > 0.0).then(|| (ce.value - be.value) / be.value * 100.0),
+            counts: Some((bk, ck)),
+            verdict: judge_failures(Stat::Errors, be, ce, Some((bk, ck)), c.max_regression_pct),
+        });
+    }
+}
+
+/// The verdict on a success rate or an error share (`counts` for an error row). A success rate
+/// that dropped beyond its interval and [`SUCCESS_FLOOR`] is a regression whatever the limit
+/// (15 % failing is never "within 20 %"); errors where the baseline had none are one; a grown
+/// error share is one when the intervals separate and it grew beyond the limit.
+pub fn judge_failures(
+    stat: Stat,
+    baseline: Estimate,
+    current: Estimate,
+    counts: Option<(u64, u64)>,
+    max_regression_pct: f64,
+) -> Change {
+    if let Some((0, k)) = counts {
+        return if k > 0 {
+            Change::Regressed
+        } else {
+            Change::WithinNoise
+        };
+    }
+    let separated = current.low > baseline.high || current.high < baseline.low;
+    let delta = current.value - baseline.value;
+    let worse = if stat.higher_is_better() {
+        -delta
+    } else {
+        delta
+    };
+    let beyond = match stat {
+        Stat::Success => delta.abs() >= SUCCESS_FLOOR,
+        _ => baseline.value > 0.0 && (delta / baseline.value * 100.0).abs() > max_regression_pct,
+    };
+    match (separated && beyond, worse > 0.0) {
         (false, _) => Change::WithinNoise,
         (true, true) => Change::Regressed,
         (true, false) => Change::Improved,
@@ -361,18 +665,23 @@ pub fn compare(baseline: &Summary, current: &Summary, max_regression_pct: f64) -
             c.notes.push(format!("`{name}` is new in the current run."));
             continue;
         };
-        for stat in [Stat::P50, Stat::P95, Stat::P99, Stat::Throughput] {
-            let (bv, cv) = (Estimate::of(stat, b), Estimate::of(stat, cur));
+        let (be, ce) = (
+            estimates(baseline, &name, b),
+            estimates(current, &name, cur),
+        );
+        for (stat, (bv, cv)) in TREND_STATS.into_iter().zip(be.into_iter().zip(ce)) {
             c.rows.push(ComparisonRow {
                 metric: name.clone(),
                 stat,
                 baseline: bv,
                 current: cv,
                 change_pct: (bv.value > 0.0).then(|| (cv.value - bv.value) / bv.value * 100.0),
+                counts: None,
                 verdict: judge(stat, bv, cv, max_regression_pct),
             });
         }
     }
+    failure_rows(&mut c, baseline, current);
     for name in base_names {
         if current.trend(&name).is_none() {
             c.notes.push(format!(
@@ -401,10 +710,31 @@ pub fn compare(baseline: &Summary, current: &Summary, max_regression_pct: f64) -
     c
 }
 
-fn value(stat: Stat, e: Estimate) -> String {
+/// A share as a percentage with its interval: `85.0 % (84.2–85.8)`.
+fn percent(e: Estimate) -> String {
+    let pct = |v: f64| {
+        let v = v * 100.0;
+        // Close to 100 % the digits that matter are the last ones.
+        if v > 99.0 && v < 100.0 {
+            format!("{v:.3}")
+        } else {
+            model::number(v)
+        }
+    };
+    if e.low == e.high {
+        return format!("{} %", pct(e.value));
+    }
+    format!("{} % ({}–{})", pct(e.value), pct(e.low), pct(e.high))
+}
+
+fn value(stat: Stat, e: Estimate, count: Option<u64>) -> String {
     let v = model::ms(e.value);
     match (e.low.is_finite(), e.high.is_finite()) {
         _ if stat == Stat::Throughput => format!("{} /s", model::number(e.value)),
+        _ if stat == Stat::Success => percent(e),
+        _ if stat == Stat::Errors => {
+            format!("{} ({})", model::count(count.unwrap_or(0)), percent(e))
+        }
         _ if e.low == e.high => format!("{v} ms"),
         (true, true) => format!("{v} ms ({}–{})", model::ms(e.low), model::ms(e.high)),
         (true, false) => format!("{v} ms (≥ {})", model::ms(e.low)),
@@ -439,7 +769,8 @@ pub fn comparison_markdown(c: &Comparison) -> String {
     let _ = writeln!(
         md,
         "Limit: {}% worse · noise floor {floor} ms (latency), {} /s (throughput) · a change \
-         counts only when the 95 % confidence intervals (in brackets) do not overlap\n",
+         counts only when the 95 % confidence intervals (in brackets) do not overlap · a success \
+         rate that dropped, or errors where there were none, fail whatever the limit\n",
         model::number(c.max_regression_pct),
         model::number(THROUGHPUT_FLOOR_PER_S),
     );
@@ -475,8 +806,8 @@ pub fn comparison_markdown(c: &Comparison) -> String {
             "| {} | {} | {} | {} | {change} | {verdict} |",
             escape(&r.metric),
             r.stat.label(),
-            value(r.stat, r.baseline),
-            value(r.stat, r.current),
+            value(r.stat, r.baseline, r.counts.map(|c| c.0)),
+            value(r.stat, r.current, r.counts.map(|c| c.1)),
         );
     }
     let _ = writeln!(md);
@@ -659,6 +990,177 @@ mod tests {
             &run(8, 5_000_000, 6_000_000, 4.0),
             10.0,
         );
+        assert_eq!(
+            c.exit_code(),
+            exit::THRESHOLD,
+            "{}",
+            comparison_markdown(&c)
+        );
+        assert_eq!(rows(&c)[0], (Stat::P50, Change::Regressed));
+    }
+
+    /// A run of scenario `steady` from its seconds' samples (µs), with the time series of
+    /// per-second histograms a real run writes, and `fails` failed queries of SQLSTATE 22012.
+    fn seconds(samples: &[Vec<u64>], fails: u64) -> Summary {
+        let mut total = new_latency_histogram();
+        let mut s = Summary::empty();
+        s.scenario.name = "steady".to_owned();
+        s.duration_s = samples.len() as f64;
+        s.planned_duration_s = s.duration_s;
+        for (k, second) in samples.iter().enumerate() {
+            let mut h = new_latency_histogram();
+            second.iter().for_each(|v| h.record(*v).unwrap());
+            total.add(&h).unwrap();
+            let mut i = crate::metrics::summary::Interval {
+                t_s: k as f64 + 1.0,
+                len_s: 1.0,
+                vus: 10,
+                ..Default::default()
+            };
+            i.trends.insert(
+                "query_duration".to_owned(),
+                crate::metrics::summary::IntervalTrend::from_histogram(&h),
+            );
+            s.time_series.push(i);
+        }
+        s.metrics.insert(
+            "query_duration".to_owned(),
+            Metric::Trend(TrendStats::from_histogram(&total, s.duration_s, true)),
+        );
+        let passes = total.len() - fails;
+        s.metrics.insert(
+            "success_rate".to_owned(),
+            Metric::Rate(crate::metrics::summary::RateStats {
+                rate: passes as f64 / total.len() as f64,
+                passes,
+                fails,
+            }),
+        );
+        let by_class = if fails > 0 {
+            [("22012".to_owned(), fails)].into()
+        } else {
+            Default::default()
+        };
+        s.metrics.insert(
+            "query_errors".to_owned(),
+            Metric::Counter(crate::metrics::summary::CounterStats {
+                count: fails,
+                rate_per_s: fails as f64 / s.duration_s,
+                by_class,
+            }),
+        );
+        s
+    }
+
+    /// `n` samples a second for `secs` seconds: `base_us` plus an exponential tail of `tail_us`,
+    /// every latency of a second in `slow` multiplied by `factor` (a burst: a checkpoint, a
+    /// pool wait, another process on the CPU).
+    fn bursty(seed: u64, secs: usize, n: usize, slow: &[usize], factor: f64) -> Vec<Vec<u64>> {
+        let mut rng = SplitMix(seed);
+        let mut u = move || (rng.below(1 << 30) as f64 + 0.5) / (1u64 << 30) as f64;
+        (0..secs)
+            .map(|k| {
+                let f = if slow.contains(&k) { factor } else { 1.0 };
+                (0..n)
+                    .map(|_| ((1_000.0 - 300.0 * u().ln()) * f) as u64)
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failures_that_end_fast_are_a_regression_not_an_improvement() {
+        // The issue's case: 15 % of the queries fail fast with 22012 (division by zero), which
+        // pulls the latency percentiles down; judged at --max-regression 20.
+        let base = seconds(&bursty(1, 15, 400, &[], 1.0), 0);
+        let mut failing = bursty(2, 15, 400, &[], 1.0);
+        for second in &mut failing {
+            second.iter_mut().take(60).for_each(|v| *v = 150);
+        }
+        let current = seconds(&failing, 15 * 60);
+        let c = compare(&base, &current, 20.0);
+        let md = comparison_markdown(&c);
+        assert_eq!(c.exit_code(), exit::THRESHOLD, "{md}");
+        let verdict = |metric: &str| {
+            c.rows
+                .iter()
+                .find(|r| r.metric == metric)
+                .map(|r| (r.stat, r.verdict))
+        };
+        assert_eq!(
+            verdict("success_rate"),
+            Some((Stat::Success, Change::Regressed))
+        );
+        assert_eq!(
+            verdict("query_errors"),
+            Some((Stat::Errors, Change::Regressed))
+        );
+        assert!(
+            md.contains("| query\\_errors | errors | 0 (0 % (0–0.064)) | 900 (15"),
+            "{md}"
+        );
+        // The same run against itself judges nothing.
+        assert_eq!(compare(&current, &current, 20.0).exit_code(), 0);
+    }
+
+    #[test]
+    fn an_error_share_that_grew_beyond_noise_and_the_limit_regressed() {
+        let share = |k, n| Estimate::share(k, n);
+        let j = |b, c, counts| judge_failures(Stat::Errors, b, c, Some(counts), 10.0);
+        // 1 % to 3 % of 10,000: the intervals separate, +200 %.
+        assert_eq!(
+            j(share(100, 10_000), share(300, 10_000), (100, 300)),
+            Change::Regressed
+        );
+        // 100 to 110 of 10,000: +10 %, inside the intervals.
+        assert_eq!(
+            j(share(100, 10_000), share(110, 10_000), (100, 110)),
+            Change::WithinNoise
+        );
+        assert_eq!(
+            j(share(300, 10_000), share(100, 10_000), (300, 100)),
+            Change::Improved
+        );
+        // Errors where there were none.
+        assert_eq!(
+            j(share(0, 10_000), share(1, 10_000), (0, 1)),
+            Change::Regressed
+        );
+        // A success rate 0.05 points lower on a million is beyond its interval but under the
+        // floor; 0.5 points lower is a regression whatever the limit.
+        let s = |k| Estimate::share(k, 1_000_000);
+        let js = |b, c| judge_failures(Stat::Success, b, c, None, 50.0);
+        assert_eq!(js(s(1_000_000), s(999_500)), Change::WithinNoise);
+        assert_eq!(js(s(1_000_000), s(995_000)), Change::Regressed);
+        let w = Estimate::share(0, 1_000);
+        assert!(w.low == 0.0 && (0.003..0.005).contains(&w.high), "{w:?}");
+    }
+
+    #[test]
+    fn run_to_run_bursts_are_noise_and_a_collapse_is_not() {
+        // Two runs of one system whose seconds are now and then twice as slow (a burst), 2 and
+        // 5 of 30 seconds: every sample independent, the p99s look far apart.
+        let a = seconds(&bursty(3, 30, 1_000, &[4, 17], 2.0), 0);
+        let b = seconds(&bursty(4, 30, 1_000, &[2, 9, 15, 22, 27], 2.0), 0);
+        let t = |s: &Summary| s.trend("query_duration").unwrap().clone();
+        let old = judge(
+            Stat::P95,
+            Estimate::of(Stat::P95, &t(&a)),
+            Estimate::of(Stat::P95, &t(&b)),
+            10.0,
+        );
+        assert_eq!(old, Change::Regressed, "the order statistics alone");
+        let c = compare(&a, &b, 10.0);
+        assert_eq!(c.exit_code(), 0, "{}", comparison_markdown(&c));
+        // Deterministic: the same verdicts and intervals every time.
+        assert_eq!(compare(&a, &b, 10.0), c);
+        // The same system 60 % slower throughout is still a regression.
+        let scaled: Vec<Vec<u64>> = bursty(5, 30, 1_000, &[6, 20], 2.0)
+            .into_iter()
+            .map(|sec| sec.into_iter().map(|v| v * 16 / 10).collect())
+            .collect();
+        let slow = seconds(&scaled, 0);
+        let c = compare(&a, &slow, 10.0);
         assert_eq!(
             c.exit_code(),
             exit::THRESHOLD,

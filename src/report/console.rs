@@ -7,6 +7,7 @@ use std::io::{IsTerminal, Write as _};
 use crate::metrics::aggregator::{RunView, Watcher};
 
 use crate::metrics::summary::{InstanceState, Metric, Summary};
+use crate::report::model::number;
 
 /// Renders the end-of-run text.
 pub fn render(summary: &Summary, report_dir: &std::path::Path) -> String {
@@ -65,7 +66,14 @@ pub fn render(summary: &Summary, report_dir: &std::path::Path) -> String {
                 r.passes,
                 r.fails
             ),
-            Metric::Gauge(g) => format!("last={} min={} max={}", g.last, g.min, g.max),
+            // About three significant digits, as the reports show them: a CPU share is not
+            // known to fifteen decimals.
+            Metric::Gauge(g) => format!(
+                "last={} min={} max={}",
+                number(g.last),
+                number(g.min),
+                number(g.max)
+            ),
         };
         let dots = ".".repeat(44usize.saturating_sub(name.len()).max(2));
         let _ = writeln!(out, "    {name} {dots} {line}");
@@ -189,6 +197,32 @@ mod tests {
         let out = render(&s, std::path::Path::new("r"));
         assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
         assert!(out.contains("pod?[2J?"));
+    }
+
+    #[test]
+    fn gauges_are_rounded_like_the_other_metrics() {
+        let mut s = Summary::empty();
+        s.metrics.insert(
+            "generator_cpu_percent".into(),
+            Metric::Gauge(crate::metrics::summary::GaugeStats {
+                last: 4.000084945803909,
+                min: 0.3333333333333333,
+                max: 97.12345,
+                samples: 3,
+            }),
+        );
+        s.metrics.insert(
+            "pgbouncer_cl_active".into(),
+            Metric::Gauge(crate::metrics::summary::GaugeStats {
+                last: 12.0,
+                min: 0.0,
+                max: 1234.4,
+                samples: 3,
+            }),
+        );
+        let out = render(&s, std::path::Path::new("r"));
+        assert!(out.contains("last=4.00 min=0.333 max=97.1\n"), "{out}");
+        assert!(out.contains("last=12 min=0 max=1234\n"), "{out}");
     }
 
     #[test]

@@ -24,7 +24,8 @@ use super::svg::{
 use super::{ReportError, ReportFormat};
 use crate::metrics::codec;
 use crate::metrics::summary::{
-    InstanceState, InstanceStats, Interval, Metric, Summary, ThresholdResult, TrendStats,
+    value_at_percentile, InstanceState, InstanceStats, Interval, Metric, Summary, ThresholdResult,
+    TrendStats,
 };
 
 pub(crate) struct Html;
@@ -762,7 +763,10 @@ fn distribution_points(h: &hdrhistogram::Histogram<u64>, scale: f64) -> Vec<(f64
             break;
         }
         let q = 1.0 - 10f64.powf(-x);
-        points.push((percentile_x(q), h.value_at_quantile(q) as f64 / scale));
+        points.push((
+            percentile_x(q),
+            value_at_percentile(h, q * 100.0) as f64 / scale,
+        ));
     }
     points.push((limit, h.max() as f64 / scale));
     points
