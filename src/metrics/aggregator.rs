@@ -914,6 +914,50 @@ mod tests {
     }
 
     #[test]
+    fn extra_metrics_are_counted_like_the_database_ones() {
+        let mut agg = Aggregator::with_extras(
+            aggregator(Vec::new()).cfg,
+            ExtraMetrics {
+                trends: vec!["event_latency".into()],
+                counters: vec!["events_sent".into(), "events_lost".into()],
+                without_database: true,
+            },
+        );
+        let count = |at_us, by| Sample {
+            at_us,
+            kind: SampleKind::Count { id: 0, by },
+        };
+        let latency = Sample {
+            at_us: 10,
+            kind: SampleKind::Trend { id: 0, value: 700 },
+        };
+        agg.ingest(vec![count(10, 5), latency, count(1_500_000, 2)]);
+        agg.finalize_until(2_000_000);
+        // A late count lands in its closed interval; an unregistered id is ignored.
+        agg.ingest(vec![
+            count(20, 1),
+            Sample {
+                at_us: 20,
+                kind: SampleKind::Count { id: 9, by: 1 },
+            },
+        ]);
+        let done = agg.finish();
+        assert_eq!(done.time_series[0].counters["events_sent"], 6);
+        assert_eq!(done.time_series[1].counters["events_sent"], 2);
+        assert_eq!(done.time_series[0].trends["event_latency"].count, 1);
+        let Some(Metric::Counter(sent)) = done.metrics.get("events_sent") else {
+            panic!("no events_sent");
+        };
+        assert_eq!(sent.count, 8);
+        assert!(
+            matches!(done.metrics.get("events_lost"), Some(Metric::Counter(c)) if c.count == 0)
+        );
+        for name in ["query_duration", "queries", "success_rate"] {
+            assert!(!done.metrics.contains_key(name), "{name}");
+        }
+    }
+
+    #[test]
     fn setup_times_are_trends_of_their_own() {
         use crate::metrics::recorder::SetupStep;
         let mut agg = aggregator(Vec::new());
