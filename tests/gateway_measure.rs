@@ -30,6 +30,7 @@ async fn measure(
         gateway_bin: PathBuf::from(env!("CARGO_BIN_EXE_gateway")),
         cancel: CancellationToken::new(),
         quiet: true,
+        watchers: Vec::new(),
     })
     .await
     .expect("the run completes");

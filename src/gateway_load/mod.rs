@@ -13,11 +13,17 @@
 //! - `gateway_rss_mb`, `gateway_cpu_percent`, `gateway_rss_mb_per_1k_guilds` (gauges, from
 //!   /proc once a second).
 //!
+//! These are samples of the run's one aggregator ([`crate::metrics::aggregator`], the gateway's
+//! metrics registered as its extra metrics), so a gateway run has what every run has: intervals,
+//! the progress line, the live `abort_on_fail` check, `--out`, the generator's own gauges.
+//!
 //! The lead's scenario parser hands the `[gateway]` table to [`GatewayWorkload`]; thresholds and
 //! reports work on the returned metrics like on any scenario's.
 
 pub mod fake_discord;
 
+mod harness;
+mod meter;
 mod process;
 mod recorder;
 mod run;
@@ -26,22 +32,24 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use futures_util::StreamExt;
 use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::config::{CacheMode, IdentifyConcurrency};
-use crate::gateway_load::fake_discord::pace::{event_schedule, unix_micros};
-use crate::gateway_load::fake_discord::{
-    FakeConfig, FakeDiscord, FakeStats, Fault, MemberMix, World,
-};
-use crate::metrics::summary::{CounterStats, GaugeStats, Interval, Metric};
+use crate::gateway_load::fake_discord::pace::event_schedule;
+use crate::gateway_load::fake_discord::{Fault, MemberMix, World};
+use crate::metrics::aggregator::Watcher;
+pub use crate::metrics::process::{ProcSample, ProcSampler};
+use crate::metrics::summary::{Interval, Metric};
 use crate::scenario::duration;
 pub use crate::stack::nats::NatsServer;
-pub use process::{GatewayProcess, ProcSample, ProcSampler};
-use recorder::{Gauge, Recorder};
+use harness::Harness;
+use meter::{record_all, Meter};
+pub use process::GatewayProcess;
+use recorder::Recorder;
 pub use run::{run_gateway, GatewayOptions};
 
 /// The `[gateway]` table of a scenario file.
@@ -215,6 +223,9 @@ pub struct GatewayRunConfig {
     pub cancel: CancellationToken,
     /// Don't echo the gateway's log lines.
     pub quiet: bool,
+    /// Told at every interval tick, as in every run: the progress line, the live
+    /// `abort_on_fail` check, the `--out` outputs. The first to ask for a stop stops the run.
+    pub watchers: Vec<Box<dyn Watcher>>,
 }
 
 /// One run's results, in the summary model's terms.
@@ -228,312 +239,50 @@ pub struct GatewayRunOutcome {
     pub duration_s: f64,
     /// Why the run stopped early; `None` when it ran out.
     pub stop_reason: Option<String>,
+    /// Why a watcher stopped the run (a failed `abort_on_fail` threshold), if one did.
+    pub aborted_by: Option<String>,
     /// Findings worth a reader's attention.
     pub notes: Vec<String>,
 }
 
-/// Subject prefix the gateway publishes under; the production one when the NATS is ours.
-fn subject_prefix(own_nats: bool) -> String {
-    if own_nats {
-        "arrakis.gateway".to_owned()
-    } else {
-        // A shared server may carry other runs (or production): keep to our own subjects.
-        format!(
-            "thumper.run{}x{}.gateway",
-            std::process::id(),
-            unix_micros()
-        )
-    }
-}
-
-/// Gauges sampled from the gateway process.
-#[derive(Default)]
-struct ProcessGauges {
-    rss: Gauge,
-    cpu: Gauge,
-    rss_per_1k: Gauge,
-}
-
-impl ProcessGauges {
-    fn sample(&mut self, gateway: &mut GatewayProcess, guilds: u32) -> BTreeMap<String, f64> {
-        let mut now = BTreeMap::new();
-        if let Some(ProcSample {
-            rss_mb,
-            cpu_percent,
-        }) = gateway.sample()
-        {
-            let per_1k = rss_mb * 1000.0 / f64::from(guilds.max(1));
-            self.rss.record(rss_mb);
-            self.rss_per_1k.record(per_1k);
-            now.insert("gateway_rss_mb".to_owned(), rss_mb);
-            now.insert("gateway_rss_mb_per_1k_guilds".to_owned(), per_1k);
-            if let Some(cpu) = cpu_percent {
-                self.cpu.record(cpu);
-                now.insert("gateway_cpu_percent".to_owned(), cpu);
-            }
-        }
-        now
-    }
-}
-
-/// Counter deltas between two snapshots of the fake's stats.
-fn fake_deltas(before: &FakeStats, now: &FakeStats) -> BTreeMap<String, u64> {
-    BTreeMap::from([
-        (
-            "events_sent".to_owned(),
-            now.total_events_sent() - before.total_events_sent(),
-        ),
-        ("identifies".to_owned(), now.identifies - before.identifies),
-        ("reconnects".to_owned(), now.reconnects - before.reconnects),
-        ("resumes".to_owned(), now.resumes - before.resumes),
-        (
-            "replayed_dispatches".to_owned(),
-            now.replayed - before.replayed,
-        ),
-    ])
-}
-
-fn record_all(recorder: &mut Recorder, msgs: &[async_nats::Message]) {
-    for msg in msgs {
-        recorder.record(&msg.payload, unix_micros());
-    }
-}
-
 /// Runs one gateway load test.
-pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
-    let workload = &cfg.workload;
-    workload.validate()?;
-    let world = workload.world();
-    let mut notes = Vec::new();
-
-    let own_nats = match &cfg.nats_url {
-        Some(_) => None,
-        None => Some(NatsServer::start().await?),
-    };
-    let nats_url = match (&cfg.nats_url, &own_nats) {
-        (Some(url), _) => url.clone(),
-        (None, Some(server)) => server.url().to_owned(),
-        (None, None) => unreachable!("a NATS server was started"),
-    };
-    let prefix = subject_prefix(own_nats.is_some());
-
-    let mut fake_config = FakeConfig::new(world);
-    fake_config.heartbeat_interval = workload.heartbeat_interval;
-    fake_config.member_mix = workload.member_events;
-    let token = "thumper-fake-token".to_owned();
-    fake_config.token = Some(token.clone());
-    let fake = FakeDiscord::start(fake_config)
-        .await
-        .context("starting the fake Discord gateway")?;
-
-    let client = async_nats::ConnectOptions::new()
-        .name("thumper-gateway-subscriber")
-        // Member events arrive in bursts; a full subscription buffer would look like loss.
-        .subscription_capacity(1 << 20)
-        .connect(&nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {nats_url}"))?;
-    let subscription = client
-        .subscribe(format!("{prefix}.>"))
-        .await
-        .context("subscribing to the gateway's subjects")?;
-    client.flush().await.context("flushing the subscription")?;
-    // Whatever has arrived is taken in one go, so the select below runs once per burst rather
-    // than once per message.
-    let mut subscription = subscription.ready_chunks(4096);
-
-    let identify = match workload.identify_concurrency {
-        IdentifyConcurrency::Unlimited => "unlimited".to_owned(),
-        IdentifyConcurrency::PerFiveSeconds(n) => n.to_string(),
-    };
-    let cache = match workload.cache {
-        CacheMode::None => "none",
-        CacheMode::Guilds => "guilds",
-        CacheMode::Members => "members",
-    };
-    let env: Vec<(String, String)> = [
-        ("DISCORD_TOKEN", token.as_str()),
-        ("GATEWAY_SHARDS", &format!("0-{}", workload.shards - 1)),
-        ("GATEWAY_TOTAL_SHARDS", &workload.shards.to_string()),
-        ("GATEWAY_URL", fake.url()),
-        ("GATEWAY_IDENTIFY_CONCURRENCY", &identify),
-        ("GATEWAY_CACHE", cache),
-        ("NATS_URL", &nats_url),
-        ("GATEWAY_SUBJECT_PREFIX", &prefix),
-        ("GATEWAY_LOG_FORMAT", "json"),
-        ("RUST_LOG", "info"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let mut gateway = GatewayProcess::spawn(&cfg.gateway_bin, &env, cfg.quiet)?;
-    let mut recorder = Recorder::new(workload.shards);
-    let mut gauges = ProcessGauges::default();
-
-    // Load: every guild must come back through the gateway and NATS.
+pub async fn run(mut cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
+    cfg.workload.validate()?;
+    let watchers = std::mem::take(&mut cfg.watchers);
+    let mut h = Harness::start(&cfg).await?;
+    let mut recorder = Recorder::new(cfg.workload.shards);
     let load_started = Instant::now();
-    let load_deadline = load_started + workload.load_timeout;
-    let mut stop_reason = None;
-    while recorder.guilds_loaded() < world.guilds as usize {
-        tokio::select! {
-            msgs = subscription.next() => match msgs {
-                Some(msgs) => record_all(&mut recorder, &msgs),
-                None => bail!("the NATS subscription ended while loading guilds"),
-            },
-            _ = tokio::time::sleep_until(load_deadline) => bail!(
-                "only {} of {} guilds arrived through the gateway within {:?}; gateway log:\n{}",
-                recorder.guilds_loaded(), world.guilds, workload.load_timeout, gateway.log_tail()
-            ),
-            status = gateway.wait() => bail!(
-                "the gateway exited while loading guilds ({}); its log:\n{}",
-                status.map_or_else(|e| e.to_string(), |s| s.to_string()), gateway.log_tail()
-            ),
-            _ = cfg.cancel.cancelled() => {
-                stop_reason = Some("interrupted while loading guilds".to_owned());
-                break;
-            }
-        }
-    }
+    let mut stop_reason = load_guilds(&cfg, &mut h, &mut recorder).await?;
     let load_s = load_started.elapsed().as_secs_f64();
-    // Let the allocator settle on the loaded state before the first memory reading.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let loaded = gauges.sample(&mut gateway, world.guilds);
-    notes.push(format!(
-        "loaded {} guilds x {} members over {} shards in {load_s:.2} s; gateway RSS after load \
-         {:.1} MB (cache mode {cache})",
-        world.guilds,
-        world.members_per_guild,
-        workload.shards,
-        loaded.get("gateway_rss_mb").copied().unwrap_or(f64::NAN),
-    ));
+    let (loaded, note) = after_load(&cfg.workload, &mut h, load_s).await;
+    let mut notes = vec![note];
 
-    // Member events along the stages, with faults, sampled once a second.
-    let schedule = event_schedule(&cfg.rate_stages, 1.0);
-    let mut faults = workload.faults.clone();
-    faults.sort_by_key(|f| f.at);
-    let mut faults = faults.into_iter().peekable();
-    // Counters cover the whole run, loading included (a reconnect while loading counts too).
-    let mut last_stats = FakeStats::default();
-    let mut started = Instant::now();
+    let started = match stop_reason {
+        None => h.fake.start_events(&cfg.rate_stages).await,
+        Some(_) => Instant::now(),
+    };
+    let mut meter = Meter::start(&cfg, started, watchers, recorder, loaded);
+    meter.poll(h.fake.stats(), &mut h.gateway);
     let mut duration_s = 0.0;
     if stop_reason.is_none() {
-        started = fake.start_events(&cfg.rate_stages).await;
-    }
-    let end = started + schedule.duration();
-    let mut last_tick = started;
-    let mut ticker =
-        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
-    if stop_reason.is_none() {
-        let end_sleep = tokio::time::sleep_until(end);
-        tokio::pin!(end_sleep);
-        let fault_sleep = tokio::time::sleep_until(faults.peek().map_or(end, |f| started + f.at));
-        tokio::pin!(fault_sleep);
-        loop {
-            tokio::select! {
-                biased;
-                _ = cfg.cancel.cancelled() => {
-                    stop_reason = Some("interrupted".to_owned());
-                    break;
-                }
-                status = gateway.wait() => {
-                    stop_reason = Some(format!(
-                        "the gateway exited during the run ({})",
-                        status.map_or_else(|e| e.to_string(), |s| s.to_string())
-                    ));
-                    notes.push(format!("gateway log tail:\n{}", gateway.log_tail()));
-                    break;
-                }
-                _ = &mut fault_sleep, if faults.peek().is_some() => {
-                    let fault = faults.next().expect("peeked");
-                    if let Some(next) = faults.peek() {
-                        fault_sleep.as_mut().reset(started + next.at);
-                    }
-                    let injected = fake.inject(fault.shard, fault.kind);
-                    notes.push(format!(
-                        "fault {} on shard {} at {:.1} s{}",
-                        fault.kind.as_str(), fault.shard, started.elapsed().as_secs_f64(),
-                        if injected { "" } else { ": no connection served the shard, skipped" }
-                    ));
-                }
-                _ = ticker.tick() => {
-                    let now = Instant::now();
-                    let stats = fake.stats();
-                    let counters = fake_deltas(&last_stats, &stats);
-                    let sampled = gauges.sample(&mut gateway, world.guilds);
-                    recorder.close_interval(
-                        now.duration_since(started).as_secs_f64(),
-                        now.duration_since(last_tick).as_secs_f64(),
-                        stats.active_shards,
-                        counters,
-                        sampled,
-                    );
-                    last_tick = now;
-                    last_stats = stats;
-                }
-                _ = &mut end_sleep => break,
-                msgs = subscription.next() => match msgs {
-                    Some(msgs) => record_all(&mut recorder, &msgs),
-                    None => {
-                        stop_reason = Some("the NATS subscription ended".to_owned());
-                        break;
-                    }
-                },
-            }
-        }
-        if stop_reason.is_none() {
-            // The drivers end on their own with the stages' last event (moments from now).
-            fake.finish_events().await;
-        } else {
-            fake.stop_events().await;
-        }
+        stop_reason = drive_events(&cfg, &mut h, &mut meter, started, &mut notes).await;
         duration_s = started.elapsed().as_secs_f64();
     }
-
-    // Drain: wait for in-flight events until all arrived or nothing arrives for a while.
-    let sent_total = fake.stats().total_events_sent();
-    let mut idle_deadline = Instant::now() + workload.drain_timeout;
-    while recorder.totals().delivered < sent_total && stop_reason.is_none() {
-        tokio::select! {
-            msgs = subscription.next() => match msgs {
-                Some(msgs) => {
-                    record_all(&mut recorder, &msgs);
-                    idle_deadline = Instant::now() + workload.drain_timeout;
-                }
-                None => break,
-            },
-            _ = tokio::time::sleep_until(idle_deadline) => break,
-        }
+    if stop_reason.is_none() {
+        drain(&mut h, meter.recorder(), cfg.workload.drain_timeout).await;
     }
-    let final_stats = fake.stats();
-    let now = Instant::now();
-    let sampled = gauges.sample(&mut gateway, world.guilds);
-    recorder.close_interval(
-        now.duration_since(started).as_secs_f64(),
-        now.duration_since(last_tick).as_secs_f64(),
-        final_stats.active_shards,
-        fake_deltas(&last_stats, &final_stats),
-        sampled,
-    );
-
-    match gateway.stop(Duration::from_secs(5)).await {
-        Some(status) if !status.success() && stop_reason.is_none() => {
-            notes.push(format!("the gateway exited with {status} when stopped"));
-        }
-        _ => {}
-    }
-    drop(subscription);
-    drop(client);
-    fake.shutdown().await;
-    if let Some(server) = own_nats {
-        server.stop().await;
-    }
-
-    let totals = recorder.totals();
+    meter.poll(h.fake.stats(), &mut h.gateway);
+    let final_stats = meter.last_stats().clone();
+    let totals = meter.recorder().totals();
+    let sent_total = final_stats.total_events_sent();
     let lost = sent_total.saturating_sub(totals.delivered);
+    let aggregated = meter.finish(lost).await?;
+    h.stop(stop_reason.is_some(), &mut notes).await;
+
     if lost > 0 {
         notes.push(format!(
             "{lost} of {sent_total} member events never arrived within the {:?} drain",
-            workload.drain_timeout
+            cfg.workload.drain_timeout
         ));
     }
     if final_stats.events_skipped > 0 {
@@ -549,50 +298,152 @@ pub async fn run(cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
             totals.unparsable
         ));
     }
-
-    let counter = |count: u64| {
-        Metric::Counter(CounterStats {
-            count,
-            rate_per_s: if duration_s > 0.0 {
-                count as f64 / duration_s
-            } else {
-                0.0
-            },
-            by_class: BTreeMap::new(),
-        })
-    };
-    let mut metrics = BTreeMap::new();
-    metrics.insert(
-        "event_latency".to_owned(),
-        Metric::Trend(recorder.latency_trend(duration_s)),
-    );
-    metrics.insert("events_sent".to_owned(), counter(sent_total));
-    metrics.insert("events_delivered".to_owned(), counter(totals.delivered));
-    metrics.insert("events_lost".to_owned(), counter(lost));
-    metrics.insert("events_duplicated".to_owned(), counter(totals.duplicated));
-    metrics.insert("reconnects".to_owned(), counter(final_stats.reconnects));
-    metrics.insert("resumes".to_owned(), counter(final_stats.resumes));
-    metrics.insert(
-        "replayed_dispatches".to_owned(),
-        counter(final_stats.replayed),
-    );
-    metrics.insert("identifies".to_owned(), counter(final_stats.identifies));
-    for (name, gauge) in [
-        ("gateway_rss_mb", &gauges.rss),
-        ("gateway_cpu_percent", &gauges.cpu),
-        ("gateway_rss_mb_per_1k_guilds", &gauges.rss_per_1k),
-    ] {
-        let stats: GaugeStats = gauge.stats().unwrap_or_default();
-        metrics.insert(name.to_owned(), Metric::Gauge(stats));
+    if aggregated.late_samples > 0 {
+        notes.push(format!(
+            "{} samples arrived after their interval closed; they are in the totals and the interval counts, not in that interval's percentiles",
+            aggregated.late_samples
+        ));
     }
-
     Ok(GatewayRunOutcome {
-        metrics,
-        time_series: std::mem::take(&mut recorder.intervals),
+        metrics: aggregated.metrics,
+        time_series: aggregated.time_series,
         duration_s,
-        stop_reason,
+        stop_reason: aggregated.aborted_by.clone().or(stop_reason),
+        aborted_by: aggregated.aborted_by,
         notes,
     })
+}
+
+/// Waits until every guild came back through the gateway and NATS. `Ok(Some(reason))`: the run
+/// was interrupted meanwhile.
+async fn load_guilds(
+    cfg: &GatewayRunConfig,
+    h: &mut Harness,
+    recorder: &mut Recorder,
+) -> anyhow::Result<Option<String>> {
+    let guilds = cfg.workload.guilds as usize;
+    let deadline = Instant::now() + cfg.workload.load_timeout;
+    while recorder.guilds_loaded() < guilds {
+        tokio::select! {
+            msgs = h.subscription.next() => match msgs {
+                Some(msgs) => record_all(recorder, &msgs),
+                None => bail!("the NATS subscription ended while loading guilds"),
+            },
+            _ = tokio::time::sleep_until(deadline) => bail!(
+                "only {} of {guilds} guilds arrived through the gateway within {:?}; gateway log:\n{}",
+                recorder.guilds_loaded(), cfg.workload.load_timeout, h.gateway.log_tail()
+            ),
+            status = h.gateway.wait() => bail!(
+                "the gateway exited while loading guilds ({}); its log:\n{}",
+                status.map_or_else(|e| e.to_string(), |s| s.to_string()), h.gateway.log_tail()
+            ),
+            _ = cfg.cancel.cancelled() => {
+                return Ok(Some("interrupted while loading guilds".to_owned()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The gateway's /proc reading once the allocator settled on the loaded state, and a note on
+/// the load.
+async fn after_load(
+    workload: &GatewayWorkload,
+    h: &mut Harness,
+    load_s: f64,
+) -> (Option<ProcSample>, String) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let loaded = h.gateway.sample();
+    let note = format!(
+        "loaded {} guilds x {} members over {} shards in {load_s:.2} s; gateway RSS after load \
+         {:.1} MB (cache mode {})",
+        workload.guilds,
+        workload.members_per_guild,
+        workload.shards,
+        loaded.map_or(f64::NAN, |s| s.rss_mb),
+        harness::cache_name(workload.cache),
+    );
+    (loaded, note)
+}
+
+/// Drives the member events along the stages, injects the faults, and polls once a second until
+/// the stages end; returns why the run stopped early, if it did.
+async fn drive_events(
+    cfg: &GatewayRunConfig,
+    h: &mut Harness,
+    meter: &mut Meter,
+    started: Instant,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    let end = started + event_schedule(&cfg.rate_stages, 1.0).duration();
+    let mut faults = cfg.workload.faults.clone();
+    faults.sort_by_key(|f| f.at);
+    let mut faults = faults.into_iter().peekable();
+    let mut ticker =
+        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    let end_sleep = tokio::time::sleep_until(end);
+    tokio::pin!(end_sleep);
+    let fault_sleep = tokio::time::sleep_until(faults.peek().map_or(end, |f| started + f.at));
+    tokio::pin!(fault_sleep);
+    let abort = meter.abort.clone();
+    let stop_reason = loop {
+        tokio::select! {
+            biased;
+            _ = cfg.cancel.cancelled() => break Some("interrupted".to_owned()),
+            // The aggregator holds the watcher's reason; the outcome takes it from there.
+            _ = abort.cancelled() => break Some("stopped by a watcher".to_owned()),
+            status = h.gateway.wait() => {
+                notes.push(format!("gateway log tail:\n{}", h.gateway.log_tail()));
+                break Some(format!(
+                    "the gateway exited during the run ({})",
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string())
+                ));
+            }
+            _ = &mut fault_sleep, if faults.peek().is_some() => {
+                let fault = faults.next().expect("peeked");
+                if let Some(next) = faults.peek() {
+                    fault_sleep.as_mut().reset(started + next.at);
+                }
+                let injected = h.fake.inject(fault.shard, fault.kind);
+                notes.push(format!(
+                    "fault {} on shard {} at {:.1} s{}",
+                    fault.kind.as_str(), fault.shard, started.elapsed().as_secs_f64(),
+                    if injected { "" } else { ": no connection served the shard, skipped" }
+                ));
+            }
+            _ = ticker.tick() => meter.poll(h.fake.stats(), &mut h.gateway),
+            _ = &mut end_sleep => break None,
+            msgs = h.subscription.next() => match msgs {
+                Some(msgs) => record_all(meter.recorder(), &msgs),
+                None => break Some("the NATS subscription ended".to_owned()),
+            },
+        }
+    };
+    if stop_reason.is_none() {
+        // The drivers end on their own with the stages' last event (moments from now).
+        h.fake.finish_events().await;
+    } else {
+        h.fake.stop_events().await;
+    }
+    stop_reason
+}
+
+/// Waits for in-flight events until all arrived or nothing arrives for `idle`.
+async fn drain(h: &mut Harness, recorder: &mut Recorder, idle: Duration) {
+    let sent_total = h.fake.stats().total_events_sent();
+    let mut idle_deadline = Instant::now() + idle;
+    while recorder.totals().delivered < sent_total {
+        tokio::select! {
+            msgs = h.subscription.next() => match msgs {
+                Some(msgs) => {
+                    record_all(recorder, &msgs);
+                    idle_deadline = Instant::now() + idle;
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(idle_deadline) => break,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The gateway under test as a child process: started with its configuration in the environment,
-//! its log tail kept for error messages, its memory and CPU sampled from /proc.
+//! its log tail kept for error messages, its memory and CPU sampled from /proc by the
+//! generator's own reader ([`ProcSampler`]).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -11,6 +12,7 @@ use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::metrics::process::{ProcSample, ProcSampler};
 use crate::stack::process::OwnedPid;
 
 /// Lines of the gateway's output kept for error messages.
@@ -39,22 +41,6 @@ pub struct GatewayProcess {
     tail: Arc<Mutex<VecDeque<String>>>,
     sampler: ProcSampler,
     _owned: OwnedPid,
-}
-
-/// Reads one process's memory and CPU from /proc.
-#[derive(Debug)]
-pub struct ProcSampler {
-    pid: u32,
-    last_cpu: Option<(Instant, u64)>,
-}
-
-/// One /proc reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProcSample {
-    /// Resident set size, in MiB (`VmRSS` / 1024).
-    pub rss_mb: f64,
-    /// CPU use since the previous sample, percent of one core; `None` on the first sample.
-    pub cpu_percent: Option<f64>,
 }
 
 impl GatewayProcess {
@@ -88,7 +74,7 @@ impl GatewayProcess {
             child,
             pid,
             tail,
-            sampler: ProcSampler::new(pid),
+            sampler: ProcSampler::of_pid(pid),
             _owned: OwnedPid::register(pid, nix::sys::signal::Signal::SIGKILL),
         })
     }
@@ -109,9 +95,10 @@ impl GatewayProcess {
         tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
-    /// Reads resident memory and CPU time from /proc; `None` once the process is gone.
+    /// Reads resident memory and CPU time (percent of one core) from /proc; `None` once the
+    /// process is gone.
     pub fn sample(&mut self) -> Option<ProcSample> {
-        self.sampler.sample()
+        self.sampler.sample(Instant::now())
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
@@ -131,60 +118,6 @@ impl GatewayProcess {
     }
 }
 
-impl ProcSampler {
-    /// A sampler of `/proc/<pid>`; its first sample has no CPU figure.
-    pub fn new(pid: u32) -> Self {
-        ProcSampler {
-            pid,
-            last_cpu: None,
-        }
-    }
-
-    /// Reads resident memory and CPU time; `None` once the process is gone.
-    pub fn sample(&mut self) -> Option<ProcSample> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        let rss_kb = parse_vm_rss_kb(&status)?;
-        let ticks = parse_cpu_ticks(&stat)?;
-        let now = Instant::now();
-        let cpu_percent = self.last_cpu.map(|(at, before)| {
-            let wall = now.duration_since(at).as_secs_f64();
-            let cpu = ticks.saturating_sub(before) as f64 / CLOCK_TICKS_PER_S;
-            if wall > 0.0 {
-                100.0 * cpu / wall
-            } else {
-                0.0
-            }
-        });
-        self.last_cpu = Some((now, ticks));
-        Some(ProcSample {
-            rss_mb: rss_kb as f64 / 1024.0,
-            cpu_percent,
-        })
-    }
-}
-
-/// Linux reports CPU times in USER_HZ, which is 100 on every Linux ABI.
-const CLOCK_TICKS_PER_S: f64 = 100.0;
-
-fn parse_vm_rss_kb(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-/// utime + stime (fields 14 and 15), counted after the `(comm)` field, which may hold spaces.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_comm.split_whitespace();
-    // After `)` come field 3 (state) onwards; utime is field 14, i.e. the 12th here.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
 async fn keep_tail(
     stream: impl AsyncRead + Unpin,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -200,27 +133,5 @@ async fn keep_tail(
             tail.pop_front();
         }
         tail.push_back(line);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_proc_files() {
-        let status = "Name:\tgateway\nVmPeak:\t 1000 kB\nVmRSS:\t    7168 kB\nThreads: 3\n";
-        assert_eq!(parse_vm_rss_kb(status), Some(7168));
-        let stat = "1234 (gate way) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 3 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(300));
-    }
-
-    #[test]
-    fn samples_this_process() {
-        let mut me = ProcSampler::new(std::process::id());
-        let first = me.sample().unwrap();
-        assert!(first.rss_mb > 0.0);
-        assert!(first.cpu_percent.is_none());
-        assert!(me.sample().unwrap().cpu_percent.is_some());
     }
 }

@@ -1,17 +1,61 @@
 //! What thumper's NATS subscriber makes of the envelopes: guilds loaded, member events delivered
 //! (first sight of a shard's event id), duplicates (a later sight), latency from the fake's
-//! `sent_us` to arrival, and the per-interval series.
+//! `sent_us` to arrival. Once the member events start, each delivery and duplicate is a sample
+//! for the run's one aggregator ([`crate::metrics::aggregator`]), with the gateway's other
+//! counters and gauges: intervals, totals and everything that watches the run are the
+//! aggregator's, as in every run.
 //!
-//! One task owns the recorder, so recording takes no lock; the intervals are closed by the same
-//! task on its one-second tick.
+//! One task owns the recorder, so recording takes no lock.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
+use std::time::Instant;
 
-use hdrhistogram::Histogram;
 use serde::Deserialize;
 
-use crate::metrics::codec;
-use crate::metrics::summary::{GaugeStats, Interval, IntervalTrend, TrendStats};
+use crate::metrics::aggregator::ExtraMetrics;
+use crate::metrics::recorder::{self, SampleKind};
+
+/// The gateway's trends, registered with the aggregator in this order ([`extra_metrics`]).
+pub const TRENDS: [&str; 1] = ["event_latency"];
+/// Trend id of `event_latency`.
+pub const EVENT_LATENCY: u16 = 0;
+
+/// The gateway's counters, registered with the aggregator in this order; [`Counter`] ids index
+/// it.
+pub const COUNTERS: [&str; 8] = [
+    "events_sent",
+    "events_delivered",
+    "events_lost",
+    "events_duplicated",
+    "reconnects",
+    "resumes",
+    "identifies",
+    "replayed_dispatches",
+];
+
+/// A gateway counter, by its index in [`COUNTERS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Counter {
+    EventsSent = 0,
+    EventsDelivered = 1,
+    EventsLost = 2,
+    EventsDuplicated = 3,
+    Reconnects = 4,
+    Resumes = 5,
+    Identifies = 6,
+    ReplayedDispatches = 7,
+}
+
+/// The gateway's metrics for [`crate::metrics::aggregator::Aggregator::with_extras`]; the
+/// database's are left out (a gateway run sends no query).
+pub fn extra_metrics() -> ExtraMetrics {
+    ExtraMetrics {
+        trends: TRENDS.iter().map(|n| (*n).to_owned()).collect(),
+        counters: COUNTERS.iter().map(|n| (*n).to_owned()).collect(),
+        without_database: true,
+    }
+}
 
 #[derive(Deserialize)]
 struct Mark {
@@ -55,22 +99,6 @@ impl SeenIds {
     }
 }
 
-/// Running gauge statistics.
-#[derive(Debug, Default, Clone)]
-pub struct Gauge {
-    stats: Option<GaugeStats>,
-}
-
-impl Gauge {
-    pub fn record(&mut self, value: f64) {
-        GaugeStats::record(&mut self.stats, value);
-    }
-
-    pub fn stats(&self) -> Option<GaugeStats> {
-        self.stats.clone()
-    }
-}
-
 /// Totals of the run so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -80,14 +108,14 @@ pub struct Totals {
     pub unparsable: u64,
 }
 
+/// Parses envelopes, dedupes member events by id and, once measuring, hands samples to the
+/// aggregator.
 pub struct Recorder {
     seen: Vec<SeenIds>,
     guilds: HashSet<u64>,
-    latency: Histogram<u64>,
-    interval_latency: Histogram<u64>,
     totals: Totals,
-    interval_totals: Totals,
-    pub intervals: Vec<Interval>,
+    /// The aggregator's channel, from the start of the member events on.
+    sink: Option<recorder::Recorder>,
 }
 
 impl Recorder {
@@ -95,16 +123,42 @@ impl Recorder {
         Recorder {
             seen: (0..shards).map(|_| SeenIds::default()).collect(),
             guilds: HashSet::new(),
-            latency: codec::new_latency_histogram(),
-            interval_latency: codec::new_latency_histogram(),
             totals: Totals::default(),
-            interval_totals: Totals::default(),
-            intervals: Vec::new(),
+            sink: None,
         }
     }
 
-    /// Records one envelope that arrived at `now_us` (Unix microseconds).
-    pub fn record(&mut self, envelope: &[u8], now_us: u64) {
+    /// From now on every delivery, duplicate and count is a sample on `sink`.
+    pub fn measure_into(&mut self, sink: recorder::Recorder) {
+        self.sink = Some(sink);
+    }
+
+    fn push(&mut self, at: Instant, kind: SampleKind) {
+        if let Some(sink) = &mut self.sink {
+            sink.push(at, kind);
+        }
+    }
+
+    /// Adds `by` to a gateway counter at `at`.
+    pub fn count(&mut self, at: Instant, counter: Counter, by: u64) {
+        if by > 0 {
+            self.push(
+                at,
+                SampleKind::Count {
+                    id: counter as u16,
+                    by,
+                },
+            );
+        }
+    }
+
+    /// A gauge reading at `at`.
+    pub fn gauge(&mut self, at: Instant, name: &'static str, value: f64) {
+        self.push(at, SampleKind::Gauge { name, value });
+    }
+
+    /// Records one envelope that arrived at `at`, `now_us` in Unix microseconds.
+    pub fn record(&mut self, envelope: &[u8], now_us: u64, at: Instant) {
         let Ok(seen) = serde_json::from_slice::<Seen<'_>>(envelope) else {
             self.totals.unparsable += 1;
             return;
@@ -113,13 +167,18 @@ impl Recorder {
             (Some(mark), Some(ids)) => {
                 if ids.insert(mark.id) {
                     self.totals.delivered += 1;
-                    self.interval_totals.delivered += 1;
                     let latency = now_us.saturating_sub(mark.sent_us).max(1);
-                    let _ = self.latency.record(latency);
-                    let _ = self.interval_latency.record(latency);
+                    self.count(at, Counter::EventsDelivered, 1);
+                    self.push(
+                        at,
+                        SampleKind::Trend {
+                            id: EVENT_LATENCY,
+                            value: latency,
+                        },
+                    );
                 } else {
                     self.totals.duplicated += 1;
-                    self.interval_totals.duplicated += 1;
+                    self.count(at, Counter::EventsDuplicated, 1);
                 }
             }
             _ => {
@@ -133,6 +192,25 @@ impl Recorder {
         }
     }
 
+    /// Hands the buffered samples over if they are old or many enough.
+    pub fn maybe_flush(&mut self, now: Instant) {
+        if let Some(sink) = &mut self.sink {
+            sink.maybe_flush(now);
+        }
+    }
+
+    /// Hands the buffered samples over now.
+    pub fn flush(&mut self) {
+        if let Some(sink) = &mut self.sink {
+            sink.flush();
+        }
+    }
+
+    /// Stops measuring: what is buffered goes to the aggregator, and its channel closes here.
+    pub fn stop_measuring(&mut self) {
+        self.sink = None;
+    }
+
     /// Distinct guilds whose GUILD_CREATE arrived.
     pub fn guilds_loaded(&self) -> usize {
         self.guilds.len()
@@ -141,44 +219,19 @@ impl Recorder {
     pub fn totals(&self) -> Totals {
         self.totals
     }
-
-    /// Closes the current interval with the counters and gauges the caller sampled.
-    pub fn close_interval(
-        &mut self,
-        t_s: f64,
-        len_s: f64,
-        vus: u64,
-        mut counters: BTreeMap<String, u64>,
-        gauges: BTreeMap<String, f64>,
-    ) {
-        counters.insert("events_delivered".into(), self.interval_totals.delivered);
-        counters.insert("events_duplicated".into(), self.interval_totals.duplicated);
-        let mut trends = BTreeMap::new();
-        trends.insert(
-            "event_latency".to_owned(),
-            IntervalTrend::from_histogram(&self.interval_latency),
-        );
-        self.intervals.push(Interval {
-            t_s,
-            len_s,
-            vus,
-            counters,
-            trends,
-            gauges,
-        });
-        self.interval_latency.reset();
-        self.interval_totals = Totals::default();
-    }
-
-    /// The full-run latency trend over `duration_s`.
-    pub fn latency_trend(&self, duration_s: f64) -> TrendStats {
-        TrendStats::from_histogram(&self.latency, duration_s, true)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
+    use crate::metrics::aggregator::{Aggregator, AggregatorConfig};
+    use crate::metrics::summary::Metric;
 
     fn envelope(shard: u32, kind: &str, guild: u64, mark: Option<(u64, u64)>) -> Vec<u8> {
         let payload = match mark {
@@ -191,36 +244,73 @@ mod tests {
         .into_bytes()
     }
 
-    #[test]
-    fn counts_deliveries_duplicates_and_guilds() {
+    #[tokio::test]
+    async fn deliveries_and_duplicates_reach_the_aggregator() {
+        let start = Instant::now();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let aggregator = Aggregator::with_extras(
+            AggregatorConfig {
+                start,
+                interval: Duration::from_secs(1),
+                planned: Duration::from_secs(1),
+                query_names: Vec::new(),
+                open_model: false,
+                vus: Arc::new(AtomicU64::new(0)),
+                watchers: Vec::new(),
+                abort: CancellationToken::new(),
+            },
+            extra_metrics(),
+        );
         let mut r = Recorder::new(2);
-        r.record(&envelope(0, "GUILD_CREATE", 10, None), 0);
-        r.record(&envelope(1, "GUILD_CREATE", 11, None), 0);
-        r.record(&envelope(1, "GUILD_CREATE", 11, None), 0);
+        r.record(&envelope(0, "GUILD_CREATE", 10, None), 0, start);
+        r.record(&envelope(1, "GUILD_CREATE", 11, None), 0, start);
+        r.record(&envelope(1, "GUILD_CREATE", 11, None), 0, start);
         assert_eq!(r.guilds_loaded(), 2);
-        r.record(&envelope(0, "GUILD_MEMBER_ADD", 10, Some((0, 100))), 1100);
-        r.record(&envelope(1, "GUILD_MEMBER_ADD", 11, Some((0, 100))), 2100);
-        r.record(&envelope(0, "GUILD_MEMBER_ADD", 10, Some((0, 100))), 3100);
-        r.record(&envelope(0, "GUILD_MEMBER_ADD", 10, Some((700, 100))), 600);
-        r.record(b"not json", 0);
+        r.measure_into(recorder::Recorder::new(start, tx));
+        r.record(
+            &envelope(0, "GUILD_MEMBER_ADD", 10, Some((0, 100))),
+            1100,
+            start,
+        );
+        r.record(
+            &envelope(1, "GUILD_MEMBER_ADD", 11, Some((0, 100))),
+            2100,
+            start,
+        );
+        r.record(
+            &envelope(0, "GUILD_MEMBER_ADD", 10, Some((0, 100))),
+            3100,
+            start,
+        );
+        r.record(
+            &envelope(0, "GUILD_MEMBER_ADD", 10, Some((700, 100))),
+            600,
+            start,
+        );
+        r.record(b"not json", 0, start);
+        r.count(start, Counter::EventsSent, 3);
         let t = r.totals();
         assert_eq!((t.delivered, t.duplicated, t.unparsable), (3, 1, 1));
-        let trend = r.latency_trend(1.0);
-        assert_eq!(trend.count, 3);
-        assert!(trend.max_us >= 2000 && trend.max_us < 2010);
-        r.close_interval(1.0, 1.0, 2, BTreeMap::new(), BTreeMap::new());
-        assert_eq!(r.intervals[0].counters["events_delivered"], 3);
-        assert_eq!(r.intervals[0].trends["event_latency"].count, 3);
-    }
-
-    #[test]
-    fn gauge_tracks_min_max_last() {
-        let mut g = Gauge::default();
-        assert!(g.stats().is_none());
-        for v in [3.0, 1.0, 2.0] {
-            g.record(v);
+        r.stop_measuring();
+        let done = aggregator.run(rx).await;
+        let counter = |name: &str| match done.metrics.get(name) {
+            Some(Metric::Counter(c)) => c.count,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(counter("events_delivered"), 3);
+        assert_eq!(counter("events_duplicated"), 1);
+        assert_eq!(counter("events_sent"), 3);
+        assert_eq!(counter("events_lost"), 0, "listed even without samples");
+        let Some(Metric::Trend(latency)) = done.metrics.get("event_latency") else {
+            panic!("no event_latency");
+        };
+        assert_eq!(latency.count, 3);
+        assert!(latency.max_us >= 2000 && latency.max_us < 2010);
+        assert_eq!(done.time_series[0].counters["events_delivered"], 3);
+        assert_eq!(done.time_series[0].trends["event_latency"].count, 3);
+        // A gateway run lists no database metric.
+        for name in ["query_duration", "queries", "success_rate", "iterations"] {
+            assert!(!done.metrics.contains_key(name), "{name}");
         }
-        let s = g.stats().unwrap();
-        assert_eq!((s.last, s.min, s.max, s.samples), (2.0, 1.0, 3.0, 3));
     }
 }

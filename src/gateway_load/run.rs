@@ -1,12 +1,14 @@
 //! The gateway pipeline: the fake Discord server drives the real gateway binary, whose
-//! envelopes thumper receives from NATS; the same plan, summary builder and reports as a database
-//! run.
+//! envelopes thumper receives from NATS; the same plan, aggregator watchers (progress line, live
+//! `abort_on_fail`, `--out`), summary builder and reports as a database run.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::aggregator::Watcher;
+use crate::report::console;
 use crate::run::{self, load_plan, RunError, RunOptions, RunResult};
 use crate::scenario;
 
@@ -50,14 +52,10 @@ pub async fn run_gateway(
             plan.file
         )));
     };
-    if !opts.outputs.specs.is_empty() {
-        return Err(RunError::BadInput(
-            "--out is not supported by `thumper gateway` yet (its metrics do not go through the aggregator's watchers)".into(),
-        ));
-    }
     let rate_stages = stages.iter().map(|s| (s.duration, s.target)).collect();
     let gateway_bin = gateway_binary().await?;
     let started_at = time::OffsetDateTime::now_utc();
+    let (outputs, watchers) = watchers(&plan, opts, started_at);
     let outcome = gateway_load::run(GatewayRunConfig {
         workload,
         rate_stages,
@@ -66,9 +64,15 @@ pub async fn run_gateway(
         cancel: interrupt.clone(),
         // The gateway's own JSON log is for debugging the harness: THUMPER_GATEWAY_LOG=1.
         quiet: opts.quiet || std::env::var_os("THUMPER_GATEWAY_LOG").is_none(),
+        watchers,
     })
-    .await
-    .map_err(|e| RunError::Failed(format!("gateway run: {e:#}")))?;
+    .await;
+    // The watchers are gone with the aggregator: the outputs deliver their last batch.
+    let delivered = outputs.finish().await;
+    let mut outcome = outcome.map_err(|e| RunError::Failed(format!("gateway run: {e:#}")))?;
+    outcome.notes.extend(delivered.notes);
+    // `--out-required`: an output that could not deliver fails the run like a threshold.
+    outcome.notes.extend(delivered.failure.clone());
     let interrupted = interrupt.is_cancelled();
     let target = gateway
         .nats_url
@@ -83,7 +87,11 @@ pub async fn run_gateway(
             stop_reason: outcome
                 .stop_reason
                 .or_else(|| interrupted.then(crate::signals::stop_reason)),
-            ending: run::finish::ending_of(None, interrupted, false),
+            ending: run::finish::ending_of(
+                outcome.aborted_by.as_deref(),
+                interrupted,
+                delivered.failure.is_some(),
+            ),
             scope: crate::gate::Scope::Whole,
             metrics: outcome.metrics,
             time_series: outcome.time_series,
@@ -91,6 +99,28 @@ pub async fn run_gateway(
         },
     );
     run::finish(summary, opts.report_to(&plan.name), started_at)
+}
+
+/// What follows a gateway run as it goes, as any run: the progress line (the gateway's
+/// columns), the live `abort_on_fail` check and the `--out` outputs (started here).
+fn watchers(
+    plan: &scenario::Plan,
+    opts: &RunOptions,
+    started_at: time::OffsetDateTime,
+) -> (crate::output::Outputs, Vec<Box<dyn Watcher>>) {
+    let mut watchers: Vec<Box<dyn Watcher>> = Vec::new();
+    if console::progress_wanted(opts.quiet) {
+        watchers.push(Box::new(console::ProgressLine::new(
+            console::ProgressColumns::GATEWAY,
+        )));
+    }
+    if let Some(check) = crate::gate::LiveCheck::new(&plan.thresholds) {
+        watchers.push(Box::new(check));
+    }
+    let (outputs, output_watchers) =
+        run::database::start_outputs(plan, &opts.outputs, started_at);
+    watchers.extend(output_watchers);
+    (outputs, watchers)
 }
 
 /// The gateway binary next to thumper's own. Under `cargo run` it may not be built yet (cargo

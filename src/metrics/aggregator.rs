@@ -46,6 +46,21 @@ pub struct AggregatorConfig {
     pub abort: CancellationToken,
 }
 
+/// Metrics a run measures beyond the database's (`thumper gateway`: `event_latency`,
+/// `events_delivered`, ...), named when the aggregator is built and addressed by their index in
+/// these lists ([`SampleKind::Trend`], [`SampleKind::Count`]), so a sample costs index
+/// arithmetic like the database's own.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraMetrics {
+    /// Trend names; a [`SampleKind::Trend`]'s id indexes this list.
+    pub trends: Vec<String>,
+    /// Counter names; a [`SampleKind::Count`]'s id indexes this list.
+    pub counters: Vec<String>,
+    /// The run applies no database load: the database's metrics (`query_duration`, `queries`,
+    /// `success_rate`, ...) are left out of its metrics instead of being listed as zeros.
+    pub without_database: bool,
+}
+
 /// Something that follows the run while it goes: told once per interval tick what has been
 /// measured so far. Returns a reason to stop the run now, or `None` to let it go on.
 pub trait Watcher: Send {
@@ -143,6 +158,11 @@ pub struct Catalog {
     counters: Vec<String>,
     queries: usize,
     open_model: bool,
+    /// Id of the first extra trend (they follow the per-query ones).
+    extra_trends_from: usize,
+    /// Extra counters, counted apart from the database's ([`ExtraMetrics`]).
+    extra_counters: Vec<String>,
+    database: bool,
 }
 
 impl Catalog {
@@ -165,11 +185,29 @@ impl Catalog {
                 .map(|q| format!("query_errors{{query:{q}}}")),
         );
         Catalog {
+            extra_trends_from: trends.len(),
             trends,
             counters,
             queries: query_names.len(),
             open_model,
+            extra_counters: Vec::new(),
+            database: true,
         }
+    }
+
+    /// Registers a run's extra metrics after the database's.
+    fn with_extras(mut self, extras: ExtraMetrics) -> Catalog {
+        self.extra_trends_from = self.trends.len();
+        self.trends.extend(extras.trends);
+        self.extra_counters = extras.counters;
+        self.database = !extras.without_database;
+        self
+    }
+
+    /// The trend id of extra trend `id`, if registered.
+    fn extra_trend(&self, id: u16) -> Option<usize> {
+        let id = self.extra_trends_from + usize::from(id);
+        (id < self.trends.len()).then_some(id)
     }
 
     fn query_duration(&self, query: u16) -> usize {
@@ -187,13 +225,18 @@ impl Catalog {
     /// Whether the summary lists a trend even without samples: the run's latency and each
     /// query's, so a threshold on them fails for lack of samples instead of disappearing.
     fn trend_always_listed(&self, id: usize) -> bool {
-        id == trend::QUERY_DURATION || (trend::NAMES.len()..self.query_service(0)).contains(&id)
+        if id >= self.extra_trends_from {
+            return true;
+        }
+        self.database
+            && (id == trend::QUERY_DURATION
+                || (trend::NAMES.len()..self.query_service(0)).contains(&id))
     }
 
     /// Whether the summary lists a counter: all of them, but dropped iterations only where
     /// iterations can be dropped (the open model).
     fn counter_listed(&self, id: usize) -> bool {
-        id != counter::DROPPED || self.open_model
+        self.database && (id != counter::DROPPED || self.open_model)
     }
 }
 
@@ -216,6 +259,8 @@ impl Trends {
 struct IntervalAcc {
     trends: Trends,
     counters: Vec<u64>,
+    /// Extra counters by id; empty (no allocation) for a database run.
+    extra_counters: Vec<u64>,
     gauges: BTreeMap<&'static str, f64>,
 }
 
@@ -224,6 +269,7 @@ impl IntervalAcc {
         IntervalAcc {
             trends: Trends::new(catalog.trends.len()),
             counters: vec![0; counter::NAMES.len()],
+            extra_counters: vec![0; catalog.extra_counters.len()],
             gauges: BTreeMap::new(),
         }
     }
@@ -232,6 +278,7 @@ impl IntervalAcc {
 struct Totals {
     trends: Trends,
     counters: Vec<CounterStats>,
+    extra_counters: Vec<u64>,
     passes: u64,
     fails: u64,
     gauges: BTreeMap<&'static str, GaugeStats>,
@@ -252,10 +299,16 @@ pub struct Aggregator {
 impl Aggregator {
     /// An aggregator for one run; metric ids are fixed here from `cfg.query_names`.
     pub fn new(cfg: AggregatorConfig) -> Aggregator {
-        let catalog = Catalog::new(&cfg.query_names, cfg.open_model);
+        Aggregator::with_extras(cfg, ExtraMetrics::default())
+    }
+
+    /// An aggregator that measures `extras` as well; their ids are fixed here too.
+    pub fn with_extras(cfg: AggregatorConfig, extras: ExtraMetrics) -> Aggregator {
+        let catalog = Catalog::new(&cfg.query_names, cfg.open_model).with_extras(extras);
         let totals = Totals {
             trends: Trends::new(catalog.trends.len()),
             counters: vec![CounterStats::default(); catalog.counters.len()],
+            extra_counters: vec![0; catalog.extra_counters.len()],
             passes: 0,
             fails: 0,
             gauges: BTreeMap::new(),
@@ -305,7 +358,12 @@ impl Aggregator {
                 record(&mut self.totals, None, &self.catalog, &s);
                 // Keep the interval's counts right even though its percentiles are closed.
                 if let Some(point) = self.series.get_mut(idx as usize) {
-                    count_only(point, &s);
+                    match s.kind {
+                        SampleKind::Count { id, by } => {
+                            count_extra_late(point, &self.catalog, id, by)
+                        }
+                        _ => count_only(point, &s),
+                    }
                 }
             } else {
                 let catalog = &self.catalog;
@@ -411,18 +469,35 @@ impl Aggregator {
             out.insert(self.catalog.counters[id].clone(), Metric::Counter(c));
         }
         let total = self.totals.passes + self.totals.fails;
-        out.insert(
-            "success_rate".into(),
-            Metric::Rate(RateStats {
-                rate: if total > 0 {
-                    self.totals.passes as f64 / total as f64
-                } else {
-                    0.0
-                },
-                passes: self.totals.passes,
-                fails: self.totals.fails,
-            }),
-        );
+        if self.catalog.database {
+            out.insert(
+                "success_rate".into(),
+                Metric::Rate(RateStats {
+                    rate: if total > 0 {
+                        self.totals.passes as f64 / total as f64
+                    } else {
+                        0.0
+                    },
+                    passes: self.totals.passes,
+                    fails: self.totals.fails,
+                }),
+            );
+        }
+        for (name, count) in self
+            .catalog
+            .extra_counters
+            .iter()
+            .zip(&self.totals.extra_counters)
+        {
+            out.insert(
+                name.clone(),
+                Metric::Counter(CounterStats {
+                    count: *count,
+                    rate_per_s: per_s(*count),
+                    by_class: BTreeMap::new(),
+                }),
+            );
+        }
         for (name, g) in &self.totals.gauges {
             out.insert((*name).to_owned(), Metric::Gauge(g.clone()));
         }
@@ -579,6 +654,33 @@ fn record(totals: &mut Totals, mut acc: Option<&mut IntervalAcc>, catalog: &Cata
                 a.gauges.insert(name, *value);
             }
         }
+        SampleKind::Trend { id, value } => {
+            if let Some(id) = catalog.extra_trend(*id) {
+                trend(totals, acc, id, *value);
+            }
+        }
+        SampleKind::Count { id, by } => count_extra(totals, acc, usize::from(*id), *by),
+    }
+}
+
+/// Adds `by` to extra counter `id`, in the totals and the open interval; an id that was not
+/// registered is ignored.
+fn count_extra(totals: &mut Totals, acc: &mut Option<&mut IntervalAcc>, id: usize, by: u64) {
+    if let Some(c) = totals.extra_counters.get_mut(id) {
+        *c += by;
+    }
+    if let Some(c) = acc
+        .as_deref_mut()
+        .and_then(|a| a.extra_counters.get_mut(id))
+    {
+        *c += by;
+    }
+}
+
+/// Keeps a closed interval's extra counts right for a late [`SampleKind::Count`].
+fn count_extra_late(point: &mut Interval, catalog: &Catalog, id: u16, by: u64) {
+    if let Some(name) = catalog.extra_counters.get(usize::from(id)) {
+        *point.counters.entry(name.clone()).or_default() += by;
     }
 }
 
@@ -593,7 +695,10 @@ fn count_only(point: &mut Interval, s: &Sample) {
         SampleKind::Iteration => counter::ITERATIONS,
         SampleKind::Dropped => counter::DROPPED,
         SampleKind::Incomplete { .. } => counter::INCOMPLETE,
-        SampleKind::Gauge { .. } | SampleKind::Setup { .. } => return,
+        SampleKind::Gauge { .. }
+        | SampleKind::Setup { .. }
+        | SampleKind::Trend { .. }
+        | SampleKind::Count { .. } => return,
     };
     *point
         .counters
@@ -619,13 +724,21 @@ fn close_interval(
         })
         .collect();
     // An interval lists the counts it saw (a reader takes a missing one as 0).
-    let counters = acc
+    let mut counters: BTreeMap<String, u64> = acc
         .counters
         .iter()
         .enumerate()
         .filter(|(_, n)| **n > 0)
         .map(|(id, n)| (counter::NAMES[id].to_owned(), *n))
         .collect();
+    counters.extend(
+        catalog
+            .extra_counters
+            .iter()
+            .zip(&acc.extra_counters)
+            .filter(|(_, n)| **n > 0)
+            .map(|(name, n)| (name.clone(), *n)),
+    );
     let mut gauges: BTreeMap<String, f64> = acc
         .gauges
         .into_iter()
@@ -798,6 +911,50 @@ mod tests {
         let result = &gate::evaluate(&[threshold], &summary)[0];
         assert!(result.ok, "{result:?}");
         assert_eq!(result.observed, Some(0.0));
+    }
+
+    #[test]
+    fn extra_metrics_are_counted_like_the_database_ones() {
+        let mut agg = Aggregator::with_extras(
+            aggregator(Vec::new()).cfg,
+            ExtraMetrics {
+                trends: vec!["event_latency".into()],
+                counters: vec!["events_sent".into(), "events_lost".into()],
+                without_database: true,
+            },
+        );
+        let count = |at_us, by| Sample {
+            at_us,
+            kind: SampleKind::Count { id: 0, by },
+        };
+        let latency = Sample {
+            at_us: 10,
+            kind: SampleKind::Trend { id: 0, value: 700 },
+        };
+        agg.ingest(vec![count(10, 5), latency, count(1_500_000, 2)]);
+        agg.finalize_until(2_000_000);
+        // A late count lands in its closed interval; an unregistered id is ignored.
+        agg.ingest(vec![
+            count(20, 1),
+            Sample {
+                at_us: 20,
+                kind: SampleKind::Count { id: 9, by: 1 },
+            },
+        ]);
+        let done = agg.finish();
+        assert_eq!(done.time_series[0].counters["events_sent"], 6);
+        assert_eq!(done.time_series[1].counters["events_sent"], 2);
+        assert_eq!(done.time_series[0].trends["event_latency"].count, 1);
+        let Some(Metric::Counter(sent)) = done.metrics.get("events_sent") else {
+            panic!("no events_sent");
+        };
+        assert_eq!(sent.count, 8);
+        assert!(
+            matches!(done.metrics.get("events_lost"), Some(Metric::Counter(c)) if c.count == 0)
+        );
+        for name in ["query_duration", "queries", "success_rate"] {
+            assert!(!done.metrics.contains_key(name), "{name}");
+        }
     }
 
     #[test]

@@ -174,70 +174,88 @@ pub fn cores_allowed() -> f64 {
     cores_from(cpu_limit(), cpus)
 }
 
-/// Reads this process's CPU time and memory; each reading after the first gives the CPU use
-/// since the one before.
+/// One `/proc` reading of a process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcSample {
+    /// Resident set size, in MiB (`VmRSS` / 1024).
+    pub rss_mb: f64,
+    /// CPU use since the previous reading, in percent of the sampler's cores; `None` on the
+    /// first reading.
+    pub cpu_percent: Option<f64>,
+}
+
+/// Reads one process's memory and CPU time from `/proc`: the one reader of the generator's own
+/// gauges (`generator_*`) and the gateway's under test (`gateway_*`). Each reading after the
+/// first gives the CPU use since the one before.
 #[derive(Debug)]
-pub struct SelfSampler {
+pub struct ProcSampler {
+    /// `/proc/self` or `/proc/<pid>`.
+    dir: String,
     ticks_per_s: f64,
     cores: f64,
     last: Option<(Instant, u64)>,
 }
 
-impl Default for SelfSampler {
-    fn default() -> Self {
-        SelfSampler::new()
+impl ProcSampler {
+    /// This process; CPU in percent of the cores it may use ([`cores_allowed`]: its affinity
+    /// capped by its cgroup quota, as a fraction).
+    pub fn this_process() -> ProcSampler {
+        ProcSampler::at("/proc/self".to_owned(), cores_allowed())
     }
-}
 
-impl SelfSampler {
-    /// A sampler of `/proc/self`; its first reading has no CPU figure.
-    pub fn new() -> SelfSampler {
+    /// Process `pid`; CPU in percent of one core, as `top` shows it.
+    pub fn of_pid(pid: u32) -> ProcSampler {
+        ProcSampler::at(format!("/proc/{pid}"), 1.0)
+    }
+
+    fn at(dir: String, cores: f64) -> ProcSampler {
         // USER_HZ is 100 on every Linux ABI; sysconf tells the truth where it is not.
         let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
             .ok()
             .flatten()
             .filter(|t| *t > 0)
             .map_or(100.0, |t| t as f64);
-        let cores = cores_allowed();
-        SelfSampler {
+        ProcSampler {
+            dir,
             ticks_per_s,
             cores,
             last: None,
         }
     }
 
-    /// The gauges of one reading at `now`: RSS always, CPU from the second reading on. Empty
-    /// where `/proc` cannot be read (not Linux).
-    pub fn sample(&mut self, now: Instant) -> Vec<(&'static str, f64)> {
+    /// Reads memory and CPU time at `now`; `None` once the process is gone (or where `/proc`
+    /// cannot be read: not Linux).
+    pub fn sample(&mut self, now: Instant) -> Option<ProcSample> {
         // Reading procfs is a syscall into the kernel's own memory, never a disk wait: a plain
         // read does not block the runtime.
-        let mut gauges = Vec::with_capacity(2);
-        if let Some(kb) = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .as_deref()
-            .and_then(parse_vm_rss_kb)
-        {
-            gauges.push((RSS_GAUGE, kb as f64 / 1024.0));
-        }
-        if let Some(ticks) = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .as_deref()
-            .and_then(parse_cpu_ticks)
-        {
-            if let Some((at, before)) = self.last {
-                let wall = now.saturating_duration_since(at).as_secs_f64();
-                gauges.push((
-                    CPU_GAUGE,
-                    cpu_percent(
-                        ticks.saturating_sub(before),
-                        self.ticks_per_s,
-                        wall,
-                        self.cores,
-                    ),
-                ));
-            }
-            self.last = Some((now, ticks));
-        }
+        let status = std::fs::read_to_string(format!("{}/status", self.dir)).ok()?;
+        let stat = std::fs::read_to_string(format!("{}/stat", self.dir)).ok()?;
+        let rss_kb = parse_vm_rss_kb(&status)?;
+        let ticks = parse_cpu_ticks(&stat)?;
+        let cpu = self.last.map(|(at, before)| {
+            let wall = now.saturating_duration_since(at).as_secs_f64();
+            cpu_percent(
+                ticks.saturating_sub(before),
+                self.ticks_per_s,
+                wall,
+                self.cores,
+            )
+        });
+        self.last = Some((now, ticks));
+        Some(ProcSample {
+            rss_mb: rss_kb as f64 / 1024.0,
+            cpu_percent: cpu,
+        })
+    }
+
+    /// The generator's gauges of one reading of this process: RSS always, CPU from the second
+    /// reading on.
+    pub fn generator_gauges(&mut self, now: Instant) -> Vec<(&'static str, f64)> {
+        let Some(s) = self.sample(now) else {
+            return Vec::new();
+        };
+        let mut gauges = vec![(RSS_GAUGE, s.rss_mb)];
+        gauges.extend(s.cpu_percent.map(|c| (CPU_GAUGE, c)));
         gauges
     }
 }
@@ -250,7 +268,7 @@ pub async fn poll(
     stop: CancellationToken,
 ) {
     let mut recorder = Recorder::new(start, samples);
-    let mut sampler = SelfSampler::new();
+    let mut sampler = ProcSampler::this_process();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -259,7 +277,7 @@ pub async fn poll(
             _ = stop.cancelled() => break,
         }
         let now = Instant::now();
-        for (name, value) in sampler.sample(now) {
+        for (name, value) in sampler.generator_gauges(now) {
             recorder.push(now, SampleKind::Gauge { name, value });
         }
         recorder.flush();
@@ -420,12 +438,24 @@ mod tests {
 
     #[test]
     fn samples_this_process() {
-        let mut me = SelfSampler::new();
-        let first: BTreeMap<_, _> = me.sample(Instant::now()).into_iter().collect();
+        let mut me = ProcSampler::this_process();
+        let first: BTreeMap<_, _> = me.generator_gauges(Instant::now()).into_iter().collect();
         assert!(first[RSS_GAUGE] > 0.0);
         assert!(!first.contains_key(CPU_GAUGE));
-        let second: BTreeMap<_, _> = me.sample(Instant::now()).into_iter().collect();
+        let second: BTreeMap<_, _> = me.generator_gauges(Instant::now()).into_iter().collect();
         assert!(second[CPU_GAUGE] >= 0.0);
+    }
+
+    #[test]
+    fn samples_another_process_by_pid() {
+        let mut it = ProcSampler::of_pid(std::process::id());
+        let first = it.sample(Instant::now()).unwrap();
+        assert!(first.rss_mb > 0.0);
+        assert!(first.cpu_percent.is_none());
+        assert!(it.sample(Instant::now()).unwrap().cpu_percent.is_some());
+        assert!(ProcSampler::of_pid(u32::MAX)
+            .sample(Instant::now())
+            .is_none());
     }
 
     fn series(points: &[(u64, Option<f64>)]) -> Vec<Interval> {

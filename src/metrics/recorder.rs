@@ -70,6 +70,20 @@ pub enum SampleKind {
         /// The value sampled.
         value: f64,
     },
+    /// A value of a trend the run registered beyond the database's (`event_latency`, µs).
+    Trend {
+        /// Index in the aggregator's `ExtraMetrics::trends`.
+        id: u16,
+        /// The value, in the trend's unit (microseconds for latencies).
+        value: u64,
+    },
+    /// An increment of a counter the run registered beyond the database's (`events_sent`).
+    Count {
+        /// Index in the aggregator's `ExtraMetrics::counters`.
+        id: u16,
+        /// How much it grew.
+        by: u64,
+    },
 }
 
 /// What a [`SampleKind::Setup`] measured.

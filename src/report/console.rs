@@ -146,30 +146,95 @@ pub fn progress_wanted(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
 }
 
+/// What a progress line shows: the active workers, one counter per second, one trend's p50 and
+/// p99, and a running tally.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressColumns {
+    /// What the active count is called (`vus`, `shards`).
+    pub active: &'static str,
+    /// The counter shown per second, and its label (`queries`, `queries/s`).
+    pub rate: (&'static str, &'static str),
+    /// The trend whose p50 and p99 are shown.
+    pub latency: &'static str,
+    /// The running tally: `None` for the database's errors, or a counter and its label.
+    pub tally: Option<(&'static str, &'static str)>,
+}
+
+impl ProgressColumns {
+    /// A database run's: VUs, queries/s, `query_duration`, errors.
+    pub const DATABASE: ProgressColumns = ProgressColumns {
+        active: "vus",
+        rate: ("queries", "queries/s"),
+        latency: "query_duration",
+        tally: None,
+    };
+    /// A gateway run's: connected shards, delivered events/s, `event_latency`, reconnects.
+    pub const GATEWAY: ProgressColumns = ProgressColumns {
+        active: "shards",
+        rate: ("events_delivered", "events/s"),
+        latency: "event_latency",
+        tally: Some(("reconnects", "reconnects")),
+    };
+}
+
+impl Default for ProgressColumns {
+    fn default() -> Self {
+        ProgressColumns::DATABASE
+    }
+}
+
 /// The live progress line on stderr, rewritten once a second from the last closed interval.
 #[derive(Default)]
 pub struct ProgressLine {
     last_len: usize,
+    columns: ProgressColumns,
+    /// The tally counter summed over the intervals seen so far, and how many those are.
+    tally: (u64, usize),
+}
+
+impl ProgressLine {
+    /// A progress line showing `columns`.
+    pub fn new(columns: ProgressColumns) -> ProgressLine {
+        ProgressLine {
+            columns,
+            ..ProgressLine::default()
+        }
+    }
+
+    fn tally(&mut self, run: &RunView<'_>) -> (u64, &'static str) {
+        let Some((counter, label)) = self.columns.tally else {
+            return (run.errors(), "errors");
+        };
+        let all = run.intervals();
+        for i in &all[self.tally.1.min(all.len())..] {
+            self.tally.0 += i.counters.get(counter).copied().unwrap_or(0);
+        }
+        self.tally.1 = all.len();
+        (self.tally.0, label)
+    }
 }
 
 impl Watcher for ProgressLine {
     fn tick(&mut self, run: &RunView<'_>) -> Option<String> {
         let last = run.intervals().last()?;
-        let qps = last.counters.get("queries").copied().unwrap_or(0) as f64 / last.len_s;
+        let c = self.columns;
+        let rate = last.counters.get(c.rate.0).copied().unwrap_or(0) as f64 / last.len_s;
         let (p50, p99) = last
             .trends
-            .get("query_duration")
+            .get(c.latency)
             .map(|t| (t.p50_us as f64 / 1e3, t.p99_us as f64 / 1e3))
             .unwrap_or((0.0, 0.0));
+        let (tally, tally_label) = self.tally(run);
         let line = format!(
-            "[{:>5.0}s/{:.0}s] vus {:>4}  queries/s {:>7.0}  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            "[{:>5.0}s/{:.0}s] {} {:>4}  {} {:>7.0}  p50 {:>6.2} ms  p99 {:>6.2} ms  {tally_label} {tally}",
             run.now_us as f64 / 1e6,
             run.planned().as_secs_f64(),
+            c.active,
             run.vus,
-            qps,
+            c.rate.1,
+            rate,
             p50,
             p99,
-            run.errors()
         );
         let pad = self.last_len.saturating_sub(line.len());
         self.last_len = line.len();
