@@ -22,6 +22,7 @@ use crate::workload::Workload;
 /// Runs a scenario end to end. `interrupt` is cancelled on Ctrl-C or SIGTERM.
 pub async fn run(opts: &RunOptions, interrupt: CancellationToken) -> Result<RunResult, RunError> {
     let plan = load_plan(opts)?;
+    super::check_judgeable(&plan, opts)?;
     let target = resolve_target(&plan, opts).await?;
     let result = run_on_target(&plan, opts, &target, interrupt).await;
     if let Some(s) = target.owned_stack {

@@ -135,6 +135,23 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
     Ok(plan)
 }
 
+/// Refuses thresholds this run can never judge (exit 2), before any stack starts or login: a
+/// console is polled with `--pgbouncer-admin`, with a stack thumper knows, and in a fleet (its
+/// coordinator polls it).
+pub(crate) fn check_judgeable(plan: &Plan, opts: &RunOptions) -> Result<(), RunError> {
+    let can = gate::Judgeable {
+        open_model: matches!(plan.load, scenario::LoadShape::Open { .. }),
+        pooled: plan.connection.topology == Topology::Pooled,
+        pgbouncer_console: opts.target.is_none()
+            || opts.pgbouncer_admin_url.is_some()
+            || opts.fleet_nats.is_some(),
+    };
+    match gate::unjudgeable(&plan.thresholds, &can) {
+        Some(why) => Err(RunError::BadInput(format!("{}: {why}", plan.file))),
+        None => Ok(()),
+    }
+}
+
 /// Creates the report folder and opens `--summary-md` for appending, so a path that cannot be
 /// written is bad input now (exit 2) rather than a failure once the run is over.
 pub fn check_outputs(opts: &RunOptions) -> Result<(), RunError> {

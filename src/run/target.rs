@@ -121,7 +121,9 @@ pub(crate) async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, Run
         ))
     })?;
     tokio::spawn(conn);
-    let mut notes = Vec::new();
+    let mut notes = crate::workload::check_tenant_columns(&client, &plan.queries)
+        .await
+        .map_err(|e| RunError::BadInput(format!("{}: {e}", plan.file)))?;
     let first = plan.dataset.community_id(0).to_string();
     match client
         .simple_query(&format!(
