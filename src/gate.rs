@@ -490,6 +490,45 @@ pub fn verdict(results: &[ThresholdResult], ending: Ending) -> Verdict {
     }
 }
 
+/// What a run's configuration can measure, for [`unjudgeable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judgeable {
+    /// An arrival-rate executor: only it schedules iterations, so only it has
+    /// `dropped_iterations` and `scheduling_lag`.
+    pub open_model: bool,
+    /// `topology = "pooled"`: only application-side pools have a checkout wait (`pool_wait`).
+    pub pooled: bool,
+    /// Someone polls a PgBouncer console during the run (`pgbouncer_*`): `--pgbouncer-admin`,
+    /// a stack thumper knows, or a fleet's coordinator.
+    pub pgbouncer_console: bool,
+}
+
+/// Why the thresholds name a metric this configuration never records, with what would make it
+/// judgeable; `None` when every threshold can be judged. Such a threshold has no samples and
+/// fails, but only once the whole run is over: this finds it at load instead.
+pub fn unjudgeable(thresholds: &[Threshold], can: &Judgeable) -> Option<String> {
+    let problems: Vec<String> = thresholds
+        .iter()
+        .filter_map(|t| {
+            let name = t.metric.split('{').next().unwrap_or_default();
+            let fix = match name {
+                "dropped_iterations" | "scheduling_lag" if !can.open_model => {
+                    "only an arrival-rate executor (constant-arrival-rate, ramping-arrival-rate) schedules iterations; use one, or remove the threshold"
+                }
+                "pool_wait" if !can.pooled => {
+                    "only application-side pools have a checkout wait; set topology = \"pooled\" in [connection], or remove the threshold"
+                }
+                n if n.starts_with("pgbouncer_") && !can.pgbouncer_console => {
+                    "no PgBouncer console is polled with --target; pass --pgbouncer-admin URL (e.g. postgres://pgbouncer@HOST:6432/pgbouncer), or remove the threshold"
+                }
+                _ => return None,
+            };
+            Some(format!("threshold {t} can never be judged in this run: {fix}"))
+        })
+        .collect();
+    (!problems.is_empty()).then(|| problems.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -761,5 +800,54 @@ mod tests {
             Verdict::Fail
         );
         assert_eq!(verdict(&[ok], Ending::ShortOfPlan), Verdict::Interrupted);
+    }
+
+    #[test]
+    fn thresholds_the_configuration_never_records_are_named_with_the_fix() {
+        let all = [
+            threshold("dropped_iterations", "count == 0"),
+            threshold("scheduling_lag", "p(99) < 5"),
+            threshold("pool_wait", "p(99) < 5"),
+            threshold("pgbouncer_cl_waiting", "max < 50"),
+            threshold("query_duration{query:tenant}", "p(99) < 5"),
+        ];
+        let everything = Judgeable {
+            open_model: true,
+            pooled: true,
+            pgbouncer_console: true,
+        };
+        assert_eq!(unjudgeable(&all, &everything), None);
+        let closed = unjudgeable(
+            &all,
+            &Judgeable {
+                open_model: false,
+                ..everything
+            },
+        )
+        .unwrap();
+        assert_eq!(closed.lines().count(), 2, "{closed}");
+        assert!(
+            closed.contains("dropped_iterations: count == 0") && closed.contains("arrival-rate")
+        );
+        let per_vu = unjudgeable(
+            &all,
+            &Judgeable {
+                pooled: false,
+                ..everything
+            },
+        )
+        .unwrap();
+        assert!(per_vu.contains("pool_wait") && per_vu.contains("topology = \"pooled\""));
+        let no_console = unjudgeable(
+            &all,
+            &Judgeable {
+                pgbouncer_console: false,
+                ..everything
+            },
+        )
+        .unwrap();
+        assert!(
+            no_console.contains("pgbouncer_cl_waiting") && no_console.contains("--pgbouncer-admin")
+        );
     }
 }

@@ -116,3 +116,83 @@ fn a_scenario_without_tenant_queries_is_bad_input() {
         text(&o)
     );
 }
+
+/// A table no scenario query reads is still linted: its policies from the catalog, its FORCE
+/// and its tenant index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_no_query_reads_is_linted_from_the_catalog() {
+    let stack = common::start_default().await;
+    let app = stack.urls().database_url.clone();
+    let check = || {
+        let mut c = thumper();
+        c.args(["rls-check", "--target", &app]);
+        c
+    };
+    let owner = common::connect(&stack.urls().admin_database_url).await;
+    owner
+        .batch_execute(
+            "CREATE TABLE notes (id bigint PRIMARY KEY, community_id uuid NOT NULL, body text);
+             CREATE INDEX notes_community_idx ON notes (community_id);
+             ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+             CREATE POLICY per_row ON notes FOR ALL TO PUBLIC
+                 USING (community_id = app_current_tenant());",
+        )
+        .await
+        .expect("create the table");
+
+    let o = output(check());
+    assert_eq!(o.status.code(), Some(99), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("FINDING per_row_policy_function notes: policy per_row (ALL) USING ((community_id = app_current_tenant()))")
+            && stdout.contains("(SELECT app_current_tenant())"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 finding(s)"), "{stdout}");
+
+    // Wrapped, but OR-ed with a second permissive policy for reads.
+    owner
+        .batch_execute(
+            "DROP POLICY per_row ON notes;
+             CREATE POLICY tenant ON notes USING (community_id = (SELECT app_current_tenant()));
+             CREATE POLICY everyone_reads ON notes FOR SELECT USING (true);",
+        )
+        .await
+        .expect("replace the policies");
+    let o = output(check());
+    assert_eq!(o.status.code(), Some(99), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("FINDING several_permissive_policies notes: permissive policies everyone_reads, tenant of notes all apply to SELECT"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("per_row_policy_function"), "{stdout}");
+
+    // One policy, wrapped; not forced and without a tenant index.
+    owner
+        .batch_execute(
+            "DROP POLICY everyone_reads ON notes;
+             ALTER TABLE notes NO FORCE ROW LEVEL SECURITY;
+             DROP INDEX notes_community_idx;",
+        )
+        .await
+        .expect("weaken the table");
+    let o = output(check());
+    assert_eq!(o.status.code(), Some(99), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("FINDING rls_not_forced notes")
+            && stdout.contains("FINDING no_tenant_index notes")
+            && stdout.contains("2 finding(s)"),
+        "{stdout}"
+    );
+
+    owner
+        .batch_execute("DROP TABLE notes")
+        .await
+        .expect("drop the table");
+    let o = output(check());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    stack.stop().await.expect("stack stops");
+}

@@ -15,6 +15,7 @@ pub async fn run(opts: &RunOptions, interrupt: CancellationToken) -> Result<RunR
         return crate::fleet::worker::run(opts, nats, interrupt).await;
     }
     let plan = run::load_plan(opts)?;
+    run::check_judgeable(&plan, opts)?;
     with_target(&plan, opts, async |target| {
         prepare_target(&plan, opts, target, &interrupt).await?;
         let notes = notes_before_load(&plan, target).await?;

@@ -807,6 +807,7 @@ pub async fn run(
     }
     super::protocol::check_fleet_id(&link.id).map_err(RunError::BadInput)?;
     let plan = run::load_plan(opts)?;
+    run::check_judgeable(&plan, opts)?;
     if opts.target.is_none() && crate::stack::running().is_none() {
         return Err(RunError::BadInput(
             "fleet coordinate: give --target (the URL the workers load, with --admin-url to set it up) or start a stack with `thumper stack up`".into(),

@@ -35,6 +35,7 @@ pub async fn run(
         ));
     }
     let plan = load_plan(opts)?;
+    run::check_judgeable(&plan, opts)?;
     let (server, nats) = match nats {
         Some(url) => (None, url),
         None => {

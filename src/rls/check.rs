@@ -123,6 +123,10 @@ async fn run_unbounded(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
         return Err(CheckError::NoRlsTables);
     }
     let mut findings = plan::check_tables(&tables, &opts.tenant_column);
+    findings.extend(plan::check_policies(
+        &tables,
+        &not_immutable(&client, &tables).await?,
+    ));
     let mut queries = Vec::new();
     for q in opts.queries.iter().filter(|q| q.tenant_scoped) {
         let explained = explain(&client, q, &opts.dataset).await?;
@@ -157,12 +161,20 @@ async fn rls_tables(client: &Client, tenant_column: &str) -> Result<Vec<RlsTable
                           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = x.indkey[0]
                           WHERE x.indrelid = c.oid AND a.attname = $1
                           ORDER BY 1),
-                    ARRAY(SELECT concat_ws(' ', pg_get_expr(p.polqual, p.polrelid),
-                                           pg_get_expr(p.polwithcheck, p.polrelid))
-                          FROM pg_policy p
-                          WHERE p.polrelid = c.oid
-                            AND EXISTS (SELECT 1 FROM unnest(p.polroles) r
-                                        WHERE r = 0 OR pg_has_role(current_user, r, 'MEMBER')))
+                    COALESCE((SELECT json_agg(json_build_object(
+                                  'name', p.polname,
+                                  'permissive', p.polpermissive,
+                                  'command', CASE p.polcmd WHEN 'r' THEN 'SELECT'
+                                                 WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                                 WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                                  'using', pg_get_expr(p.polqual, p.polrelid),
+                                  'with_check', pg_get_expr(p.polwithcheck, p.polrelid))
+                                  ORDER BY p.polname)
+                              FROM pg_policy p
+                              WHERE p.polrelid = c.oid
+                                AND EXISTS (SELECT 1 FROM unnest(p.polroles) r
+                                            WHERE r = 0 OR pg_has_role(current_user, r, 'MEMBER'))),
+                             '[]'::json)
              FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relrowsecurity AND c.relkind IN ('r', 'p')
@@ -175,18 +187,26 @@ async fn rls_tables(client: &Client, tenant_column: &str) -> Result<Vec<RlsTable
     let mut tables = Vec::new();
     let mut all_calls = BTreeSet::new();
     for row in rows {
-        let policies: Vec<String> = row.get(4);
+        let name: String = row.get(0);
+        // The JSON is this query's own shape: it cannot fail to read short of a bug.
+        let policies: Vec<plan::Policy> = serde_json::from_value(row.get(4)).unwrap_or_else(|e| {
+            tracing::warn!(table = %name, error = %e, "unreadable policies");
+            Vec::new()
+        });
         let calls: BTreeSet<String> = policies
             .iter()
-            .flat_map(|p| plan::called_functions(p))
+            .flat_map(|p| [&p.using, &p.with_check])
+            .flatten()
+            .flat_map(|e| plan::called_functions(e))
             .collect();
         all_calls.extend(calls.iter().cloned());
         tables.push(RlsTable {
-            name: row.get(0),
+            name,
             forced: row.get(1),
             has_tenant_column: row.get(2),
             tenant_indexes: row.get(3),
             policy_functions: calls,
+            policies,
         });
     }
     // SQL functions are inlined by the planner: what they call is what a filter shows.
@@ -210,6 +230,29 @@ async fn rls_tables(client: &Client, tenant_column: &str) -> Result<Vec<RlsTable
         }
     }
     Ok(tables)
+}
+
+/// Which of the functions the policies call are not IMMUTABLE: evaluated per row unless wrapped
+/// in a scalar subquery.
+async fn not_immutable(
+    client: &Client,
+    tables: &[RlsTable],
+) -> Result<BTreeSet<String>, CheckError> {
+    let names: Vec<String> = tables
+        .iter()
+        .flat_map(|t| t.policy_functions.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = client
+        .query(
+            "SELECT DISTINCT lower(p.proname::text) FROM pg_proc p
+             WHERE lower(p.proname::text) = ANY ($1) AND p.provolatile <> 'i'",
+            &[&names],
+        )
+        .await
+        .map_err(db("reading the volatility of the policies' functions"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Parameters of a query, for community 0, profile 0 of the dataset.

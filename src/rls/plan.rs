@@ -13,11 +13,14 @@
 //!   `$0` instead of the call.
 //!
 //! Table-level rules ([`check_tables`]): RLS without `FORCE ROW LEVEL SECURITY` (the owner is
-//! then exempt), and no index whose leading column is the tenant column.
+//! then exempt), and no index whose leading column is the tenant column. Policy rules from the
+//! catalog ([`check_policies`]), for every table with RLS whether a query reads it or not: a
+//! function that is not IMMUTABLE called outside a scalar subquery, and several permissive
+//! policies for one command (OR-ed).
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What a finding is about.
@@ -34,6 +37,8 @@ pub enum FindingKind {
     NoTenantIndex,
     /// A table with RLS enabled but not forced.
     RlsNotForced,
+    /// Several permissive policies of a table apply to one command for the checking role.
+    SeveralPermissivePolicies,
 }
 
 impl FindingKind {
@@ -45,6 +50,7 @@ impl FindingKind {
             FindingKind::PerRowPolicyFunction => "per_row_policy_function",
             FindingKind::NoTenantIndex => "no_tenant_index",
             FindingKind::RlsNotForced => "rls_not_forced",
+            FindingKind::SeveralPermissivePolicies => "several_permissive_policies",
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct RlsTable {
     /// Names of the functions the policies that apply to the checking role call, and of the
     /// functions those call when they are SQL functions (the planner inlines them).
     pub policy_functions: BTreeSet<String>,
+    /// The policies that apply to the checking role.
+    pub policies: Vec<Policy>,
 }
 
 /// One node of a plan tree, with the fields the rules read.
@@ -330,6 +338,146 @@ pub fn check_tables(tables: &[RlsTable], tenant_column: &str) -> Vec<Finding> {
     findings
 }
 
+/// One policy of a table that applies to the checking role, as the catalog has it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Policy {
+    /// The policy's name.
+    pub name: String,
+    /// Permissive (OR-ed with the table's other permissive policies) or restrictive (AND-ed).
+    pub permissive: bool,
+    /// `ALL`, `SELECT`, `INSERT`, `UPDATE` or `DELETE`.
+    pub command: String,
+    /// The `USING` expression as `pg_get_expr` prints it.
+    pub using: Option<String>,
+    /// The `WITH CHECK` expression.
+    pub with_check: Option<String>,
+}
+
+impl Policy {
+    /// `policy NAME: USING (...) WITH CHECK (...)`.
+    fn text(&self) -> String {
+        let mut s = format!("policy {} ({})", self.name, self.command);
+        if let Some(u) = &self.using {
+            s.push_str(&format!(" USING ({u})"));
+        }
+        if let Some(w) = &self.with_check {
+            s.push_str(&format!(" WITH CHECK ({w})"));
+        }
+        s
+    }
+}
+
+/// `expression` with its scalar subqueries `( SELECT ... )` cut out: what remains is evaluated
+/// for every row; a subquery with no reference to the row runs once per statement.
+pub fn outside_subqueries(expression: &str) -> String {
+    let bytes = expression.as_bytes();
+    let mut out = String::with_capacity(expression.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'(' && starts_with_select(&expression[i + 1..]) {
+            out.push_str(&expression[copied..i]);
+            let mut depth = 0usize;
+            let mut quoted = false;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\'' => quoted = !quoted,
+                    b'(' if !quoted => depth += 1,
+                    b')' if !quoted => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            out.push_str("$sub");
+            i += 1;
+            copied = i.min(bytes.len());
+            continue;
+        }
+        i += 1;
+    }
+    out.push_str(&expression[copied.min(expression.len())..]);
+    out
+}
+
+fn starts_with_select(s: &str) -> bool {
+    let t = s.trim_start();
+    t.get(..6).is_some_and(|w| w.eq_ignore_ascii_case("select"))
+        && !t[6..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Policy-level findings from the catalog, for every table with RLS whether or not a query
+/// reads it: a function that is not IMMUTABLE called outside a scalar subquery (evaluated per
+/// row), and several permissive policies for one command (OR-ed, so no tenant index serves
+/// them). `not_immutable`: the names of the called functions the catalog says are not IMMUTABLE.
+pub fn check_policies(tables: &[RlsTable], not_immutable: &BTreeSet<String>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for t in tables {
+        for p in &t.policies {
+            let calls: BTreeSet<String> = [&p.using, &p.with_check]
+                .into_iter()
+                .flatten()
+                .flat_map(|e| called_functions(&outside_subqueries(e)))
+                .filter(|f| not_immutable.contains(f))
+                .collect();
+            if let Some(first) = calls.first() {
+                findings.push(Finding {
+                    kind: FindingKind::PerRowPolicyFunction,
+                    table: t.name.clone(),
+                    query: None,
+                    evidence: p.text(),
+                    advice: format!(
+                        "{} evaluated for every row the policy sees, by every query of {}; wrap the call in a scalar subquery, `(SELECT {first}())`, so it runs once per statement as an InitPlan",
+                        calls.iter().cloned().collect::<Vec<_>>().join(", "),
+                        t.name
+                    ),
+                });
+            }
+        }
+        if let Some(f) = several_permissive(t) {
+            findings.push(f);
+        }
+    }
+    findings
+}
+
+/// Several permissive policies of one table for the same command and the checking role.
+fn several_permissive(t: &RlsTable) -> Option<Finding> {
+    let mut names = BTreeSet::new();
+    let mut commands = Vec::new();
+    for command in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+        let applying: Vec<&Policy> = t
+            .policies
+            .iter()
+            .filter(|p| p.permissive && (p.command == "ALL" || p.command == command))
+            .collect();
+        if applying.len() > 1 {
+            commands.push(command);
+            names.extend(applying.iter().map(|p| p.name.clone()));
+        }
+    }
+    if commands.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = names.into_iter().collect();
+    Some(Finding {
+        kind: FindingKind::SeveralPermissivePolicies,
+        table: t.name.clone(),
+        query: None,
+        evidence: format!(
+            "permissive policies {} of {} all apply to {} for this role",
+            names.join(", "),
+            t.name,
+            commands.join(", ")
+        ),
+        advice: "permissive policies are OR-ed into one predicate, `(a) OR (b)`, which no tenant index can serve; keep one permissive policy per role and command: give the others to the roles that need them (`TO arrakis_admin`, as admin_bypass is) or make them AS RESTRICTIVE".to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +503,7 @@ mod tests {
             has_tenant_column: true,
             tenant_indexes: vec![format!("{name}_community_idx")],
             policy_functions: functions.iter().map(|f| f.to_string()).collect(),
+            policies: Vec::new(),
         };
         vec![
             table("profiles", &["app_current_tenant", "current_setting"]),
@@ -475,5 +624,62 @@ mod tests {
     fn refuses_what_is_not_a_plan() {
         assert!(parse(&serde_json::json!([])).is_err());
         assert!(parse(&serde_json::json!({"QUERY PLAN": 1})).is_err());
+    }
+
+    fn policy(name: &str, command: &str, using: &str) -> Policy {
+        Policy {
+            name: name.into(),
+            permissive: true,
+            command: command.into(),
+            using: Some(using.into()),
+            with_check: None,
+        }
+    }
+
+    #[test]
+    fn policies_are_linted_from_the_catalog_text() {
+        assert_eq!(
+            outside_subqueries(
+                "(community_id = ( SELECT app_current_tenant() AS app_current_tenant)) OR f(')')"
+            ),
+            "(community_id = $sub) OR f(')')"
+        );
+        let mut t = tables();
+        t[0].policies = vec![policy(
+            "tenant_isolation",
+            "ALL",
+            "(community_id = ( SELECT app_current_tenant() AS app_current_tenant))",
+        )];
+        t[1].policies = vec![
+            policy("per_row", "ALL", "(community_id = app_current_tenant())"),
+            policy("reads", "SELECT", "(lower(wallet) = 'x'::text)"),
+        ];
+        let volatile: BTreeSet<String> = ["app_current_tenant".to_owned()].into();
+        let f = check_policies(&t, &volatile);
+        assert_eq!(
+            kinds(&f),
+            [
+                FindingKind::PerRowPolicyFunction,
+                FindingKind::SeveralPermissivePolicies
+            ]
+        );
+        assert!(
+            f[0].evidence.starts_with("policy per_row (ALL) USING"),
+            "{}",
+            f[0].evidence
+        );
+        assert!(f[0].query.is_none() && f[0].advice.contains("(SELECT app_current_tenant())"));
+        assert!(
+            f[1].evidence
+                .contains("per_row, reads of p_or all apply to SELECT"),
+            "{}",
+            f[1].evidence
+        );
+        // A restrictive second policy is AND-ed: no finding.
+        t[1].policies[1].permissive = false;
+        assert_eq!(
+            kinds(&check_policies(&t, &volatile)),
+            [FindingKind::PerRowPolicyFunction]
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod target;
 
 use std::path::PathBuf;
 
+use crate::gate;
 use crate::metrics::summary::Summary;
 use crate::scenario::{self, Plan, Protocol, Topology};
 use crate::stack::PoolMode;
@@ -131,6 +132,23 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
         }
     }
     Ok(plan)
+}
+
+/// Refuses thresholds this run can never judge (exit 2), before any stack starts or login: a
+/// console is polled with `--pgbouncer-admin`, with a stack thumper knows, and in a fleet (its
+/// coordinator polls it).
+pub fn check_judgeable(plan: &Plan, opts: &RunOptions) -> Result<(), RunError> {
+    let can = gate::Judgeable {
+        open_model: matches!(plan.load, scenario::LoadShape::Open { .. }),
+        pooled: plan.connection.topology == Topology::Pooled,
+        pgbouncer_console: opts.target.is_none()
+            || opts.pgbouncer_admin_url.is_some()
+            || opts.fleet_nats.is_some(),
+    };
+    match gate::unjudgeable(&plan.thresholds, &can) {
+        Some(why) => Err(RunError::BadInput(format!("{}: {why}", plan.file))),
+        None => Ok(()),
+    }
 }
 
 /// Creates the report folder and opens `--summary-md` for appending, so a path that cannot be

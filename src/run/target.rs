@@ -136,7 +136,9 @@ pub async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, RunError> 
                 RunError::Failed(format!("cannot log in to target {url}: {reason}"))
             }
         })?;
-    let mut notes = Vec::new();
+    let mut notes = crate::workload::check_tenant_columns(&client, &plan.queries)
+        .await
+        .map_err(|e| RunError::BadInput(format!("{}: {e}", plan.file)))?;
     let first = plan.dataset.community_id(0).to_string();
     match client
         .simple_query(&format!(

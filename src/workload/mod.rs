@@ -3,6 +3,7 @@
 
 mod params;
 pub mod pgbench;
+mod tenant;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 pub use crate::db::{classify, describe, ErrorKind, QueryFailure};
 pub use params::Draw;
+pub use tenant::check_tenant_columns;
 
 use crate::dataset::DatasetSpec;
 use crate::scenario::{ParamKind, Protocol, QueryDef};
