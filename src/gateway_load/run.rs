@@ -117,8 +117,7 @@ fn watchers(
     if let Some(check) = crate::gate::LiveCheck::new(&plan.thresholds) {
         watchers.push(Box::new(check));
     }
-    let (outputs, output_watchers) =
-        run::database::start_outputs(plan, &opts.outputs, started_at);
+    let (outputs, output_watchers) = run::database::start_outputs(plan, &opts.outputs, started_at);
     watchers.extend(output_watchers);
     (outputs, watchers)
 }
