@@ -24,37 +24,11 @@ pub async fn dispatch(command: Command) -> u8 {
             args,
         } => scenario(args.into_options(path)).await,
         Command::Fleet {
-            action: Some(FleetAction::Manifest(args)),
-            ..
-        } => fleet_manifest(*args),
-        Command::Fleet {
-            action: None,
-            scenario: Some(path),
-            local: Some(local),
+            action,
+            scenario,
+            local,
             args,
-        } => {
-            let opts = args.into_options(path);
-            let nats = opts.fleet_nats.clone();
-            finish_run(crate::fleet::local::run(&opts, local, nats, crate::signals::watch()).await)
-        }
-        Command::Fleet {
-            action: Some(FleetAction::Coordinate(c)),
-            ..
-        } => {
-            let workers = c.workers;
-            let opts = c.args.into_options(c.scenario);
-            let link = crate::fleet::FleetLink::of(&opts, &c.nats);
-            finish_run(
-                crate::fleet::coordinator::run(&opts, workers, link, crate::signals::watch()).await,
-            )
-        }
-        Command::Fleet { .. } => {
-            // clap requires both without a subcommand; kept for the match to be total.
-            eprintln!(
-                "thumper fleet: expected --local N FILE or a subcommand (manifest, coordinate)"
-            );
-            exit::BAD_INPUT
-        }
+        } => fleet_command(action, scenario, local, args).await,
         Command::Capacity {
             scenario: path,
             slo_p99,
@@ -125,6 +99,38 @@ pub async fn dispatch(command: Command) -> u8 {
         } => report::compare::run_cli(&baseline, &current, max_regression, markdown.as_deref()),
         Command::RlsCheck(args) => rls_check(args).await,
         Command::RlsBench(args) => rls_bench(args).await,
+    }
+}
+
+/// `thumper fleet`: `--local N FILE`, or the `manifest` and `coordinate` subcommands.
+async fn fleet_command(
+    action: Option<FleetAction>,
+    scenario: Option<std::path::PathBuf>,
+    local: Option<u32>,
+    args: crate::cli::RunArgs,
+) -> u8 {
+    match (action, scenario, local) {
+        (Some(FleetAction::Manifest(args)), _, _) => fleet_manifest(*args),
+        (Some(FleetAction::Coordinate(c)), _, _) => {
+            let workers = c.workers;
+            let opts = c.args.into_options(c.scenario);
+            let link = crate::fleet::FleetLink::of(&opts, &c.nats);
+            finish_run(
+                crate::fleet::coordinator::run(&opts, workers, link, crate::signals::watch()).await,
+            )
+        }
+        (None, Some(path), Some(local)) => {
+            let opts = args.into_options(path);
+            let nats = opts.fleet_nats.clone();
+            finish_run(crate::fleet::local::run(&opts, local, nats, crate::signals::watch()).await)
+        }
+        _ => {
+            // clap requires both without a subcommand; kept for the match to be total.
+            eprintln!(
+                "thumper fleet: expected --local N FILE or a subcommand (manifest, coordinate)"
+            );
+            exit::BAD_INPUT
+        }
     }
 }
 

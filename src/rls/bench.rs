@@ -600,41 +600,14 @@ async fn run_on_stack(
     }
 
     let interrupted = interrupt.is_cancelled();
-    let sizes: Vec<String> = opts.sizes.iter().map(|s| size_label(*s)).collect();
-    let mut summary = Summary {
-        scenario: ScenarioInfo {
-            name: "rls-bench".to_owned(),
-            description: format!(
-                "RLS overhead per tenant-scoped statement at {} profiles: shipped policy vs a BYPASSRLS baseline{}; {} iterations/s for {:?} per way, {} EXPLAIN ANALYZE samples per query",
-                sizes.join(", "),
-                if opts.seed_or { " vs the seed's OR policy" } else { "" },
-                opts.rate,
-                opts.duration,
-                opts.samples
-            ),
-            file: String::new(),
-            executor: "constant-arrival-rate".to_owned(),
-        },
-        target: crate::redact::redact(&rls_url),
-        started_at: started_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        duration_s: started.elapsed().as_secs_f64(),
-        planned_duration_s: planned_s,
-        stop_reason: interrupted.then(|| "interrupted by the user (Ctrl-C)".to_owned()),
-        metrics,
-        notes,
-        curves: curves
-            .into_iter()
-            .map(|(name, series)| Curve {
-                name: name.to_owned(),
-                x_label: "profiles, log10 (4 = 10k, 5 = 100k, 6 = 1m)".to_owned(),
-                y_label: "µs".to_owned(),
-                series,
-            })
-            .collect(),
-        ..Summary::empty()
+    let measured = Measured {
+        rls_url: &rls_url,
+        started,
+        started_at,
+        planned_s,
+        interrupted,
     };
+    let mut summary = bench_summary(opts, measured, metrics, notes, curves);
     summary.ending = if interrupted {
         Ending::Interrupted
     } else {
@@ -648,6 +621,60 @@ async fn run_on_stack(
         summary_md: opts.summary_md.as_deref(),
     };
     run::finish(summary, to, started_at)
+}
+
+/// What the bench's phases leave for its summary besides the metrics.
+struct Measured<'a> {
+    rls_url: &'a str,
+    started: Instant,
+    started_at: time::OffsetDateTime,
+    planned_s: f64,
+    interrupted: bool,
+}
+
+/// The bench's summary before it is judged: its description, metrics, notes and curves.
+fn bench_summary(
+    opts: &BenchOptions,
+    m: Measured<'_>,
+    metrics: BTreeMap<String, Metric>,
+    notes: Vec<String>,
+    curves: Curves,
+) -> Summary {
+    let sizes: Vec<String> = opts.sizes.iter().map(|s| size_label(*s)).collect();
+    Summary {
+        scenario: ScenarioInfo {
+            name: "rls-bench".to_owned(),
+            description: format!(
+                "RLS overhead per tenant-scoped statement at {} profiles: shipped policy vs a BYPASSRLS baseline{}; {} iterations/s for {:?} per way, {} EXPLAIN ANALYZE samples per query",
+                sizes.join(", "),
+                if opts.seed_or { " vs the seed's OR policy" } else { "" },
+                opts.rate,
+                opts.duration,
+                opts.samples
+            ),
+            file: String::new(),
+            executor: "constant-arrival-rate".to_owned(),
+        },
+        target: crate::redact::redact(m.rls_url),
+        started_at: m.started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        duration_s: m.started.elapsed().as_secs_f64(),
+        planned_duration_s: m.planned_s,
+        stop_reason: m.interrupted.then(|| "interrupted by the user (Ctrl-C)".to_owned()),
+        metrics,
+        notes,
+        curves: curves
+            .into_iter()
+            .map(|(name, series)| Curve {
+                name: name.to_owned(),
+                x_label: "profiles, log10 (4 = 10k, 5 = 100k, 6 = 1m)".to_owned(),
+                y_label: "µs".to_owned(),
+                series,
+            })
+            .collect(),
+        ..Summary::empty()
+    }
 }
 
 /// One way at one size: its latency phase through the spine's measure step, then its
