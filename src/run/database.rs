@@ -123,6 +123,8 @@ pub(crate) async fn measure(
     let connector =
         Connector::new(&target.url, plan).map_err(|e| RunError::BadInput(e.to_string()))?;
     let (tx, rx) = mpsc::unbounded_channel();
+    // Pre-allocated connections open before the clock: t = 0 is the schedule's first instant.
+    let warm = executor::warm_up(plan, &connector).await;
     let start = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
     let vus = Arc::new(AtomicU64::new(0));
@@ -183,6 +185,7 @@ pub(crate) async fn measure(
         max_backoff: plan.max_backoff,
         samples: tx,
         segment: opts.segment,
+        warm,
     });
     let exec_stop = stop.clone();
     let abort_watch = abort.clone();
