@@ -309,21 +309,28 @@ async fn prometheus_holds_what_the_summary_says() {
         off * 100.0
     );
 
-    // The labels are there, the query's on each latency series.
+    // The labels are there, the query's and the outcome's on each latency series (k6's
+    // expected_response): the failures of `flaky` are a series of their own.
     let series = prometheus
         .query(&format!("k6_query_duration_seconds{sel}"))
         .await;
-    let mut queries: Vec<&str> = series
+    let mut queries: Vec<(&str, &str)> = series
         .iter()
         .map(|r| {
             let m = &r["metric"];
             assert_eq!(m["scenario"], "outputs", "{m}");
             assert_eq!(m["env"], "test", "{m}");
-            m["query"].as_str().expect("a query label")
+            (
+                m["query"].as_str().expect("a query label"),
+                m["expected_response"].as_str().expect("an outcome label"),
+            )
         })
         .collect();
     queries.sort_unstable();
-    assert_eq!(queries, ["flaky", "health"]);
+    assert_eq!(
+        queries,
+        [("flaky", "false"), ("flaky", "true"), ("health", "true")]
+    );
     let vus = prometheus
         .value(&format!("max_over_time(k6_vus{sel}[5m])"))
         .await;

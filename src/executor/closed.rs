@@ -116,10 +116,8 @@ async fn vu_loop(ctx: Arc<RunContext>, id: usize, retire: CancellationToken) {
         vu.recorder.push(Instant::now(), SampleKind::Iteration);
         let pause = vu.next_backoff(&ctx, end).unwrap_or(ctx.think_time);
         if pause.is_zero() {
-            vu.recorder.maybe_flush(Instant::now());
             continue;
         }
-        vu.recorder.flush();
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = retire.cancelled() => {}

@@ -8,15 +8,15 @@ mod open;
 mod vu;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
+use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 pub use connector::{Connector, ConnectorError};
 
-use crate::metrics::recorder::Sample;
+use crate::metrics::recorder::Samples;
 use crate::scenario::Segment;
 use crate::scenario::{LoadShape, Plan};
 use crate::workload::Workload;
@@ -35,10 +35,52 @@ pub struct RunContext {
     pub min_backoff: Duration,
     /// Longest reconnect delay; the delay doubles up to it.
     pub max_backoff: Duration,
-    /// Where VUs send their sample batches (the aggregator).
-    pub samples: UnboundedSender<Vec<Sample>>,
+    /// Where VUs register their sample buffers (the aggregator).
+    pub samples: Samples,
     /// This instance's share of a fleet run ([`Segment::WHOLE`] alone).
     pub segment: Segment,
+    /// Connections opened before the clock started, for the pre-allocated VUs.
+    pub warm: WarmStart,
+}
+
+/// What [`warm_up`] opened before t = 0: a connection (or its failure) for each pre-allocated
+/// VU of the per-VU topology, handed to those VUs when they start.
+#[derive(Default)]
+pub struct WarmStart(Mutex<Vec<vu::Warmed>>);
+
+impl WarmStart {
+    /// The connections, once (later calls get none).
+    fn take(&self) -> Vec<vu::Warmed> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Opens the open model's pre-allocated connections before the run's clock starts, as k6
+/// initialises `preAllocatedVUs` before t = 0: otherwise the first iterations are due while
+/// the VUs are still logging in, and are dropped, or wait and carry a login in their latency.
+/// Per-VU topology: one connection per pre-allocated VU. Pooled topology: every pool filled
+/// (a failure there is left to the first checkout, which retries and records it). The closed
+/// model starts its VUs on its stages and needs nothing ahead.
+pub async fn warm_up(plan: &Plan, connector: &Connector) -> WarmStart {
+    let LoadShape::Open {
+        pre_allocated_vus, ..
+    } = plan.load
+    else {
+        return WarmStart::default();
+    };
+    match connector {
+        Connector::PerVu { config, timeout } => {
+            let opening = (0..pre_allocated_vus).map(|_| vu::open_ahead(config, *timeout));
+            WarmStart(Mutex::new(join_all(opening).await))
+        }
+        Connector::Pooled { pools, .. } => {
+            let size = plan.connection.pool_size as usize;
+            let checkouts = pools.iter().flat_map(|p| (0..size).map(move |_| p.get()));
+            // Held together until all are open, then returned to their pools.
+            drop(join_all(checkouts).await);
+            WarmStart::default()
+        }
+    }
 }
 
 /// Drives the plan's load shape until it ends or `stop` is cancelled (Ctrl-C, a threshold

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::closed::finish;
-use super::vu::VirtualUser;
+use super::vu::{VirtualUser, Warmed};
 use super::RunContext;
 use crate::metrics::recorder::{Recorder, SampleKind};
 use crate::scenario::rate::RateSchedule;
@@ -56,24 +56,25 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
         idle_tx,
         recorder: Recorder::new(ctx.start, ctx.samples.clone()),
     };
+    // Pre-allocated VUs connected before t = 0 (see `super::warm_up`): idle from the first
+    // ticket on, so none is dropped or delayed while they log in.
+    let mut warmed = ctx.warm.take().into_iter();
     for _ in 0..pre_allocated_vus {
-        pool.spawn(true);
+        let id = pool.spawn(warmed.next());
+        pool.idle.push(id);
     }
-    // Pre-allocated VUs connect before the first iteration is due and announce themselves
-    // as idle when ready.
-    //
     // The schedule runs on a thread of its own: tokio's timer rounds sleeps up to the next
     // millisecond, which would start every iteration up to 1 ms late; a thread sleeping with
     // the OS timer starts them within tens of microseconds.
     let timetable = RateSchedule::new(start_rate, &stages, time_unit);
-    let graceful_stop = plan.graceful_stop;
+    let planned_end = ctx.start + plan.load.duration();
     let sched_stop = stop.clone();
     let sched_vus = vus.clone();
     let scheduled = tokio::task::spawn_blocking(move || {
         schedule(&timetable, &mut pool, &mut idle_rx, &sched_stop, &sched_vus);
-        // Queued iterations were due within the run: they get graceful_stop to start.
-        let deadline = Instant::now() + graceful_stop;
-        while !pool.backlog.is_empty() && !sched_stop.is_cancelled() && Instant::now() < deadline {
+        // Queued iterations may still start until the planned end, not after it.
+        while !pool.backlog.is_empty() && !sched_stop.is_cancelled() && Instant::now() < planned_end
+        {
             serve_idle(&mut pool, &mut idle_rx);
             sched_vus.store(pool.busy() as u64, Ordering::Relaxed);
             std::thread::sleep(Duration::from_micros(500));
@@ -95,11 +96,12 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
             },
         );
     }
-    pool.recorder.flush();
     let handles = std::mem::take(&mut pool.handles);
-    // No more tickets: VUs finish the one they hold, then see their channel closed.
+    // No more tickets: VUs finish the one they hold, then see their channel closed. One
+    // graceful_stop window from the planned end (k6), then what is still running is cancelled.
     drop(pool);
-    finish(handles, plan.graceful_stop, &stop, &vus).await;
+    let grace = (planned_end + plan.graceful_stop).saturating_duration_since(Instant::now());
+    finish(handles, grace, &stop, &vus).await;
 }
 
 /// Hands every VU that became free a queued ticket, or marks it idle.
@@ -161,7 +163,8 @@ struct VuPool {
 }
 
 impl VuPool {
-    fn spawn(&mut self, warm: bool) -> usize {
+    /// Starts a VU; a pre-allocated one brings the connection opened for it before t = 0.
+    fn spawn(&mut self, warm: Option<Warmed>) -> usize {
         let id = self.slots.len();
         let (tx, rx) = mpsc::channel(1);
         self.slots.push(Slot { tx });
@@ -194,14 +197,13 @@ impl VuPool {
         if let Some(id) = self.idle.pop() {
             let _ = self.slots[id].tx.try_send(ticket);
         } else if self.slots.len() < self.max_vus {
-            let id = self.spawn(false);
+            let id = self.spawn(None);
             let _ = self.slots[id].tx.try_send(ticket);
         } else if self.on_busy == OnBusy::Queue {
             self.backlog.push_back(ticket);
         } else {
             self.recorder.push(now, SampleKind::Dropped);
         }
-        self.recorder.maybe_flush(now);
     }
 }
 
@@ -210,29 +212,23 @@ async fn vu_loop(
     id: usize,
     mut tickets: mpsc::Receiver<Ticket>,
     idle: mpsc::UnboundedSender<usize>,
-    warm: bool,
+    warm: Option<Warmed>,
 ) {
     let recorder = Recorder::new(ctx.start, ctx.samples.clone());
     let rng = SmallRng::seed_from_u64(ctx.segment.seed(0x6f70_656e ^ id as u64));
     let mut vu = VirtualUser::new(id, rng, recorder, ctx.min_backoff);
-    if warm {
-        vu.warm_up(&ctx).await;
-        vu.recorder.flush();
-        let _ = idle.send(id);
+    if let Some(warm) = warm {
+        vu.adopt(warm);
     }
     while let Some(ticket) = tickets.recv().await {
         let end = vu.iterate(&ctx, Some(ticket.intended)).await;
         vu.recorder.push(Instant::now(), SampleKind::Iteration);
         if let Some(wait) = vu.next_backoff(&ctx, end) {
             // A VU whose connection fails sits out its backoff instead of taking tickets.
-            vu.recorder.flush();
             tokio::time::sleep(wait).await;
         } else if !ctx.think_time.is_zero() {
-            vu.recorder.flush();
             tokio::time::sleep(ctx.think_time).await;
         }
-        // An idle VU may wait long for its next ticket: hand over what it holds now.
-        vu.recorder.flush();
         if idle.send(id).is_err() {
             break;
         }

@@ -16,6 +16,16 @@ pub struct OwnConnection {
     state: ConnectionState,
 }
 
+/// A connection opened for a VU before the run's clock started, and how long opening it took.
+pub type Warmed = Result<(Client, Duration), QueryFailure>;
+
+/// Opens one connection for a pre-allocated VU (see [`super::warm_up`]).
+pub async fn open_ahead(config: &tokio_postgres::Config, timeout: Duration) -> Warmed {
+    let began = Instant::now();
+    let client = Connector::connect(config, timeout).await?;
+    Ok((client, began.elapsed()))
+}
+
 /// How an iteration ended, for the VU's reconnect backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IterationEnd {
@@ -45,13 +55,19 @@ impl VirtualUser {
         }
     }
 
-    /// Opens the VU's connection ahead of time (open model pre-allocation); failures are
-    /// recorded and retried on the first iteration.
-    pub async fn warm_up(&mut self, ctx: &RunContext) {
-        if let Connector::PerVu { config, timeout } = &ctx.connector {
-            if let Err(f) = self.connect(config, *timeout).await {
-                self.record_failure(None, f);
+    /// Takes the connection opened for this VU before the run's clock started (open-model
+    /// pre-allocation), recording how long it took; a failure is recorded and the first
+    /// iteration connects again.
+    pub fn adopt(&mut self, warm: Warmed) {
+        match warm {
+            Ok((client, took)) => {
+                self.record_setup(Instant::now(), SetupStep::Connect, took);
+                self.conn = Some(OwnConnection {
+                    client,
+                    state: ConnectionState::default(),
+                });
             }
+            Err(f) => self.record_failure(None, f, None),
         }
     }
 
@@ -82,13 +98,24 @@ impl VirtualUser {
         );
     }
 
-    fn record_failure(&mut self, query: Option<u16>, f: QueryFailure) {
+    /// Records a failure; `timed` is the failed query's origin (intended start or send) and
+    /// its send, if it was sent, for its place in the latency.
+    fn record_failure(
+        &mut self,
+        query: Option<u16>,
+        f: QueryFailure,
+        timed: Option<(Instant, Option<Instant>)>,
+    ) {
+        let now = Instant::now();
+        let us = |since: Instant| now.saturating_duration_since(since).as_micros() as u64;
         self.recorder.push(
-            Instant::now(),
+            now,
             SampleKind::Error {
                 query,
                 kind: f.kind,
                 class: f.class.into_boxed_str(),
+                response_us: timed.map(|(origin, _)| us(origin)),
+                service_us: timed.and_then(|(_, sent)| sent.map(us)),
             },
         );
     }
@@ -110,7 +137,13 @@ impl VirtualUser {
             Connector::PerVu { config, timeout } => {
                 if self.conn.is_none() {
                     if let Err(f) = self.connect(config, *timeout).await {
-                        self.record_failure(intended.map(|_| query), f);
+                        // A scheduled query that could not get a connection: it took from
+                        // its intended start until now, and counts in the latency.
+                        self.record_failure(
+                            intended.map(|_| query),
+                            f,
+                            intended.map(|i| (i, None)),
+                        );
                         return IterationEnd::ConnectionFailed;
                     }
                 }
@@ -133,7 +166,13 @@ impl VirtualUser {
                 let client = match checkout {
                     Ok(c) => c,
                     Err(f) => {
-                        self.record_failure(intended.map(|_| query), f);
+                        // A scheduled query that could not get a connection: it took from
+                        // its intended start until now, and counts in the latency.
+                        self.record_failure(
+                            intended.map(|_| query),
+                            f,
+                            intended.map(|i| (i, None)),
+                        );
                         return IterationEnd::ConnectionFailed;
                     }
                 };
@@ -162,7 +201,7 @@ impl VirtualUser {
                     tenant_violations: o.tenant_violations as u32,
                 },
             ),
-            Err(f) => self.record_failure(Some(query), f),
+            Err(f) => self.record_failure(Some(query), f, Some((origin, Some(sent)))),
         }
         IterationEnd::Done
     }

@@ -10,13 +10,19 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::recorder::{Sample, SampleKind};
+use std::sync::Arc;
+
+use crate::metrics::recorder::{Sample, SampleBuffer, SampleKind};
 use crate::metrics::summary::{GaugeStats, Metric, Summary};
 use crate::run::target::Target;
 
 /// The console's readings during a fleet run.
 pub struct ConsoleGauges {
-    rx: Option<mpsc::UnboundedReceiver<Vec<Sample>>>,
+    /// The poller's recorder registers its buffer here.
+    rx: Option<mpsc::UnboundedReceiver<Arc<SampleBuffer>>>,
+    /// The registered buffers, drained once a second.
+    buffers: Vec<Arc<SampleBuffer>>,
+    tick: tokio::time::Interval,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
     stats: BTreeMap<&'static str, GaugeStats>,
@@ -56,6 +62,8 @@ impl ConsoleGauges {
         };
         ConsoleGauges {
             rx,
+            buffers: Vec::new(),
+            tick: tokio::time::interval(Duration::from_secs(1)),
             stop,
             task,
             stats: BTreeMap::new(),
@@ -63,12 +71,31 @@ impl ConsoleGauges {
         }
     }
 
-    /// The next batch of readings; never ready when no console is polled.
+    /// The next batch of readings (drained once a second); never ready when no console is
+    /// polled.
     pub async fn next(&mut self) -> Option<Vec<Sample>> {
-        match &mut self.rx {
-            Some(rx) => rx.recv().await,
-            None => std::future::pending().await,
+        let Some(rx) = &mut self.rx else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            registered = rx.recv() => {
+                match registered {
+                    Some(buffer) => self.buffers.push(buffer),
+                    None => self.rx = None,
+                }
+                Some(Vec::new())
+            }
+            _ = self.tick.tick() => Some(self.drain()),
         }
+    }
+
+    /// Every reading the poller has recorded since the last drain.
+    fn drain(&self) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for buffer in &self.buffers {
+            buffer.drain_into(&mut out);
+        }
+        out
     }
 
     /// Keeps a batch of readings and returns its gauges, for the live totals.
@@ -93,10 +120,12 @@ impl ConsoleGauges {
             let _ = task.await;
         }
         if let Some(mut rx) = self.rx.take() {
-            while let Ok(batch) = rx.try_recv() {
-                self.record(&batch);
+            while let Ok(buffer) = rx.try_recv() {
+                self.buffers.push(buffer);
             }
         }
+        let last = self.drain();
+        self.record(&last);
     }
 
     /// Puts the readings into the fleet's summary in place of the workers' own (if a worker

@@ -115,7 +115,6 @@ impl Meter {
         if let Some(sample) = gateway.sample() {
             self.gauges(now, sample);
         }
-        self.recorder.flush();
     }
 
     /// The fake's stats as of the last poll.
@@ -152,5 +151,4 @@ pub(super) fn record_all(recorder: &mut Recorder, msgs: &[async_nats::Message]) 
     for msg in msgs {
         recorder.record(&msg.payload, unix_micros(), at);
     }
-    recorder.maybe_flush(at);
 }

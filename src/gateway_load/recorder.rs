@@ -192,20 +192,6 @@ impl Recorder {
         }
     }
 
-    /// Hands the buffered samples over if they are old or many enough.
-    pub fn maybe_flush(&mut self, now: Instant) {
-        if let Some(sink) = &mut self.sink {
-            sink.maybe_flush(now);
-        }
-    }
-
-    /// Hands the buffered samples over now.
-    pub fn flush(&mut self) {
-        if let Some(sink) = &mut self.sink {
-            sink.flush();
-        }
-    }
-
     /// Stops measuring: what is buffered goes to the aggregator, and its channel closes here.
     pub fn stop_measuring(&mut self) {
         self.sink = None;

@@ -17,7 +17,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::new_latency_histogram;
-use super::recorder::{Sample, SampleKind, SetupStep};
+use super::recorder::{Sample, SampleBuffer, SampleKind, SetupStep};
 use super::summary::{
     CounterStats, GaugeStats, Interval, IntervalTrend, Metric, RateStats, TrendStats,
 };
@@ -25,6 +25,9 @@ use crate::db::ErrorKind;
 
 /// Intervals stay open this long after they end, for samples that arrive late.
 const GRACE_US: u64 = 1_500_000;
+
+/// How often the recorders' buffers are drained: well within an interval's grace period.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// What the aggregator needs to know about the run.
 pub struct AggregatorConfig {
@@ -123,12 +126,14 @@ mod trend {
     pub const SCHEDULING_LAG: usize = 2;
     pub const CONNECT_DURATION: usize = 3;
     pub const POOL_WAIT: usize = 4;
-    pub const NAMES: [&str; 5] = [
+    pub const EXPECTED_DURATION: usize = 5;
+    pub const NAMES: [&str; 6] = [
         "query_duration",
         "service_time",
         "scheduling_lag",
         "connect_duration",
         "pool_wait",
+        "query_duration{expected_response:true}",
     ];
 }
 
@@ -178,6 +183,16 @@ impl Catalog {
                 .iter()
                 .map(|q| format!("service_time{{query:{q}}}")),
         );
+        // Each query's latency split by outcome, as k6 tags every sample `expected_response`:
+        // the successes (a sub-metric of the summary) and the failures (intervals only, so that
+        // outputs can write the two as a partition of the query's samples).
+        for outcome in ["true", "false"] {
+            trends.extend(
+                query_names
+                    .iter()
+                    .map(|q| format!("query_duration{{query:{q},expected_response:{outcome}}}")),
+            );
+        }
         let mut counters: Vec<String> = counter::NAMES.iter().map(|n| (*n).to_owned()).collect();
         counters.extend(
             query_names
@@ -218,19 +233,36 @@ impl Catalog {
         trend::NAMES.len() + self.queries + usize::from(query)
     }
 
+    fn query_expected(&self, query: u16) -> usize {
+        trend::NAMES.len() + 2 * self.queries + usize::from(query)
+    }
+
+    fn query_unexpected(&self, query: u16) -> usize {
+        trend::NAMES.len() + 3 * self.queries + usize::from(query)
+    }
+
+    /// Whether a trend is kept per interval only: each query's failures, which the summary
+    /// has as the difference of `query_duration{query:Q}` and its `expected_response:true`.
+    fn interval_only(&self, id: usize) -> bool {
+        id >= self.query_unexpected(0)
+    }
+
     fn query_errors(&self, query: u16) -> usize {
         counter::NAMES.len() + usize::from(query)
     }
 
     /// Whether the summary lists a trend even without samples: the run's latency and each
-    /// query's, so a threshold on them fails for lack of samples instead of disappearing.
+    /// query's (all and successes), so a threshold on them fails for lack of samples instead
+    /// of disappearing.
     fn trend_always_listed(&self, id: usize) -> bool {
         if id >= self.extra_trends_from {
             return true;
         }
         self.database
             && (id == trend::QUERY_DURATION
-                || (trend::NAMES.len()..self.query_service(0)).contains(&id))
+                || id == trend::EXPECTED_DURATION
+                || (trend::NAMES.len()..self.query_service(0)).contains(&id)
+                || (self.query_expected(0)..self.query_unexpected(0)).contains(&id))
     }
 
     /// Whether the summary lists a counter: all of them, but dropped iterations only where
@@ -294,6 +326,10 @@ pub struct Aggregator {
     totals: Totals,
     late: u64,
     aborted_by: Option<String>,
+    /// Every live recorder's buffer (and those of gone ones until drained).
+    buffers: Vec<Arc<SampleBuffer>>,
+    /// Reused between drains.
+    scratch: Vec<Sample>,
 }
 
 impl Aggregator {
@@ -322,34 +358,58 @@ impl Aggregator {
             totals,
             late: 0,
             aborted_by: None,
+            buffers: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
-    /// Receives batches until every sender is gone, ticking once per interval.
-    pub async fn run(mut self, mut rx: UnboundedReceiver<Vec<Sample>>) -> Aggregated {
+    /// Collects recorders' buffers until every recorder is gone, draining them every
+    /// [`DRAIN_EVERY`] and ticking once per interval.
+    pub async fn run(mut self, mut rx: UnboundedReceiver<Arc<SampleBuffer>>) -> Aggregated {
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::from_std(self.cfg.start + self.cfg.interval),
             self.cfg.interval,
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                batch = rx.recv() => match batch {
-                    Some(batch) => self.ingest(batch),
+                buffer = rx.recv() => match buffer {
+                    Some(buffer) => self.buffers.push(buffer),
                     None => break,
                 },
-                _ = tick.tick() => self.on_tick(),
+                _ = drain.tick() => self.drain(),
+                _ = tick.tick() => {
+                    self.drain();
+                    self.on_tick();
+                }
             }
         }
+        // Every recorder is gone: its last samples are in its buffer.
+        self.drain();
         self.finish()
+    }
+
+    /// Takes every recorder's buffered samples; forgets buffers whose recorder is gone.
+    fn drain(&mut self) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.buffers.retain(|b| {
+            // Checked before draining: with no recorder left, nothing can follow the drain.
+            let orphan = Arc::strong_count(b) == 1;
+            b.drain_into(&mut scratch);
+            !orphan
+        });
+        self.ingest(scratch.drain(..));
+        self.scratch = scratch;
     }
 
     fn interval_us(&self) -> u64 {
         self.cfg.interval.as_micros() as u64
     }
 
-    /// Merges one batch of samples into the intervals and totals.
-    pub fn ingest(&mut self, batch: Vec<Sample>) {
+    /// Merges samples into the intervals and totals.
+    pub fn ingest(&mut self, batch: impl IntoIterator<Item = Sample>) {
         let iv = self.interval_us();
         for s in batch {
             let idx = s.at_us / iv;
@@ -452,6 +512,9 @@ impl Aggregator {
             }
         };
         for (id, h) in self.totals.trends.0.iter().enumerate() {
+            if self.catalog.interval_only(id) {
+                continue;
+            }
             let name = &self.catalog.trends[id];
             let stats = match h {
                 Some(h) => TrendStats::from_histogram(h, duration_s, with_histogram(name)),
@@ -570,6 +633,37 @@ fn trend(totals: &mut Totals, acc: &mut Option<&mut IntervalAcc>, id: usize, v: 
     }
 }
 
+/// Records a finished query's time, whatever its outcome: in the run's and the query's
+/// latency, and (open model, if it was sent) in their service time.
+fn latency(
+    totals: &mut Totals,
+    acc: &mut Option<&mut IntervalAcc>,
+    catalog: &Catalog,
+    query: u16,
+    response_us: u64,
+    service_us: Option<u64>,
+) {
+    trend(totals, acc, trend::QUERY_DURATION, response_us);
+    trend(totals, acc, catalog.query_duration(query), response_us);
+    if let (true, Some(service)) = (catalog.open_model, service_us) {
+        trend(totals, acc, trend::SERVICE_TIME, service);
+        trend(totals, acc, catalog.query_service(query), service);
+    }
+}
+
+/// Records a failed or unfinished query's time in its interval's `expected_response:false`
+/// series (not in the totals: see [`Catalog::interval_only`]).
+fn failed_latency(
+    acc: &mut Option<&mut IntervalAcc>,
+    catalog: &Catalog,
+    query: Option<u16>,
+    us: u64,
+) {
+    if let (Some(q), Some(a)) = (query, acc.as_deref_mut()) {
+        a.trends.record(catalog.query_unexpected(q), us);
+    }
+}
+
 /// Adds `by` to counter `id` (with its error class), in the totals and the open interval.
 fn count(
     totals: &mut Totals,
@@ -596,14 +690,18 @@ fn record(totals: &mut Totals, mut acc: Option<&mut IntervalAcc>, catalog: &Cata
             lag_us,
             tenant_violations,
         } => {
-            trend(totals, acc, trend::QUERY_DURATION, *response_us);
-            trend(totals, acc, catalog.query_duration(*query), *response_us);
-            if catalog.open_model {
-                trend(totals, acc, trend::SERVICE_TIME, *service_us);
-                trend(totals, acc, catalog.query_service(*query), *service_us);
-                if let Some(lag) = lag_us {
-                    trend(totals, acc, trend::SCHEDULING_LAG, *lag);
-                }
+            latency(
+                totals,
+                acc,
+                catalog,
+                *query,
+                *response_us,
+                Some(*service_us),
+            );
+            trend(totals, acc, trend::EXPECTED_DURATION, *response_us);
+            trend(totals, acc, catalog.query_expected(*query), *response_us);
+            if let (true, Some(lag)) = (catalog.open_model, lag_us) {
+                trend(totals, acc, trend::SCHEDULING_LAG, *lag);
             }
             count(totals, acc, counter::QUERIES, None, 1);
             if *tenant_violations > 0 {
@@ -619,7 +717,13 @@ fn record(totals: &mut Totals, mut acc: Option<&mut IntervalAcc>, catalog: &Cata
                 totals.passes += 1;
             }
         }
-        SampleKind::Error { query, kind, class } => {
+        SampleKind::Error {
+            query,
+            kind,
+            class,
+            response_us,
+            service_us,
+        } => {
             let id = match kind {
                 ErrorKind::Connection => counter::CONNECTION_ERRORS,
                 ErrorKind::Query => counter::QUERY_ERRORS,
@@ -627,6 +731,11 @@ fn record(totals: &mut Totals, mut acc: Option<&mut IntervalAcc>, catalog: &Cata
             count(totals, acc, id, Some(class), 1);
             if let (Some(q), ErrorKind::Query) = (query, kind) {
                 bump_total(totals, catalog.query_errors(*q), Some(class), 1);
+            }
+            // A failed query took its time too: it stays in the latency (k6).
+            if let (Some(q), Some(us)) = (query, response_us) {
+                latency(totals, acc, catalog, *q, *us, *service_us);
+                failed_latency(acc, catalog, Some(*q), *us);
             }
             totals.fails += 1;
         }
@@ -638,6 +747,7 @@ fn record(totals: &mut Totals, mut acc: Option<&mut IntervalAcc>, catalog: &Cata
             if let Some(q) = query {
                 trend(totals, acc, catalog.query_duration(*q), *waited_us);
             }
+            failed_latency(acc, catalog, *query, *waited_us);
             count(totals, acc, counter::INCOMPLETE, None, 1);
             totals.fails += 1;
         }
@@ -955,6 +1065,48 @@ mod tests {
         for name in ["query_duration", "queries", "success_rate"] {
             assert!(!done.metrics.contains_key(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_failed_query_keeps_its_time_and_successes_have_their_own_view() {
+        let mut agg = aggregator(Vec::new());
+        let failed = Sample {
+            at_us: 2_100_000,
+            kind: SampleKind::Error {
+                query: Some(0),
+                kind: ErrorKind::Query,
+                class: "22012 division_by_zero".into(),
+                response_us: Some(2_000_000),
+                service_us: Some(2_000_000),
+            },
+        };
+        agg.ingest(vec![query(10, 1_000), query(20, 3_000), failed]);
+        agg.finalize_until(3_000_000);
+        let done = agg.finish();
+        let trend = |name: &str| match done.metrics.get(name) {
+            Some(Metric::Trend(t)) => t.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(trend("query_duration").count, 3);
+        assert!(trend("query_duration").max_us >= 1_999_000);
+        assert_eq!(trend("query_duration{query:q}").count, 3);
+        let ok = trend("query_duration{expected_response:true}");
+        assert_eq!(ok.count, 2);
+        assert!(ok.max_us < 4_000, "{}", ok.max_us);
+        assert_eq!(
+            trend("query_duration{query:q,expected_response:true}").count,
+            2
+        );
+        assert!(!done
+            .metrics
+            .contains_key("query_duration{query:q,expected_response:false}"));
+        // Per interval, the two outcomes partition the query's samples (what outputs write).
+        let third = &done.time_series[2].trends;
+        assert_eq!(
+            third["query_duration{query:q,expected_response:false}"].count,
+            1
+        );
+        assert!(!third.contains_key("query_duration{query:q,expected_response:true}"));
     }
 
     #[test]

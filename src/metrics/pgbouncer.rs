@@ -7,11 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_postgres::{Client, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::recorder::{Recorder, Sample, SampleKind};
+use crate::metrics::recorder::{Recorder, SampleKind, Samples};
 
 /// One reading of the console, summed over the pools of one database.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -145,7 +144,7 @@ pub async fn poll(
     database: Option<String>,
     start: Instant,
     every: Duration,
-    samples: UnboundedSender<Vec<Sample>>,
+    samples: Samples,
     stop: CancellationToken,
 ) {
     let mut recorder = Recorder::new(start, samples);
@@ -177,7 +176,6 @@ pub async fn poll(
                     for (name, value) in gauges(p, &cur, (now - *t).as_secs_f64()) {
                         recorder.push(now, SampleKind::Gauge { name, value });
                     }
-                    recorder.flush();
                 }
                 prev = Some((now, cur));
             }
@@ -187,7 +185,6 @@ pub async fn poll(
             }
         }
     }
-    recorder.flush();
 }
 
 #[cfg(test)]

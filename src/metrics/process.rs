@@ -11,10 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::recorder::{Recorder, Sample, SampleKind};
+use crate::metrics::recorder::{Recorder, SampleKind, Samples};
 use crate::metrics::summary::Interval;
 
 /// The gauge of the generator's CPU use, in percent of the cores it may use.
@@ -261,12 +260,7 @@ impl ProcSampler {
 }
 
 /// Samples this process every `every` until `stop`, sending its gauges as samples.
-pub async fn poll(
-    start: Instant,
-    every: Duration,
-    samples: UnboundedSender<Vec<Sample>>,
-    stop: CancellationToken,
-) {
+pub async fn poll(start: Instant, every: Duration, samples: Samples, stop: CancellationToken) {
     let mut recorder = Recorder::new(start, samples);
     let mut sampler = ProcSampler::this_process();
     let mut tick = tokio::time::interval(every);
@@ -280,9 +274,7 @@ pub async fn poll(
         for (name, value) in sampler.generator_gauges(now) {
             recorder.push(now, SampleKind::Gauge { name, value });
         }
-        recorder.flush();
     }
-    recorder.flush();
 }
 
 /// The intervals of the load: from the first with virtual users to the last. Ramp-up and

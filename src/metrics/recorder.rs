@@ -1,7 +1,8 @@
-//! The per-virtual-user recorder: a VU appends what happened to a buffer it owns (no lock, no
-//! shared state) and hands the buffer to the aggregator in batches.
+//! The per-virtual-user recorder: a VU appends what happened to a buffer of its own, which the
+//! aggregator drains on its own tick (see [`SampleBuffer`]).
 
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -42,6 +43,13 @@ pub enum SampleKind {
         kind: ErrorKind,
         /// `SQLSTATE name` or a short kind (`closed`, `timeout`, ...); errors are counted per class.
         class: Box<str>,
+        /// How long the failed attempt took, measured as [`SampleKind::Query`]'s
+        /// `response_us`: a failure keeps its time in the latency (k6 keeps failed requests in
+        /// `http_req_duration`). `None` when there was no query to time (a closed-model VU's
+        /// connection attempt).
+        response_us: Option<u64>,
+        /// From the actual send to the error; `None` when the query was never sent.
+        service_us: Option<u64>,
     },
     /// An iteration finished (successfully or not).
     Iteration,
@@ -105,29 +113,48 @@ impl SetupStep {
     }
 }
 
-/// Buffers samples and sends them in batches; flushes what is left when dropped, so a VU that
-/// is stopped mid-iteration loses nothing.
-pub struct Recorder {
-    start: Instant,
-    buf: Vec<Sample>,
-    oldest: Option<Instant>,
-    tx: UnboundedSender<Vec<Sample>>,
-    in_flight: Option<(u16, Instant)>,
+/// One recorder's samples, waiting for the aggregator. Only two parties ever take its lock:
+/// the recorder that owns it and the aggregator, which drains every buffer on a short tick of
+/// its own. So a sample reaches the aggregator within that tick whatever its VU is waiting on
+/// (a VU three seconds into a slow query cannot hand anything over itself), and VUs share no
+/// lock with each other.
+#[derive(Debug, Default)]
+pub struct SampleBuffer(Mutex<Vec<Sample>>);
+
+impl SampleBuffer {
+    /// Moves every buffered sample to the end of `into`.
+    pub fn drain_into(&self, into: &mut Vec<Sample>) {
+        let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        into.append(&mut buf);
+    }
 }
 
-/// How stale a buffer may grow before it is handed over.
-const MAX_AGE: Duration = Duration::from_millis(100);
-const MAX_LEN: usize = 256;
+/// Where recorders register their buffers: the aggregator's receiving end. The channel stays
+/// open while any recorder lives, so the aggregator sees the last samples of every one.
+pub type Samples = UnboundedSender<Arc<SampleBuffer>>;
+
+/// Stamps what a VU (or a poller) observes and appends it to a [`SampleBuffer`] the aggregator
+/// drains; when dropped with a query outstanding it records that query as incomplete, so a VU
+/// stopped mid-iteration loses nothing.
+pub struct Recorder {
+    start: Instant,
+    buf: Arc<SampleBuffer>,
+    in_flight: Option<(u16, Instant)>,
+    /// Held only to keep the aggregator listening until this recorder is gone.
+    _registered: Samples,
+}
 
 impl Recorder {
-    /// A recorder whose sample times count from `start`, sending batches on `tx`.
-    pub fn new(start: Instant, tx: UnboundedSender<Vec<Sample>>) -> Recorder {
+    /// A recorder whose sample times count from `start`, its buffer registered on `tx`.
+    pub fn new(start: Instant, tx: Samples) -> Recorder {
+        let buf = Arc::new(SampleBuffer::default());
+        // The aggregator outlives every recorder; if it is gone the run is over anyway.
+        let _ = tx.send(buf.clone());
         Recorder {
             start,
-            buf: Vec::with_capacity(4),
-            oldest: None,
-            tx,
+            buf,
             in_flight: None,
+            _registered: tx,
         }
     }
 
@@ -150,34 +177,15 @@ impl Recorder {
         ) {
             self.in_flight = None;
         }
-        if self.oldest.is_none() {
-            self.oldest = Some(at);
-        }
-        self.buf.push(Sample {
+        let sample = Sample {
             at_us: self.since_start(at),
             kind,
-        });
-    }
-
-    /// Hands the buffer over if it is old or long enough.
-    pub fn maybe_flush(&mut self, now: Instant) {
-        if self.buf.len() >= MAX_LEN || self.oldest.is_some_and(|o| now - o >= MAX_AGE) {
-            self.flush();
-        }
-    }
-
-    /// Hands whatever is buffered to the aggregator now.
-    pub fn flush(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        // The next batch is likely as long as this one: a VU with think time sends two or three
-        // samples per batch, and at 10,000 VUs every idle buffer's spare capacity adds up.
-        let next = self.buf.len().min(MAX_LEN);
-        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(next));
-        self.oldest = None;
-        // The aggregator outlives every VU; if it is gone the run is over anyway.
-        let _ = self.tx.send(batch);
+        };
+        self.buf
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(sample);
     }
 }
 
@@ -194,6 +202,5 @@ impl Drop for Recorder {
                 },
             );
         }
-        self.flush();
     }
 }

@@ -358,13 +358,15 @@ impl Summary {
         }
     }
 
-    /// Query names that have a `query_duration{query:NAME}` trend, in name order.
+    /// Query names that have a `query_duration{query:NAME}` trend, in name order (not its
+    /// sub-metrics such as `query_duration{query:NAME,expected_response:true}`).
     pub fn query_names(&self) -> Vec<String> {
         self.metrics
             .keys()
             .filter_map(|k| {
                 k.strip_prefix("query_duration{query:")
                     .and_then(|rest| rest.strip_suffix('}'))
+                    .filter(|name| !name.contains(",expected_response:"))
                     .map(str::to_owned)
             })
             .collect()

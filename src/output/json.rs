@@ -220,6 +220,10 @@ mod tests {
                     "query_duration{query:lookup}".to_owned(),
                     IntervalTrend::from_histogram(&h),
                 ),
+                (
+                    "query_duration{query:lookup,expected_response:true}".to_owned(),
+                    IntervalTrend::from_histogram(&h),
+                ),
             ]
             .into(),
             gauges: [("pgbouncer_cl_waiting".to_owned(), 2.0)].into(),
@@ -269,9 +273,10 @@ mod tests {
         assert_eq!(first["tags"]["scenario"], "steady");
         // Latency: only the per-query series, tagged, in milliseconds.
         let latency = points("query_duration");
-        assert_eq!(latency.len(), 2, "the untagged sum is left out");
+        assert_eq!(latency.len(), 2, "the sums are left out");
         let data = &latency[0]["data"];
         assert_eq!(data["tags"]["query"], "lookup");
+        assert_eq!(data["tags"]["expected_response"], "true");
         assert!(
             (data["value"].as_f64().unwrap() - 2.0).abs() < 0.01,
             "{data}"

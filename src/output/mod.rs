@@ -445,11 +445,18 @@ pub fn split_name(name: &str) -> (&str, Vec<(&str, &str)>) {
     (base, tags)
 }
 
-/// Whether an output writes the trend `name`: the per-query series of `query_duration` and
-/// `service_time` carry a `query` tag, and their untagged sums are left out, as k6 writes only
-/// tagged samples (a query over all queries sums them).
+/// Whether an output writes the trend `name`: the series of `query_duration` carry a `query`
+/// and an `expected_response` tag (k6 tags every sample so), those of `service_time` a `query`
+/// tag; their sums (untagged, or over both outcomes) are left out, so that a query over all
+/// series sums each sample once.
 pub fn exported_trend(name: &str) -> bool {
-    !matches!(name, "query_duration" | "service_time")
+    let (base, tags) = split_name(name);
+    let has = |tag: &str| tags.iter().any(|(k, _)| *k == tag);
+    match base {
+        "query_duration" => has("query") && has("expected_response"),
+        "service_time" => has("query"),
+        _ => true,
+    }
 }
 
 #[cfg(test)]

@@ -603,6 +603,10 @@ mod tests {
                     "query_duration{query:lookup}".to_owned(),
                     IntervalTrend::from_histogram(&h),
                 ),
+                (
+                    "query_duration{query:lookup,expected_response:true}".to_owned(),
+                    IntervalTrend::from_histogram(&h),
+                ),
             ]
             .into(),
             gauges: [("pgbouncer_cl_waiting".to_owned(), 1.0)].into(),

@@ -273,7 +273,8 @@ struct TrendRow<'a> {
 fn trend_rows(s: &Summary) -> Vec<TrendRow<'_>> {
     model::trend_names(s)
         .into_iter()
-        .filter(|n| model::base_name(n) != "query_duration")
+        // Latency is in the per-query table; its successes-only view is listed here.
+        .filter(|n| model::base_name(n) != "query_duration" || n.contains("expected_response:"))
         .filter_map(|name| {
             let t = s.trend(&name)?;
             Some(TrendRow {
@@ -738,7 +739,12 @@ fn charts(s: &Summary) -> Charts {
 
 /// Trends that appear in the time series, in the report's trend order.
 fn interval_trend_names(s: &Summary) -> Vec<String> {
-    let seen: BTreeSet<&String> = s.time_series.iter().flat_map(|i| i.trends.keys()).collect();
+    let seen: BTreeSet<&String> = s
+        .time_series
+        .iter()
+        .flat_map(|i| i.trends.keys())
+        .filter(|n| !model::is_outcome_split(n))
+        .collect();
     let mut names: Vec<String> = model::trend_names(s)
         .into_iter()
         .filter(|n| seen.contains(n))
@@ -783,7 +789,7 @@ fn distribution_charts(
     let mut order: Vec<String> = Vec::new();
     for name in model::trend_names(s) {
         let Some(t) = s.trend(&name) else { continue };
-        if t.histogram.is_empty() || t.count == 0 {
+        if t.histogram.is_empty() || t.count == 0 || model::is_outcome_split(&name) {
             continue;
         }
         let h = match codec::decode(&t.histogram) {

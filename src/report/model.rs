@@ -55,6 +55,12 @@ pub(crate) fn query_of(name: &str) -> Option<&str> {
         .and_then(|(_, rest)| rest.strip_suffix('}'))
 }
 
+/// Whether a trend is one query's latency by outcome
+/// (`query_duration{query:NAME,expected_response:true}`): a table row, not a chart of its own.
+pub(crate) fn is_outcome_split(name: &str) -> bool {
+    query_of(name).is_some() && name.contains(",expected_response:")
+}
+
 /// The trend every run has one of: `query_duration`, or `event_latency` for a gateway run.
 pub(crate) fn primary_trend(summary: &Summary) -> Option<(&'static str, &TrendStats)> {
     PRIMARY_TRENDS

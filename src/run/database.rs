@@ -18,7 +18,7 @@ use super::{RunError, RunOptions};
 use crate::executor::{self, Connector, RunContext};
 use crate::gate::{self, Scope};
 use crate::metrics::aggregator::{Aggregated, Aggregator, AggregatorConfig, Watcher};
-use crate::metrics::recorder::Sample;
+use crate::metrics::recorder::Samples;
 use crate::metrics::summary::{Metric, Summary};
 use crate::output::OutputOptions;
 use crate::redact::redact;
@@ -94,7 +94,7 @@ pub fn start_outputs(
 pub fn start_gauges(
     target: &Target,
     start: Instant,
-    samples: &mpsc::UnboundedSender<Vec<Sample>>,
+    samples: &Samples,
     stop: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
@@ -140,6 +140,8 @@ pub async fn measure(
     let connector =
         Connector::new(&target.url, plan).map_err(|e| RunError::BadInput(e.to_string()))?;
     let (tx, rx) = mpsc::unbounded_channel();
+    // Pre-allocated connections open before the clock: t = 0 is the schedule's first instant.
+    let warm = executor::warm_up(plan, &connector).await;
     let start = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
     let vus = Arc::new(AtomicU64::new(0));
@@ -170,6 +172,7 @@ pub async fn measure(
         max_backoff: plan.max_backoff,
         samples: tx,
         segment: m.segment,
+        warm,
     });
     let stop = interrupt.child_token();
     let relay = tokio::spawn({

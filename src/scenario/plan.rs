@@ -713,9 +713,11 @@ fn thresholds(
     Ok(thresholds)
 }
 
-/// A threshold's metric key, canonical (`query_duration{query:tenant}`), and its kind. Only
-/// per-query sub-metrics exist: a filter on any other tag, or on a query that is not in the mix,
-/// would match nothing and fail at the end of the run for lack of samples.
+/// A threshold's metric key, canonical (`query_duration{query:tenant}`), and its kind. Only the
+/// sub-metrics thumper records exist: `{query:NAME}` on the per-query metrics, and
+/// `{expected_response:true}` (the successful queries, alone or with a query) on
+/// `query_duration`; a filter on anything else would match nothing and fail at the end of the
+/// run for lack of samples.
 fn threshold_metric(
     src: &Source,
     key: &Spanned<String>,
@@ -730,23 +732,50 @@ fn threshold_metric(
             known.join(", ")
         ))
     })?;
-    if canonical != name {
-        let tag = canonical
-            .strip_prefix(&format!("{name}{{query:"))
-            .and_then(|r| r.strip_suffix('}'))
-            .filter(|t| !t.contains(','));
-        let Some(tag) = tag.filter(|_| gate::TAGGED_BY_QUERY.contains(&name.as_str())) else {
-            return Err(invalid(format!(
-                "\"{canonical}\" filters on a tag thumper does not record; the one tag is `query`, on {} (e.g. {}{{query:tenant}})",
-                gate::TAGGED_BY_QUERY.join(", "),
-                gate::TAGGED_BY_QUERY[0],
-            )));
-        };
-        if !queries.iter().any(|q| q.name == tag) {
-            return Err(invalid(format!("no query is named \"{tag}\"")));
+    if canonical == name {
+        return Ok((canonical, kind));
+    }
+    let unknown_tag = || {
+        invalid(format!(
+            "\"{canonical}\" filters on a tag thumper does not record; it records `query` on {} (e.g. {}{{query:tenant}}) and `expected_response:true` on query_duration (e.g. query_duration{{expected_response:true}} or query_duration{{query:tenant,expected_response:true}})",
+            gate::TAGGED_BY_QUERY.join(", "),
+            gate::TAGGED_BY_QUERY[0],
+        ))
+    };
+    let tags = canonical[name.len() + 1..canonical.len() - 1].split(',');
+    let (mut query, mut expected) = (None, None);
+    for tag in tags {
+        match tag.split_once(':') {
+            Some(("query", q)) if query.is_none() => query = Some(q),
+            Some(("expected_response", e)) if expected.is_none() => expected = Some(e),
+            _ => return Err(unknown_tag()),
         }
     }
-    Ok((canonical, kind))
+    if let Some(q) = query {
+        if !gate::TAGGED_BY_QUERY.contains(&name.as_str()) {
+            return Err(unknown_tag());
+        }
+        if !queries.iter().any(|d| d.name == q) {
+            return Err(invalid(format!("no query is named \"{q}\"")));
+        }
+    }
+    if let Some(e) = expected {
+        if name != "query_duration" {
+            return Err(unknown_tag());
+        }
+        if e != "true" {
+            return Err(invalid(format!(
+                "\"{canonical}\": only expected_response:true is recorded (the successful queries); query_duration itself holds every query, failed or not"
+            )));
+        }
+    }
+    // One spelling per sub-metric, the one the summary uses: the query first.
+    let tags: Vec<String> = query
+        .map(|q| format!("query:{q}"))
+        .into_iter()
+        .chain(expected.map(|e| format!("expected_response:{e}")))
+        .collect();
+    Ok((format!("{name}{{{}}}", tags.join(",")), kind))
 }
 
 #[cfg(test)]
@@ -777,6 +806,24 @@ params = ["community_id", "wallet"]
 query_duration = ["p(99) < 10"]
 "query_duration{query:lookup}" = [{ threshold = "p(95) < 5", abort_on_fail = true, delay_abort_eval = "10s" }]
 "#;
+
+    #[test]
+    fn the_successes_of_a_query_have_one_spelling() {
+        for written in [
+            "{query:lookup,expected_response:true}",
+            "{ expected_response : true , query : lookup }",
+        ] {
+            let text = STEADY.replace("{query:lookup}", written);
+            let plan = parse(&text, Path::new("s.toml")).unwrap();
+            assert!(
+                plan.thresholds
+                    .iter()
+                    .any(|t| t.metric == "query_duration{query:lookup,expected_response:true}"),
+                "{written}: {:?}",
+                plan.thresholds
+            );
+        }
+    }
 
     fn err(text: &str) -> String {
         parse(text, Path::new("s.toml")).unwrap_err().to_string()
@@ -860,11 +907,21 @@ query_duration = ["p(99) < 10"]
         );
         let e = err(&STEADY.replace("{query:lookup}", "{shard:0}"));
         assert!(
-            e.contains("query_duration{shard:0}") && e.contains("the one tag is `query`"),
+            e.contains("query_duration{shard:0}") && e.contains("it records `query` on"),
             "{e}"
         );
         let e = err(&STEADY.replace("query_duration{query:lookup}", "vus{query:lookup}"));
-        assert!(e.contains("the one tag is `query`"), "{e}");
+        assert!(e.contains("it records `query` on"), "{e}");
+        let e = err(&STEADY.replace("{query:lookup}", "{expected_response:false}"));
+        assert!(e.contains("only expected_response:true"), "{e}");
+        let e = err(&STEADY.replace(
+            "query_duration{query:lookup}",
+            "service_time{expected_response:true}",
+        ));
+        assert!(
+            e.contains("`expected_response:true` on query_duration"),
+            "{e}"
+        );
         let e = err(&STEADY.replace("query_duration = [", "query_durations = ["));
         assert!(e.contains("unknown metric \"query_durations\""), "{e}");
         let e = err(&STEADY.replace(
