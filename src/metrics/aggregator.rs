@@ -244,7 +244,7 @@ impl Catalog {
     /// Whether a trend is kept per interval only: each query's failures, which the summary
     /// has as the difference of `query_duration{query:Q}` and its `expected_response:true`.
     fn interval_only(&self, id: usize) -> bool {
-        id >= self.query_unexpected(0)
+        (self.query_unexpected(0)..self.extra_trends_from).contains(&id)
     }
 
     fn query_errors(&self, query: u16) -> usize {
