@@ -32,7 +32,7 @@ fn threshold_case(x: &mut String, suite: &str, t: &ThresholdResult) {
     let _ = write!(
         x,
         r#"    <testcase classname="{}" name="{}" time="0">"#,
-        Escaped(&suite),
+        Escaped(suite),
         Escaped(&name)
     );
     if let Some(why) = &t.not_judged {
