@@ -31,11 +31,20 @@ pub fn render(summary: &Summary, report_dir: &std::path::Path) -> String {
             .map_or("no samples".to_owned(), |v| format!("{v:.3}"));
         let _ = writeln!(
             out,
-            "    {} {:<40} {:<16} observed {}",
-            if t.ok { "✓" } else { "✗" },
+            "    {} {:<40} {:<16} observed {}{}",
+            match (&t.not_judged, t.ok) {
+                (Some(_), _) => "–",
+                (None, true) => "✓",
+                (None, false) => "✗",
+            },
             t.metric,
             t.expression,
-            observed
+            observed,
+            if t.not_judged.is_some() {
+                " (not judged here: fleet-wide)"
+            } else {
+                ""
+            }
         );
     }
     let _ = writeln!(out, "\n  metrics");

@@ -208,6 +208,8 @@ struct ThresholdRow<'a> {
     expression: &'a str,
     observed: NumberCell,
     ok: bool,
+    /// A fleet-wide count or rate on one instance's share: shown, not judged.
+    not_judged: bool,
     abort_on_fail: bool,
 }
 
@@ -221,6 +223,7 @@ impl<'a> ThresholdRow<'a> {
                 shown: t.observed.map_or_else(|| "no samples".to_owned(), number),
             },
             ok: t.ok,
+            not_judged: t.not_judged.is_some(),
             abort_on_fail: t.abort_on_fail,
         }
     }
@@ -577,146 +580,164 @@ fn charts(s: &Summary) -> Charts {
     let mut warnings = Vec::new();
     let mut used = HashSet::new();
     let mut charts = Vec::new();
+    if !s.time_series.is_empty() {
+        charts.extend(activity_charts(s, &mut used));
+    }
+    charts.extend(distribution_charts(s, &mut used, &mut warnings));
+    if !s.time_series.is_empty() {
+        charts.extend(gauge_charts(s, &mut used));
+    }
+    charts.extend(curve_charts(s, &mut used));
+    charts.retain(|c| c.point_count() > 0);
+    Charts { charts, warnings }
+}
+
+/// VUs, throughput, latency over time per trend, and errors over time.
+fn activity_charts(s: &Summary, used: &mut HashSet<String>) -> Vec<Chart> {
+    let mut charts = Vec::new();
     let series = &s.time_series;
+    charts.push(time_chart(
+        slug("chart-", "vus", used),
+        "Active virtual users".to_owned(),
+        "virtual users",
+        vec![time_series(s, "VUs", |i| Some(i.vus as f64))],
+    ));
 
-    if !series.is_empty() {
+    // Untagged counters seen in any interval, split into work done and failures.
+    let counter_names: BTreeSet<&String> = series
+        .iter()
+        .flat_map(|i| i.counters.keys())
+        .filter(|n| !n.contains('{'))
+        .collect();
+    let per_second = |name: &str| {
+        let name = name.to_owned();
+        move |i: &Interval| {
+            let n = i.counters.get(&name).copied().unwrap_or(0) as f64;
+            Some(if i.len_s > 0.0 { n / i.len_s } else { n })
+        }
+    };
+    let work: Vec<Series> = counter_names
+        .iter()
+        .filter(|n| is_work_counter(n))
+        .map(|n| time_series(s, n, per_second(n)))
+        .collect();
+    if !work.is_empty() {
         charts.push(time_chart(
-            slug("chart-", "vus", &mut used),
-            "Active virtual users".to_owned(),
-            "virtual users",
-            vec![time_series(s, "VUs", |i| Some(i.vus as f64))],
+            slug("chart-", "throughput", used),
+            "Throughput".to_owned(),
+            "per second",
+            work,
         ));
+    }
 
-        // Untagged counters seen in any interval, split into work done and failures.
-        let counter_names: BTreeSet<&String> = series
-            .iter()
-            .flat_map(|i| i.counters.keys())
-            .filter(|n| !n.contains('{'))
-            .collect();
-        let per_second = |name: &str| {
-            let name = name.to_owned();
+    for name in interval_trend_names(s) {
+        let unit = s
+            .trend(&name)
+            .map_or("ms", |t| model::trend_unit(t))
+            .to_owned();
+        let scale = if unit == "ms" { 1000.0 } else { 1.0 };
+        let pick = |f: fn(&crate::metrics::summary::IntervalTrend) -> u64| {
+            let name = name.clone();
             move |i: &Interval| {
-                let n = i.counters.get(&name).copied().unwrap_or(0) as f64;
-                Some(if i.len_s > 0.0 { n / i.len_s } else { n })
+                i.trends
+                    .get(&name)
+                    .filter(|t| t.count > 0)
+                    .map(|t| f(t) as f64 / scale)
             }
         };
-        let work: Vec<Series> = counter_names
-            .iter()
-            .filter(|n| is_work_counter(n))
-            .map(|n| time_series(s, n, per_second(n)))
-            .collect();
-        if !work.is_empty() {
-            charts.push(time_chart(
-                slug("chart-", "throughput", &mut used),
-                "Throughput".to_owned(),
-                "per second",
-                work,
-            ));
+        let mut chart = time_chart(
+            slug("chart-latency-", &name, used),
+            format!("Latency over time: {name}"),
+            &unit,
+            vec![
+                time_series(s, "p50", pick(|t| t.p50_us)),
+                time_series(s, "p95", pick(|t| t.p95_us)),
+                time_series(s, "p99", pick(|t| t.p99_us)),
+            ],
+        );
+        if unit == "ms" {
+            chart.ref_lines = threshold_lines(s, &name);
         }
+        charts.push(chart);
+    }
 
-        for name in interval_trend_names(s) {
-            let unit = s
-                .trend(&name)
-                .map_or("ms", |t| model::trend_unit(t))
-                .to_owned();
-            let scale = if unit == "ms" { 1000.0 } else { 1.0 };
-            let pick = |f: fn(&crate::metrics::summary::IntervalTrend) -> u64| {
-                let name = name.clone();
-                move |i: &Interval| {
-                    i.trends
-                        .get(&name)
-                        .filter(|t| t.count > 0)
-                        .map(|t| f(t) as f64 / scale)
-                }
-            };
-            let mut chart = time_chart(
-                slug("chart-latency-", &name, &mut used),
-                format!("Latency over time: {name}"),
-                &unit,
-                vec![
-                    time_series(s, "p50", pick(|t| t.p50_us)),
-                    time_series(s, "p95", pick(|t| t.p95_us)),
-                    time_series(s, "p99", pick(|t| t.p99_us)),
-                ],
-            );
-            if unit == "ms" {
-                chart.ref_lines = threshold_lines(s, &name);
-            }
-            charts.push(chart);
-        }
+    // Every other counter the run knows, zero where an interval has none.
+    let mut error_names: BTreeSet<&String> = counter_names
+        .iter()
+        .copied()
+        .filter(|n| !is_work_counter(n))
+        .collect();
+    error_names.extend(s.metrics.iter().filter_map(|(n, m)| {
+        (matches!(m, Metric::Counter(_)) && !n.contains('{') && !is_work_counter(n)).then_some(n)
+    }));
+    if !error_names.is_empty() {
+        charts.push(time_chart(
+            slug("chart-", "errors", used),
+            "Errors and disruptions over time".to_owned(),
+            "per second",
+            error_names
+                .iter()
+                .map(|n| time_series(s, n, per_second(n)))
+                .collect(),
+        ));
+    }
+    charts
+}
 
-        // Every other counter the run knows, zero where an interval has none.
-        let mut error_names: BTreeSet<&String> = counter_names
+/// The gauges over time: the known groups together, each other gauge alone.
+fn gauge_charts(s: &Summary, used: &mut HashSet<String>) -> Vec<Chart> {
+    let mut charts = Vec::new();
+    let series = &s.time_series;
+    let gauge_names: BTreeSet<&String> = series
+        .iter()
+        .flat_map(|i| i.gauges.keys())
+        .filter(|n| n.as_str() != "vus")
+        .collect();
+    let mut grouped = HashSet::new();
+    let gauge = |n: &str| {
+        let n = n.to_owned();
+        move |i: &Interval| i.gauges.get(&n).copied()
+    };
+    for (id, title, unit, members) in GAUGE_GROUPS {
+        let present: Vec<&str> = members
             .iter()
             .copied()
-            .filter(|n| !is_work_counter(n))
+            .filter(|m| gauge_names.iter().any(|g| g.as_str() == *m))
             .collect();
-        error_names.extend(s.metrics.iter().filter_map(|(n, m)| {
-            (matches!(m, Metric::Counter(_)) && !n.contains('{') && !is_work_counter(n))
-                .then_some(n)
-        }));
-        if !error_names.is_empty() {
-            charts.push(time_chart(
-                slug("chart-", "errors", &mut used),
-                "Errors and disruptions over time".to_owned(),
-                "per second",
-                error_names
-                    .iter()
-                    .map(|n| time_series(s, n, per_second(n)))
-                    .collect(),
-            ));
+        if present.is_empty() {
+            continue;
         }
-    }
-
-    charts.extend(distribution_charts(s, &mut used, &mut warnings));
-
-    if !series.is_empty() {
-        let gauge_names: BTreeSet<&String> = series
-            .iter()
-            .flat_map(|i| i.gauges.keys())
-            .filter(|n| n.as_str() != "vus")
-            .collect();
-        let mut grouped = HashSet::new();
-        let gauge = |n: &str| {
-            let n = n.to_owned();
-            move |i: &Interval| i.gauges.get(&n).copied()
-        };
-        for (id, title, unit, members) in GAUGE_GROUPS {
-            let present: Vec<&str> = members
+        grouped.extend(present.iter().map(|m| m.to_string()));
+        charts.push(time_chart(
+            slug("chart-", id, used),
+            title.to_owned(),
+            unit,
+            present
                 .iter()
-                .copied()
-                .filter(|m| gauge_names.iter().any(|g| g.as_str() == *m))
-                .collect();
-            if present.is_empty() {
-                continue;
-            }
-            grouped.extend(present.iter().map(|m| m.to_string()));
-            charts.push(time_chart(
-                slug("chart-", id, &mut used),
-                title.to_owned(),
-                unit,
-                present
-                    .iter()
-                    .map(|m| time_series(s, m, gauge(m)))
-                    .collect(),
-            ));
-        }
-        for name in gauge_names {
-            if grouped.contains(name.as_str()) {
-                continue;
-            }
-            charts.push(time_chart(
-                slug("chart-gauge-", name, &mut used),
-                name.clone(),
-                gauge_unit(name),
-                vec![time_series(s, name, gauge(name))],
-            ));
-        }
+                .map(|m| time_series(s, m, gauge(m)))
+                .collect(),
+        ));
     }
+    for name in gauge_names {
+        if grouped.contains(name.as_str()) {
+            continue;
+        }
+        charts.push(time_chart(
+            slug("chart-gauge-", name, used),
+            name.clone(),
+            gauge_unit(name),
+            vec![time_series(s, name, gauge(name))],
+        ));
+    }
+    charts
+}
 
+/// A run's named x/y curves (a capacity search's rate curve).
+fn curve_charts(s: &Summary, used: &mut HashSet<String>) -> Vec<Chart> {
+    let mut charts = Vec::new();
     for curve in &s.curves {
         charts.push(Chart {
-            id: slug("chart-curve-", &curve.name, &mut used),
+            id: slug("chart-curve-", &curve.name, used),
             title: curve.name.clone(),
             x_label: curve.x_label.clone(),
             y_label: curve.y_label.clone(),
@@ -732,9 +753,7 @@ fn charts(s: &Summary) -> Charts {
             ref_lines: Vec::new(),
         });
     }
-
-    charts.retain(|c| c.point_count() > 0);
-    Charts { charts, warnings }
+    charts
 }
 
 /// Trends that appear in the time series, in the report's trend order.

@@ -25,6 +25,46 @@ fn observed(t: &ThresholdResult) -> String {
     t.observed.map_or_else(|| "no samples".to_owned(), number)
 }
 
+/// One threshold's test case: passed, failed with its observed value, or skipped (not judged
+/// on one instance's share).
+fn threshold_case(x: &mut String, suite: &str, t: &ThresholdResult) {
+    let name = format!("{}: {}", t.metric, t.expression);
+    let _ = write!(
+        x,
+        r#"    <testcase classname="{}" name="{}" time="0">"#,
+        Escaped(suite),
+        Escaped(&name)
+    );
+    if let Some(why) = &t.not_judged {
+        let _ = writeln!(x);
+        let _ = writeln!(x, r#"      <skipped message="{}"/>"#, Escaped(why));
+        let _ = writeln!(x, "    </testcase>");
+        return;
+    }
+    if t.ok {
+        let _ = writeln!(x, "</testcase>");
+        return;
+    }
+    let message = format!(
+        "{} {} failed: observed {}{}",
+        t.metric,
+        t.expression,
+        observed(t),
+        if t.abort_on_fail {
+            " [abort_on_fail]"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(x);
+    let _ = writeln!(
+        x,
+        r#"      <failure type="threshold" message="{m}">{m}</failure>"#,
+        m = Escaped(&message)
+    );
+    let _ = writeln!(x, "    </testcase>");
+}
+
 fn render(s: &Summary) -> String {
     let suite = format!("thumper.{}", s.scenario.name);
     let interrupted = s.verdict == Verdict::Interrupted || s.stop_reason.is_some();
@@ -38,6 +78,11 @@ fn render(s: &Summary) -> String {
     let errors = usize::from(interrupted);
     let tests = s.thresholds.len() + lost.len() + errors;
     let time = format!("{:.3}", s.duration_s);
+    let skipped = s
+        .thresholds
+        .iter()
+        .filter(|t| t.not_judged.is_some())
+        .count();
 
     let mut x = String::new();
     // Writing into a String cannot fail; the results are ignored for that reason.
@@ -48,7 +93,7 @@ fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         x,
-        r#"  <testsuite name="{}" tests="{tests}" failures="{failures}" errors="{errors}" skipped="0" time="{time}" timestamp="{}">"#,
+        r#"  <testsuite name="{}" tests="{tests}" failures="{failures}" errors="{errors}" skipped="{skipped}" time="{time}" timestamp="{}">"#,
         Escaped(&suite),
         Escaped(&s.started_at)
     );
@@ -68,35 +113,7 @@ fn render(s: &Summary) -> String {
     }
     let _ = writeln!(x, "    </properties>");
     for t in &s.thresholds {
-        let name = format!("{}: {}", t.metric, t.expression);
-        let _ = write!(
-            x,
-            r#"    <testcase classname="{}" name="{}" time="0">"#,
-            Escaped(&suite),
-            Escaped(&name)
-        );
-        if t.ok {
-            let _ = writeln!(x, "</testcase>");
-            continue;
-        }
-        let message = format!(
-            "{} {} failed: observed {}{}",
-            t.metric,
-            t.expression,
-            observed(t),
-            if t.abort_on_fail {
-                " [abort_on_fail]"
-            } else {
-                ""
-            }
-        );
-        let _ = writeln!(x);
-        let _ = writeln!(
-            x,
-            r#"      <failure type="threshold" message="{m}">{m}</failure>"#,
-            m = Escaped(&message)
-        );
-        let _ = writeln!(x, "    </testcase>");
+        threshold_case(&mut x, &suite, t);
     }
     // A lost generator's share of the load was never offered: the fleet's numbers are short.
     for i in &lost {

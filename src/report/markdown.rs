@@ -73,6 +73,22 @@ pub fn render_markdown(s: &Summary) -> String {
         let _ = writeln!(md, "> **Stopped early:** {}\n", escape(reason));
     }
 
+    thresholds_table(&mut md, s);
+    queries_table(&mut md, s);
+    instances_table(&mut md, s);
+    generator_line(&mut md, s);
+
+    for note in &s.notes {
+        let _ = writeln!(md, "- {}", escape(note));
+    }
+    if !s.notes.is_empty() {
+        let _ = writeln!(md);
+    }
+    md
+}
+
+/// Every threshold with its observed value and result.
+fn thresholds_table(md: &mut String, s: &Summary) {
     if s.thresholds.is_empty() {
         let _ = writeln!(md, "No thresholds were set.\n");
     } else {
@@ -85,12 +101,19 @@ pub fn render_markdown(s: &Summary) -> String {
                 escape(&t.metric),
                 escape(&t.expression),
                 t.observed.map_or_else(|| "no samples".to_owned(), number),
-                if t.ok { "✅ pass" } else { "❌ fail" }
+                match (&t.not_judged, t.ok) {
+                    (Some(_), _) => "➖ not judged here (fleet-wide)",
+                    (None, true) => "✅ pass",
+                    (None, false) => "❌ fail",
+                }
             );
         }
         let _ = writeln!(md);
     }
+}
 
+/// The per-query table, or the main trend's line when there are no queries.
+fn queries_table(md: &mut String, s: &Summary) {
     let rows = model::query_rows(s);
     if !rows.is_empty() {
         let _ = writeln!(
@@ -139,17 +162,6 @@ pub fn render_markdown(s: &Summary) -> String {
             model::trend_value(t, t.max_us as f64),
         );
     }
-
-    instances_table(&mut md, s);
-    generator_line(&mut md, s);
-
-    for note in &s.notes {
-        let _ = writeln!(md, "- {}", escape(note));
-    }
-    if !s.notes.is_empty() {
-        let _ = writeln!(md);
-    }
-    md
 }
 
 /// A fleet's generators one by one; nothing for a single run.

@@ -131,28 +131,7 @@ impl Chart {
             .map(|(i, s)| SeriesView {
                 name: &s.name,
                 colour: PALETTE[i % PALETTE.len()],
-                segments: s
-                    .points
-                    .split(|(x, y)| !x.is_finite() || !y.is_finite())
-                    .filter(|seg| !seg.is_empty())
-                    .map(|segment| match segment {
-                        [(x, y)] => Segment::Dot {
-                            cx: px(sx(*x)),
-                            cy: px(sy(*y)),
-                        },
-                        _ => {
-                            let screen: Vec<(f64, f64)> =
-                                segment.iter().map(|(x, y)| (sx(*x), sy(*y))).collect();
-                            let points: Vec<String> = decimate(&screen)
-                                .iter()
-                                .map(|(x, y)| format!("{x:.1},{y:.1}"))
-                                .collect();
-                            Segment::Line {
-                                points: points.join(" "),
-                            }
-                        }
-                    })
-                    .collect(),
+                segments: segments(&s.points, &sx, &sy),
             })
             .collect();
         let ref_lines = self
@@ -362,6 +341,36 @@ impl BarChart {
             },
         }
     }
+}
+
+/// A series' points on screen: runs of finite points as lines (decimated to what a pixel column
+/// shows), a lone point as a dot; a gap where a value is missing.
+fn segments(
+    points: &[(f64, f64)],
+    sx: &impl Fn(f64) -> f64,
+    sy: &impl Fn(f64) -> f64,
+) -> Vec<Segment> {
+    points
+        .split(|(x, y)| !x.is_finite() || !y.is_finite())
+        .filter(|seg| !seg.is_empty())
+        .map(|segment| match segment {
+            [(x, y)] => Segment::Dot {
+                cx: px(sx(*x)),
+                cy: px(sy(*y)),
+            },
+            _ => {
+                let screen: Vec<(f64, f64)> =
+                    segment.iter().map(|(x, y)| (sx(*x), sy(*y))).collect();
+                let points: Vec<String> = decimate(&screen)
+                    .iter()
+                    .map(|(x, y)| format!("{x:.1},{y:.1}"))
+                    .collect();
+                Segment::Line {
+                    points: points.join(" "),
+                }
+            }
+        })
+        .collect()
 }
 
 /// A screen coordinate as the chart writes it.
