@@ -480,6 +480,22 @@ async fn a_worker_whose_clock_is_a_second_behind_starts_with_the_others_and_is_n
     }
     let o = co.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // When each really started: its own report's started_at, worker 1's moved by the 1 s the
+    // test set its clock back by.
+    let real_start = |i: usize| {
+        let (_, w) = summary(&tmp.path().join(format!("w{i}")));
+        let at = time::OffsetDateTime::parse(
+            &w.started_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        at + time::Duration::seconds(i as i64)
+    };
+    let real_skew_ms = (real_start(1) - real_start(0)).abs().as_seconds_f64() * 1e3;
+    assert!(
+        real_skew_ms < 250.0,
+        "worker 1 really started {real_skew_ms:.1} ms off"
+    );
     let (_, s) = summary(&reports);
     let Some(thumper::metrics::summary::Metric::Gauge(skew)) = s.metrics.get("fleet_start_skew")
     else {
@@ -504,6 +520,14 @@ async fn a_worker_whose_clock_is_a_second_behind_starts_with_the_others_and_is_n
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{note}"));
     assert!((750.0..1250.0).contains(&ms), "{note}");
+    let (_, w1) = summary(&tmp.path().join("w1"));
+    assert!(
+        w1.notes
+            .iter()
+            .any(|n| n.contains("ms behind the coordinator's")),
+        "the worker's own report names its offset: {:?}",
+        w1.notes
+    );
     assert!(
         !s.notes.iter().any(|n| n.starts_with("worker 0/2")),
         "{:?}",

@@ -249,8 +249,7 @@ impl Worker {
     pub fn clock_note(&self) -> Option<String> {
         self.clock().map(|c| {
             format!(
-                "worker {}: its clock is {}; it started at the coordinator's instant",
-                self.segment,
+                "this worker's clock is {}; it started at the coordinator's instant",
                 c.describe()
             )
         })
