@@ -447,6 +447,98 @@ async fn a_worker_killed_mid_run_is_named_and_the_fleet_is_interrupted() {
     stack.stop().await.unwrap();
 }
 
+/// A worker whose wall clock is 1 s behind the coordinator's (libfaketime) still starts at the
+/// coordinator's instant: the skew stays far below the second, and a note names its offset.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_clock_is_a_second_behind_starts_with_the_others_and_is_named() {
+    let stack = common::start_default().await;
+    let nats = nats().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = RATE.replace(
+        "iterations = [\"count < 450\"]",
+        "iterations = [\"count > 0\"]",
+    );
+    let file = scenario_file(tmp.path(), "fleet", &scenario);
+    let reports = tmp.path().join("co");
+    let co = spawn(coordinator(&stack, &file, &reports, 2, nats.url(), &[]));
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let dir = tmp.path().join(format!("w{i}"));
+            let mut c = worker(&stack, &file, &dir, &format!("{i}/2"), nats.url());
+            if i == 1 {
+                c.env("LD_PRELOAD", FAKETIME)
+                    .env("FAKETIME", "-1s")
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                    .env("FAKETIME_NO_CACHE", "1");
+            }
+            spawn(c)
+        })
+        .collect();
+    for w in workers {
+        let o = w.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    let o = co.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // When each really started: its own report's started_at, worker 1's moved by the 1 s the
+    // test set its clock back by.
+    let real_start = |i: usize| {
+        let (_, w) = summary(&tmp.path().join(format!("w{i}")));
+        let at = time::OffsetDateTime::parse(
+            &w.started_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        at + time::Duration::seconds(i as i64)
+    };
+    let real_skew_ms = (real_start(1) - real_start(0)).abs().as_seconds_f64() * 1e3;
+    assert!(
+        real_skew_ms < 250.0,
+        "worker 1 really started {real_skew_ms:.1} ms off"
+    );
+    let (_, s) = summary(&reports);
+    let Some(thumper::metrics::summary::Metric::Gauge(skew)) = s.metrics.get("fleet_start_skew")
+    else {
+        panic!("no fleet_start_skew: {:?}", s.notes);
+    };
+    // Between "aligned" and "1 s off": a behaviour bound, not a speed one.
+    assert!(
+        skew.last < 250.0,
+        "skew {} ms; notes {:?}",
+        skew.last,
+        s.notes
+    );
+    let note = s
+        .notes
+        .iter()
+        .find(|n| n.starts_with("worker 1/2") && n.contains("behind the coordinator's"))
+        .unwrap_or_else(|| panic!("no clock note: {:?}", s.notes));
+    let ms: f64 = note
+        .split("its clock is ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{note}"));
+    assert!((750.0..1250.0).contains(&ms), "{note}");
+    let (_, w1) = summary(&tmp.path().join("w1"));
+    assert!(
+        w1.notes
+            .iter()
+            .any(|n| n.contains("ms behind the coordinator's")),
+        "the worker's own report names its offset: {:?}",
+        w1.notes
+    );
+    assert!(
+        !s.notes.iter().any(|n| n.starts_with("worker 0/2")),
+        "{:?}",
+        s.notes
+    );
+    stack.stop().await.unwrap();
+}
+
+/// libfaketime's preload library (apt-get install libfaketime).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// A `nats-server` on a free loopback port for one test.
 async fn nats() -> thumper::stack::nats::NatsServer {
     thumper::stack::nats::NatsServer::start()

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -16,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::console::ConsoleGauges;
 use super::merge::{combine, fleet_ending, judge};
-use super::protocol::{connect, unix_us_now, Control, FromWorker, Subjects};
+use super::protocol::{
+    connect, unix_us_now, Broadcast, ClockOffset, Control, Echo, FromWorker, Subjects,
+};
 use super::FleetLink;
 use crate::gate::LiveCheck;
 use crate::metrics::codec;
@@ -73,6 +76,8 @@ struct Member {
     exited: Option<(Instant, String)>,
     summary: Option<Summary>,
     lost: Option<String>,
+    /// Its clock's offset against the coordinator's, as it reported it.
+    clock: Option<ClockOffset>,
 }
 
 impl Member {
@@ -104,10 +109,12 @@ pub async fn coordinate(
         .map_err(sub_err)?;
     let (control, control_rx) = watch::channel(Control::Setup);
     let broadcast_done = CancellationToken::new();
+    let echoes: Echoes = Arc::default();
     let broadcaster = tokio::spawn(broadcast(
         client.clone(),
         subjects.control.clone(),
         control_rx,
+        echoes.clone(),
         broadcast_done.clone(),
     ));
     let cancel = |reason: String| {
@@ -126,6 +133,7 @@ pub async fn coordinate(
             n,
             &co.link,
             &mut from_workers,
+            &echoes,
             co.exits.as_mut(),
             &interrupt,
         )
@@ -174,15 +182,27 @@ pub async fn coordinate(
     result
 }
 
-/// Publishes the coordinator's state now and then, and at every change.
+/// Each worker's last ready message as received, echoed in every broadcast so the worker can
+/// estimate its clock's offset.
+type Echoes = Arc<Mutex<BTreeMap<u32, Echo>>>;
+
+/// Publishes the coordinator's state now and then, and at every change, stamped with its send
+/// time and the workers' echoes.
 async fn broadcast(
     client: async_nats::Client,
     subject: String,
     mut state: watch::Receiver<Control>,
+    echoes: Echoes,
     done: CancellationToken,
 ) {
     loop {
-        let now = state.borrow_and_update().clone();
+        let control = state.borrow_and_update().clone();
+        let echoes = echoes.lock().map(|e| e.values().copied().collect());
+        let now = Broadcast {
+            control,
+            echoes: echoes.unwrap_or_default(),
+            sent_unix_us: Some(unix_us_now()),
+        };
         if let Ok(bytes) = serde_json::to_vec(&now) {
             let _ = client.publish(subject.clone(), bytes.into()).await;
             let _ = client.flush().await;
@@ -202,6 +222,7 @@ async fn barrier(
     n: u32,
     link: &FleetLink,
     from_workers: &mut async_nats::Subscriber,
+    echoes: &Echoes,
     mut exits: Option<&mut mpsc::UnboundedReceiver<WorkerExit>>,
     interrupt: &CancellationToken,
 ) -> Result<(), RunError> {
@@ -213,8 +234,9 @@ async fn barrier(
                 let Some(msg) = msg else {
                     return Err(RunError::Failed("lost the NATS subscription".into()));
                 };
+                let received_unix_us = unix_us_now();
                 match serde_json::from_slice::<FromWorker>(&msg.payload) {
-                    Ok(FromWorker::Ready { index, count, host }) => {
+                    Ok(FromWorker::Ready { index, count, host, sent_unix_us }) => {
                         if count != n || index >= n {
                             return Err(RunError::Failed(format!(
                                 "worker {index}/{count} joined fleet `{}`, which has {n} workers: start every worker with --segment I/{n}",
@@ -223,6 +245,11 @@ async fn barrier(
                         }
                         ready[index as usize] = true;
                         members[index as usize].host = host;
+                        if sent_unix_us > 0 {
+                            if let Ok(mut e) = echoes.lock() {
+                                e.insert(index, Echo { index, sent_unix_us, received_unix_us });
+                            }
+                        }
                     }
                     Ok(FromWorker::Failed { index, reason }) => {
                         return Err(RunError::Failed(format!("worker {index}/{n} cannot run: {reason}")));
@@ -391,9 +418,11 @@ impl Following<'_> {
                 interval,
                 error_classes,
                 rates,
+                clock,
                 ..
             } => {
                 m.started_at_unix_us = Some(started_at_unix_us);
+                m.clock = clock;
                 m.error_classes = error_classes;
                 m.rates = rates;
                 // Only the trends a live threshold reads are decoded.
@@ -692,16 +721,24 @@ fn fleet_summary(
     let lost: Vec<String> = members.iter().filter_map(|m| m.lost.clone()).collect();
     let hosts: Vec<String> = members.iter().map(|m| m.host.clone()).collect();
     let was_lost: Vec<bool> = members.iter().map(|m| m.lost.is_some()).collect();
+    let clock_notes = clock_notes(&members);
     let summaries: Vec<Summary> = members
         .into_iter()
-        .map(|m| match (m.summary.clone(), &m.lost) {
-            (Some(mut s), _) => {
-                if !m.intervals.is_empty() {
-                    s.time_series = m.intervals;
+        .map(|m| {
+            let clock = m.clock;
+            let mut s = match (m.summary.clone(), &m.lost) {
+                (Some(mut s), _) => {
+                    if !m.intervals.is_empty() {
+                        s.time_series = m.intervals;
+                    }
+                    s
                 }
-                s
-            }
-            (None, reason) => lost_summary(plan, target, &m, reason.as_deref().unwrap_or("lost")),
+                (None, reason) => {
+                    lost_summary(plan, target, &m, reason.as_deref().unwrap_or("lost"))
+                }
+            };
+            on_coordinator_clock(&mut s, clock);
+            s
         })
         .collect();
     let mut summary = match combine(&summaries) {
@@ -722,6 +759,7 @@ fn fleet_summary(
         }
     }
     add_start_skew(&mut summary, &summaries);
+    summary.notes.extend(clock_notes);
     summary.notes.insert(
         0,
         format!(
@@ -747,6 +785,40 @@ fn fleet_summary(
         stop_reason.or_else(|| summaries.iter().find_map(|s| s.stop_reason.clone()));
     judge(&mut summary, &plan.thresholds);
     summary
+}
+
+/// Moves a worker's `started_at` onto the coordinator's clock by the offset it estimated, so
+/// the start skew and the merge see when it really started, not what its clock said.
+fn on_coordinator_clock(summary: &mut Summary, clock: Option<ClockOffset>) {
+    use time::format_description::well_known::Rfc3339;
+    let Some(clock) = clock.filter(|c| c.offset_us != 0) else {
+        return;
+    };
+    let Ok(at) = time::OffsetDateTime::parse(&summary.started_at, &Rfc3339) else {
+        return;
+    };
+    let shifted = at + time::Duration::microseconds(clock.offset_us);
+    if let Ok(text) = shifted.format(&Rfc3339) {
+        summary.started_at = text;
+    }
+}
+
+/// A note for each worker whose clock differs from the coordinator's by more than the
+/// estimate's error: its start was moved by that much.
+fn clock_notes(members: &[Member]) -> Vec<String> {
+    let n = members.len();
+    members
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let c = m.clock.filter(ClockOffset::significant)?;
+            Some(format!(
+                "worker {i}/{n}{}: its clock is {}; it started at the coordinator's instant and its started_at is corrected by that much",
+                host_suffix(&m.host),
+                c.describe()
+            ))
+        })
+        .collect()
 }
 
 /// The spread of the workers' load start times, in milliseconds, as the gauge

@@ -8,14 +8,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{host_name, unix_us_now, Control, FromWorker, Subjects};
+use super::protocol::{
+    host_name, unix_us_now, Broadcast, ClockOffset, Control, FromWorker, Subjects,
+};
 use super::{FleetLink, Segment};
 use crate::metrics::aggregator::{RunView, Watcher};
 use crate::metrics::summary::{Metric, Summary};
@@ -40,7 +42,25 @@ pub struct Worker {
     control: watch::Receiver<Option<Control>>,
     /// When the coordinator was last heard, microseconds since the Unix epoch.
     heard: Arc<AtomicI64>,
+    /// This worker's clock against the coordinator's: the best estimate so far.
+    clock: Clock,
     publisher: Option<JoinHandle<()>>,
+}
+
+/// The best clock-offset estimate so far, shared with the subscription that makes it.
+type Clock = Arc<Mutex<Option<ClockOffset>>>;
+
+/// Takes one round-trip sample from a broadcast received at `t3` that echoes this worker's
+/// last ready message, keeping the estimate with the shortest round trip.
+fn sample_clock(clock: &Clock, index: u32, b: &Broadcast, t3: i64) {
+    let Some(t2) = b.sent_unix_us else { return };
+    let Some(echo) = b.echoes.iter().find(|e| e.index == index) else {
+        return;
+    };
+    let sample = ClockOffset::from_round_trip(echo.sent_unix_us, echo.received_unix_us, t2, t3);
+    if let Ok(mut best) = clock.lock() {
+        *best = Some(ClockOffset::best(*best, sample));
+    }
 }
 
 impl Worker {
@@ -66,11 +86,17 @@ impl Worker {
         let (tx, control) = watch::channel(None);
         let heard = Arc::new(AtomicI64::new(0));
         let on_message = heard.clone();
+        let clock = Clock::default();
+        let sampled = clock.clone();
         tokio::spawn(async move {
             use futures_util::StreamExt;
             while let Some(msg) = sub.next().await {
-                if let Ok(c) = serde_json::from_slice::<Control>(&msg.payload) {
-                    on_message.store(unix_us_now(), Ordering::Relaxed);
+                let t3 = unix_us_now();
+                if let Ok(b) = serde_json::from_slice::<Broadcast>(&msg.payload) {
+                    // Sampled before the state is passed on: the start is read with it.
+                    sample_clock(&sampled, segment.index, &b, t3);
+                    let c = b.control;
+                    on_message.store(t3, Ordering::Relaxed);
                     tx.send_if_modified(|now| {
                         let changed = now.as_ref() != Some(&c);
                         *now = Some(c);
@@ -86,6 +112,7 @@ impl Worker {
             link: link.clone(),
             control,
             heard,
+            clock,
             publisher: None,
         })
     }
@@ -155,11 +182,7 @@ impl Worker {
         &mut self,
         interrupt: &CancellationToken,
     ) -> Result<(), RunError> {
-        let ready = FromWorker::Ready {
-            index: self.segment.index,
-            count: self.segment.count,
-            host: host_name(),
-        };
+        let host = host_name();
         let deadline = tokio::time::Instant::now() + self.link.ready_timeout;
         let mut every = tokio::time::interval(READY_EVERY);
         let at_unix_us = loop {
@@ -174,7 +197,15 @@ impl Worker {
                 _ => {}
             }
             tokio::select! {
-                _ = every.tick() => self.send(&ready).await?,
+                _ = every.tick() => {
+                    let ready = FromWorker::Ready {
+                        index: self.segment.index,
+                        count: self.segment.count,
+                        host: host.clone(),
+                        sent_unix_us: unix_us_now(),
+                    };
+                    self.send(&ready).await?
+                }
                 changed = self.control.changed() => {
                     if changed.is_err() {
                         return Err(RunError::Failed("lost the NATS subscription".into()));
@@ -191,6 +222,8 @@ impl Worker {
                 }
             }
         };
+        // The coordinator's instant on this worker's clock.
+        let at_unix_us = at_unix_us - self.clock().map_or(0, |c| c.offset_us);
         let wait_us = at_unix_us - unix_us_now();
         if wait_us < -(LATE_START.as_micros() as i64) {
             return Err(self.late(at_unix_us));
@@ -204,6 +237,22 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// This worker's clock against the coordinator's, if the coordinator's broadcasts allowed
+    /// an estimate (a coordinator of an older build sends no echoes).
+    pub fn clock(&self) -> Option<ClockOffset> {
+        self.clock.lock().ok().and_then(|c| *c)
+    }
+
+    /// The summary's note on this worker's clock.
+    pub fn clock_note(&self) -> Option<String> {
+        self.clock().map(|c| {
+            format!(
+                "this worker's clock is {}; it started at the coordinator's instant",
+                c.describe()
+            )
+        })
     }
 
     fn late(&self, at_unix_us: i64) -> RunError {
@@ -274,6 +323,7 @@ impl Worker {
             sent: 0,
             tx,
             control: self.control.clone(),
+            clock: self.clock.clone(),
         })
     }
 
@@ -338,6 +388,7 @@ pub async fn run(
         let mut m = Measure::of(opts, notes);
         m.watchers.push(worker.streamer());
         let (mut summary, started_at) = measure(&plan, target, m, fleet_interrupt).await?;
+        summary.notes.extend(worker.clock_note());
         if let Some(reason) = worker.fleet_stop_reason() {
             if crate::signals::received().is_none() {
                 summary.stop_reason = Some(reason);
@@ -359,6 +410,7 @@ struct Streamer {
     sent: usize,
     tx: mpsc::UnboundedSender<FromWorker>,
     control: watch::Receiver<Option<Control>>,
+    clock: Clock,
 }
 
 impl Streamer {
@@ -380,6 +432,7 @@ impl Streamer {
                 _ => {}
             }
         }
+        let clock = self.clock.lock().ok().and_then(|c| *c);
         for interval in &intervals[self.sent..] {
             let _ = self.tx.send(FromWorker::Interval {
                 index: self.index,
@@ -387,6 +440,7 @@ impl Streamer {
                 interval: Box::new(interval.clone()),
                 error_classes: error_classes.clone(),
                 rates: rates.clone(),
+                clock,
             });
         }
         self.sent = intervals.len();
