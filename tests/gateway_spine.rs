@@ -8,8 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::cli::{count, output, scenario_file, summary, text, thumper};
-use serde_json::Value;
+use common::cli::{count, json_lines, output, scenario_file, sum_points, summary, text, thumper};
 use thumper::metrics::summary::Verdict;
 
 /// Gateway runs share two cores: one at a time.
@@ -50,14 +49,6 @@ fn gateway(file: &Path, reports: &Path) -> Command {
     c
 }
 
-fn sum_points(lines: &[Value], metric: &str) -> u64 {
-    lines
-        .iter()
-        .filter(|l| l["type"] == "Point" && l["metric"] == metric)
-        .map(|l| l["data"]["value"].as_u64().expect("a count"))
-        .sum()
-}
-
 #[test]
 fn out_json_points_add_up_to_the_gateway_summary() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,11 +66,7 @@ fn out_json_points_add_up_to_the_gateway_summary() {
     let o = output(c);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let (_, s) = summary(&reports);
-    let body = std::fs::read_to_string(&points).unwrap();
-    let lines: Vec<Value> = body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let lines = json_lines(&points);
     let sent = count(&s, "events_sent");
     assert!(sent > 500, "sent {sent}\n{}", text(&o));
     for name in ["events_sent", "events_delivered", "identifies"] {

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cli::{count, output, run_against, scenario_file, summary, text, thumper};
+use common::cli::{
+    count, json_lines, output, run_against, scenario_file, sum_points, summary, text, thumper,
+};
 use serde_json::Value;
 use thumper::metrics::summary::Summary;
 
@@ -63,14 +65,6 @@ fn bad_out_specs_are_bad_input_before_anything_starts() {
     }
 }
 
-fn sum_points(lines: &[Value], metric: &str) -> u64 {
-    lines
-        .iter()
-        .filter(|l| l["type"] == "Point" && l["metric"] == metric)
-        .map(|l| l["data"]["value"].as_u64().expect("a count"))
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn json_lines_parse_and_add_up_to_the_summary() {
     let _serial = SERIAL.lock().await;
@@ -84,10 +78,7 @@ async fn json_lines_parse_and_add_up_to_the_summary() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let (dir, s) = summary(&reports);
     let body = std::fs::read_to_string(&out).unwrap();
-    let lines: Vec<Value> = body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let lines = json_lines(&out);
     assert!(lines.len() > 20, "{body}");
     for name in ["iterations", "queries", "query_errors"] {
         assert_eq!(sum_points(&lines, name), count(&s, name), "{name}");

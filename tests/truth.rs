@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::cli::{count, output, run_against, scenario_file, summary, text};
-use serde_json::Value;
+use common::cli::{
+    count, json_lines, output, run_against, scenario_file, sum_points, summary, text,
+};
 use thumper::metrics::summary::Summary;
 
 /// Load tests share two cores: run them one at a time so each gets the machine.
@@ -67,14 +68,6 @@ async fn a_failed_query_keeps_its_time_in_the_latency() {
     stack.stop().await.unwrap();
 }
 
-fn sum_points(lines: &[Value], metric: &str) -> u64 {
-    lines
-        .iter()
-        .filter(|l| l["type"] == "Point" && l["metric"] == metric)
-        .map(|l| l["data"]["value"].as_u64().expect("a count"))
-        .sum()
-}
-
 /// Item 9: VUs that wait 3 s on one query still deliver the fast ones they ran before it.
 #[tokio::test(flavor = "multi_thread")]
 async fn live_outputs_get_every_sample_while_some_queries_are_slow() {
@@ -92,11 +85,7 @@ async fn live_outputs_get_every_sample_while_some_queries_are_slow() {
     let o = output(run_against(&stack, &file, &reports, &["--out", &spec]));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let (_, s) = summary(&reports);
-    let lines: Vec<Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert!(count(&s, "queries") > 100, "{}", text(&o));
     for name in ["queries", "iterations"] {
         assert_eq!(sum_points(&lines, name), count(&s, name), "{name}");

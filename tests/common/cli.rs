@@ -92,3 +92,20 @@ pub fn text(o: &Output) -> String {
 pub fn count(s: &Summary, name: &str) -> u64 {
     s.counter(name).map_or(0, |c| c.count)
 }
+
+/// The points of a `--out json=FILE` file, one JSON value a line.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    let body = std::fs::read_to_string(path).unwrap();
+    body.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The sum of a counter's points in a `--out json` file: what a dashboard adds up.
+pub fn sum_points(lines: &[serde_json::Value], metric: &str) -> u64 {
+    lines
+        .iter()
+        .filter(|l| l["type"] == "Point" && l["metric"] == metric)
+        .map(|l| l["data"]["value"].as_u64().expect("a count"))
+        .sum()
+}
