@@ -108,15 +108,12 @@ fn watchers(
     opts: &RunOptions,
     started_at: time::OffsetDateTime,
 ) -> (crate::output::Outputs, Vec<Box<dyn Watcher>>) {
-    let mut watchers: Vec<Box<dyn Watcher>> = Vec::new();
-    if console::progress_wanted(opts.quiet) {
-        watchers.push(Box::new(console::ProgressLine::new(
-            console::ProgressColumns::GATEWAY,
-        )));
-    }
-    if let Some(check) = crate::gate::LiveCheck::new(&plan.thresholds) {
-        watchers.push(Box::new(check));
-    }
+    let mut watchers = run::database::watchers(
+        plan,
+        opts.quiet,
+        crate::gate::Scope::Whole,
+        console::ProgressColumns::GATEWAY,
+    );
     let (outputs, output_watchers) = run::database::start_outputs(plan, &opts.outputs, started_at);
     watchers.extend(output_watchers);
     (outputs, watchers)

@@ -22,6 +22,7 @@ use crate::metrics::recorder::Samples;
 use crate::metrics::summary::{Metric, Summary};
 use crate::output::OutputOptions;
 use crate::redact::redact;
+use crate::report::console::{ProgressColumns, ProgressLine};
 use crate::scenario::{self, Plan, Segment};
 use crate::workload::Workload;
 
@@ -61,11 +62,17 @@ impl<'a> Measure<'a> {
     }
 }
 
-/// What follows a run as it goes: the progress line, the `abort_on_fail` check.
-pub fn watchers(plan: &Plan, quiet: bool, scope: Scope) -> Vec<Box<dyn Watcher>> {
+/// What follows a run as it goes: the progress line (with the run's `columns`), the
+/// `abort_on_fail` check. Every command that measures uses it, the gateway included.
+pub fn watchers(
+    plan: &Plan,
+    quiet: bool,
+    scope: Scope,
+    columns: ProgressColumns,
+) -> Vec<Box<dyn Watcher>> {
     let mut watchers: Vec<Box<dyn Watcher>> = Vec::new();
     if crate::report::console::progress_wanted(quiet) {
-        watchers.push(Box::new(crate::report::console::ProgressLine::default()));
+        watchers.push(Box::new(ProgressLine::new(columns)));
     }
     if let Some(check) = gate::LiveCheck::in_scope(&plan.thresholds, scope) {
         watchers.push(Box::new(check));
@@ -147,7 +154,7 @@ pub async fn measure(
     let vus = Arc::new(AtomicU64::new(0));
     let abort = CancellationToken::new();
     let (outputs, output_watchers) = start_outputs(plan, m.outputs, started_at);
-    let mut watchers = watchers(plan, m.quiet, scope);
+    let mut watchers = watchers(plan, m.quiet, scope, ProgressColumns::DATABASE);
     watchers.extend(output_watchers);
     watchers.append(&mut m.watchers);
     let aggregator = Aggregator::new(AggregatorConfig {
