@@ -135,6 +135,9 @@ pub enum Command {
     RlsCheck(RlsCheckArgs),
     /// Measure what row-level security costs per tenant-scoped statement as the table grows, against a BYPASSRLS baseline (embedded stack).
     RlsBench(RlsBenchArgs),
+    /// Run pgbench scripts with pgbench's options (-c -j -T -t -R -f -b -M -D -i -s ...): pgbench's summary lines, then percentiles per statement, thresholds and every report.
+    #[command(disable_help_flag = true)]
+    Pgbench(Box<PgbenchArgs>),
     /// Re-render every report format from a summary.json.
     Report {
         /// The summary.json to render.
@@ -352,6 +355,90 @@ pub struct ReportArgs {
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// Arguments of `thumper pgbench`: pgbench 15's options, as DBAs type them, and thumper's.
+#[derive(Debug, Clone, Args)]
+pub struct PgbenchArgs {
+    /// Database name (with -h, -p, -U: the parts of the target URL; pgbench's DBNAME).
+    pub dbname: Option<String>,
+    /// Create and fill the builtin scripts' tables (at -s), then exit.
+    #[arg(short = 'i', long)]
+    pub initialize: bool,
+    /// Scale factor: with -i, the tables' size (100,000 accounts per unit); else `:scale`.
+    #[arg(short = 's', long, value_name = "NUM")]
+    pub scale: Option<i64>,
+    /// Number of clients (VUs, each with its own connection).
+    #[arg(short = 'c', long = "client", default_value_t = 1, value_name = "NUM")]
+    pub clients: u32,
+    /// Number of threads: accepted for compatibility; thumper's runtime uses every core.
+    #[arg(short = 'j', long = "jobs", default_value_t = 1, value_name = "NUM")]
+    pub jobs: u32,
+    /// Duration of the run, in seconds.
+    #[arg(short = 'T', long = "time", value_name = "NUM")]
+    pub time: Option<u64>,
+    /// Transactions each client runs (default 10 when -T is not given).
+    #[arg(short = 't', long = "transactions", value_name = "NUM")]
+    pub transactions: Option<u64>,
+    /// Target rate in transactions per second: pgbench's schedule, latency from it.
+    #[arg(short = 'R', long = "rate", value_name = "NUM")]
+    pub rate: Option<f64>,
+    /// Count transactions lasting more than this many milliseconds.
+    #[arg(short = 'L', long = "latency-limit", value_name = "NUM")]
+    pub latency_limit: Option<f64>,
+    /// A script file, optionally weighted: FILE[@W] (repeatable).
+    #[arg(short = 'f', long = "file", value_name = "FILE[@W]")]
+    pub files: Vec<String>,
+    /// A builtin script, optionally weighted: tpcb-like, simple-update, select-only [@W] (repeatable).
+    #[arg(short = 'b', long = "builtin", value_name = "NAME[@W]")]
+    pub builtins: Vec<String>,
+    /// Skip updates of pgbench_tellers and pgbench_branches (same as -b simple-update).
+    #[arg(short = 'N', long = "skip-some-updates")]
+    pub skip_some_updates: bool,
+    /// Perform SELECT-only transactions (same as -b select-only).
+    #[arg(short = 'S', long = "select-only")]
+    pub select_only: bool,
+    /// Define a variable for the scripts: NAME=VALUE (repeatable).
+    #[arg(short = 'D', long = "define", value_name = "NAME=VALUE")]
+    pub defines: Vec<String>,
+    /// Protocol for submitting queries: simple, extended or prepared.
+    #[arg(
+        short = 'M',
+        long = "protocol",
+        default_value = "simple",
+        value_name = "MODE"
+    )]
+    pub protocol: String,
+    /// Show a progress report every NUM seconds.
+    #[arg(short = 'P', long = "progress", value_name = "NUM")]
+    pub progress: Option<u64>,
+    /// Report each statement's latency (average, failures and percentiles) at the end.
+    #[arg(short = 'r', long = "report-per-command")]
+    pub per_command: bool,
+    /// Do not vacuum the tables (nor empty pgbench_history) before the run.
+    #[arg(short = 'n', long = "no-vacuum")]
+    pub no_vacuum: bool,
+    /// Seed of the scripts' random functions: a number, `time` (the default) or `rand`.
+    #[arg(long, default_value = "time", value_name = "SEED")]
+    pub random_seed: String,
+    /// Database server host (with -p, -U and DBNAME instead of --target).
+    #[arg(short = 'h', long = "host", value_name = "HOSTNAME")]
+    pub host: Option<String>,
+    /// Database server port.
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Database user name.
+    #[arg(short = 'U', long = "username", value_name = "USERNAME")]
+    pub username: Option<String>,
+    /// A threshold, k6's syntax: 'iteration_duration: p(99) < 10' (repeatable).
+    #[arg(long = "threshold", value_name = "METRIC: EXPR")]
+    pub thresholds: Vec<String>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Options shared by every load run.
+    #[command(flatten)]
+    pub args: RunArgs,
 }
 
 /// Arguments of `thumper rls-check`.

@@ -38,6 +38,12 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
     ("query_errors", MetricKind::Counter),
     ("tenant_violations", MetricKind::Counter),
     ("iterations", MetricKind::Counter),
+    // runs with pgbench scripts (src/executor/script.rs); also tagged {script:NAME}
+    ("iteration_duration", MetricKind::Trend),
+    ("failed_iterations", MetricKind::Counter),
+    // how skewed the drawn tenants were (src/workload): % of draws on the busiest communities
+    ("tenant_share_top1pct", MetricKind::Gauge),
+    ("tenant_share_top10pct", MetricKind::Gauge),
     ("queries", MetricKind::Counter),
     ("dropped_iterations", MetricKind::Counter),
     ("incomplete_iterations", MetricKind::Counter),

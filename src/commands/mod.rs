@@ -2,6 +2,7 @@
 //! the one table in [`crate::exit`]. No measurement or business logic lives here.
 
 mod admin;
+mod pgbench;
 mod scenario;
 
 use admin::{health_command, migrate_command, report_command, HealthArgs};
@@ -99,6 +100,7 @@ pub async fn dispatch(command: Command) -> u8 {
         } => report::compare::run_cli(&baseline, &current, max_regression, markdown.as_deref()),
         Command::RlsCheck(args) => rls_check(args).await,
         Command::RlsBench(args) => rls_bench(args).await,
+        Command::Pgbench(args) => pgbench::command(*args, interrupt_on_ctrl_c()).await,
     }
 }
 
@@ -205,6 +207,14 @@ fn interrupt_on_ctrl_c() -> CancellationToken {
 }
 
 /// Prints a run's end summary and maps its outcome to an exit code.
+/// The exit code of a step that writes no report (`pgbench -i`).
+fn finish_init(result: Result<(), RunError>) -> u8 {
+    match result {
+        Ok(()) => exit::PASS,
+        Err(e) => finish_run(Err(e)),
+    }
+}
+
 fn finish_run(result: Result<run::RunResult, RunError>) -> u8 {
     match result {
         Ok(result) => {

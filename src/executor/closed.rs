@@ -45,6 +45,13 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
         if t >= total {
             break;
         }
+        // Every VU has run its iterations (pgbench -t): the run is over.
+        if ctx.iterations_per_vu.is_some()
+            && !active.is_empty()
+            && active.iter().all(|r| r.handle.is_finished())
+        {
+            break;
+        }
         let target = plan.load.target_at(t).round() as usize;
         while active.len() < target {
             let retire = CancellationToken::new();
@@ -110,8 +117,10 @@ pub(super) async fn finish(
 async fn vu_loop(ctx: Arc<RunContext>, id: usize, retire: CancellationToken) {
     let recorder = Recorder::new(ctx.start, ctx.samples.clone());
     let rng = SmallRng::seed_from_u64(ctx.segment.seed(0x0074_6875_6d70_6572 ^ id as u64));
-    let mut vu = VirtualUser::new(id, rng, recorder, ctx.min_backoff);
-    while !retire.is_cancelled() {
+    let mut vu = VirtualUser::new(id, rng, recorder, &ctx);
+    let mut left = ctx.iterations_per_vu.unwrap_or(u64::MAX);
+    while !retire.is_cancelled() && left > 0 {
+        left -= 1;
         let end = vu.iterate(&ctx, None).await;
         vu.recorder.push(Instant::now(), SampleKind::Iteration);
         let pause = vu.next_backoff(&ctx, end).unwrap_or(ctx.think_time);

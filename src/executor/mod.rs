@@ -5,6 +5,7 @@
 mod closed;
 mod connector;
 mod open;
+mod script;
 mod vu;
 
 use std::sync::atomic::AtomicU64;
@@ -15,6 +16,7 @@ use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 pub use connector::{Connector, ConnectorError};
+pub use script::script_metrics;
 
 use crate::metrics::recorder::Samples;
 use crate::scenario::Segment;
@@ -41,6 +43,8 @@ pub struct RunContext {
     pub segment: Segment,
     /// Connections opened before the clock started, for the pre-allocated VUs.
     pub warm: WarmStart,
+    /// Closed model: iterations each VU runs before it stops (`None`: until the stages end).
+    pub iterations_per_vu: Option<u64>,
 }
 
 /// What [`warm_up`] opened before t = 0: a connection (or its failure) for each pre-allocated

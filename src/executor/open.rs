@@ -216,7 +216,7 @@ async fn vu_loop(
 ) {
     let recorder = Recorder::new(ctx.start, ctx.samples.clone());
     let rng = SmallRng::seed_from_u64(ctx.segment.seed(0x6f70_656e ^ id as u64));
-    let mut vu = VirtualUser::new(id, rng, recorder, ctx.min_backoff);
+    let mut vu = VirtualUser::new(id, rng, recorder, &ctx);
     if let Some(warm) = warm {
         vu.adopt(warm);
     }

@@ -8,12 +8,13 @@ use tokio_postgres::Client;
 
 use super::{Connector, RunContext};
 use crate::metrics::recorder::{Recorder, SampleKind, SetupStep};
-use crate::workload::{ConnectionState, QueryFailure};
+use crate::workload::pgbench::{Prng, Session};
+use crate::workload::{ConnectionState, Item, QueryFailure};
 
 /// A VU's own connection (per-VU topology).
 pub struct OwnConnection {
-    client: Client,
-    state: ConnectionState,
+    pub(super) client: Client,
+    pub(super) state: ConnectionState,
 }
 
 /// A connection opened for a VU before the run's clock started, and how long opening it took.
@@ -36,22 +37,31 @@ pub enum IterationEnd {
 pub struct VirtualUser {
     pub id: usize,
     pub rng: SmallRng,
+    /// pgbench's generator for the scenario's tenant distribution.
+    pub(super) tenant_rng: Prng,
     pub recorder: Recorder,
-    conn: Option<OwnConnection>,
+    pub(super) conn: Option<OwnConnection>,
     /// Per-checkout state for the pooled topology (no prepared statements there).
-    pooled_state: ConnectionState,
+    pub(super) pooled_state: ConnectionState,
+    /// The VU's pgbench session (variables, random state), kept across its script runs.
+    pub(super) session: Option<Session>,
     backoff: Duration,
 }
 
 impl VirtualUser {
-    pub fn new(id: usize, rng: SmallRng, recorder: Recorder, min_backoff: Duration) -> Self {
+    pub fn new(id: usize, rng: SmallRng, recorder: Recorder, ctx: &RunContext) -> Self {
         VirtualUser {
             id,
             rng,
+            tenant_rng: ctx
+                .workload
+                .tenant_choice()
+                .rng(ctx.segment.seed(id as u64) as usize),
             recorder,
             conn: None,
             pooled_state: ConnectionState::default(),
-            backoff: min_backoff,
+            session: None,
+            backoff: ctx.min_backoff,
         }
     }
 
@@ -100,7 +110,7 @@ impl VirtualUser {
 
     /// Records a failure; `timed` is the failed query's origin (intended start or send) and
     /// its send, if it was sent, for its place in the latency.
-    fn record_failure(
+    pub(super) fn record_failure(
         &mut self,
         query: Option<u16>,
         f: QueryFailure,
@@ -120,74 +130,41 @@ impl VirtualUser {
         );
     }
 
-    /// Runs one iteration. `intended` is the scheduled start in the open model: latency is then
-    /// measured from it, so time spent waiting for a VU, a connection or a pooled client counts.
-    /// In the closed model latency is measured from the send; getting a client is reported as
-    /// `connect_duration` and `pool_wait` instead.
+    /// Runs one iteration: a query of the mix or a pgbench script. `intended` is the scheduled
+    /// start in the open model: latency is then measured from it, so time spent waiting for a
+    /// VU, a connection or a pooled client counts. In the closed model latency is measured from
+    /// the send; getting a client is reported as `connect_duration` and `pool_wait` instead.
     pub async fn iterate(&mut self, ctx: &RunContext, intended: Option<Instant>) -> IterationEnd {
+        match ctx.workload.pick_item(&mut self.rng) {
+            Item::Query(index) => self.run_query(ctx, intended, index).await,
+            Item::Script(index) => self.run_script(ctx, intended, index).await,
+        }
+    }
+
+    async fn run_query(
+        &mut self,
+        ctx: &RunContext,
+        intended: Option<Instant>,
+        index: usize,
+    ) -> IterationEnd {
         let workload = &ctx.workload;
-        let index = workload.pick(&mut self.rng);
-        let draw = workload.draw(&mut self.rng);
+        let draw = workload.draw(&mut self.rng, &mut self.tenant_rng);
         let query = index as u16;
         // In the open model the query is outstanding from its scheduled start.
         if let Some(due) = intended {
             self.recorder.begin(query, due);
         }
-        let result = match &ctx.connector {
-            Connector::PerVu { config, timeout } => {
-                if self.conn.is_none() {
-                    if let Err(f) = self.connect(config, *timeout).await {
-                        // A scheduled query that could not get a connection: it took from
-                        // its intended start until now, and counts in the latency.
-                        self.record_failure(
-                            intended.map(|_| query),
-                            f,
-                            intended.map(|i| (i, None)),
-                        );
-                        return IterationEnd::ConnectionFailed;
-                    }
-                }
-                let conn = self.conn.as_mut().expect("connected above");
-                let sent = Instant::now();
-                self.recorder.begin(query, intended.unwrap_or(sent));
-                let r = workload
-                    .execute(&conn.client, &mut conn.state, index, draw)
-                    .await;
-                if r.as_ref().is_err_and(|f| f.broken) || conn.client.is_closed() {
-                    self.conn = None;
-                }
-                (sent, r)
-            }
-            Connector::Pooled { pools, .. } => {
-                let began = Instant::now();
-                let checkout = Connector::checkout(pools, self.id).await;
-                let sent = Instant::now();
-                self.record_setup(sent, SetupStep::PoolWait, sent - began);
-                let client = match checkout {
-                    Ok(c) => c,
-                    Err(f) => {
-                        // A scheduled query that could not get a connection: it took from
-                        // its intended start until now, and counts in the latency.
-                        self.record_failure(
-                            intended.map(|_| query),
-                            f,
-                            intended.map(|i| (i, None)),
-                        );
-                        return IterationEnd::ConnectionFailed;
-                    }
-                };
-                self.recorder.begin(query, intended.unwrap_or(sent));
-                let r = workload
-                    .execute(&client, &mut self.pooled_state, index, draw)
-                    .await;
-                if r.as_ref().is_err_and(|f| f.broken) {
-                    // Do not hand a broken connection back to the pool.
-                    let _ = deadpool_postgres::Object::take(client);
-                }
-                (sent, r)
-            }
+        let pooled = match self.acquire(ctx, intended, query).await {
+            Ok(pooled) => pooled,
+            Err(end) => return end,
         };
-        let (sent, outcome) = result;
+        let sent = Instant::now();
+        self.recorder.begin(query, intended.unwrap_or(sent));
+        let outcome = {
+            let (client, state) = self.client(&pooled);
+            workload.execute(client, state, index, draw).await
+        };
+        self.release(pooled, outcome.as_ref().is_err_and(|f| f.broken));
         let done = Instant::now();
         let origin = intended.unwrap_or(sent);
         match outcome {
@@ -204,6 +181,70 @@ impl VirtualUser {
             Err(f) => self.record_failure(Some(query), f, Some((origin, Some(sent)))),
         }
         IterationEnd::Done
+    }
+
+    /// Gets the iteration's client: the VU's own connection (opened if need be; `None`
+    /// returned, the connection is in `self.conn`) or a pooled one. Records how long that took,
+    /// and a failure as the scheduled query's (`query`) in the open model.
+    pub(super) async fn acquire(
+        &mut self,
+        ctx: &RunContext,
+        intended: Option<Instant>,
+        query: u16,
+    ) -> Result<Option<deadpool_postgres::Object>, IterationEnd> {
+        let failed = match &ctx.connector {
+            Connector::PerVu { config, timeout } => {
+                if self.conn.is_some() {
+                    return Ok(None);
+                }
+                match self.connect(config, *timeout).await {
+                    Ok(()) => return Ok(None),
+                    Err(f) => f,
+                }
+            }
+            Connector::Pooled { pools, .. } => {
+                let began = Instant::now();
+                let checkout = Connector::checkout(pools, self.id).await;
+                let got = Instant::now();
+                self.record_setup(got, SetupStep::PoolWait, got - began);
+                match checkout {
+                    Ok(c) => return Ok(Some(c)),
+                    Err(f) => f,
+                }
+            }
+        };
+        // A scheduled query that could not get a connection: it took from its intended start
+        // until now, and counts in the latency.
+        self.record_failure(intended.map(|_| query), failed, intended.map(|i| (i, None)));
+        Err(IterationEnd::ConnectionFailed)
+    }
+
+    /// The client [`Self::acquire`] got, with its connection state.
+    pub(super) fn client<'a>(
+        &'a mut self,
+        pooled: &'a Option<deadpool_postgres::Object>,
+    ) -> (&'a Client, &'a mut ConnectionState) {
+        match pooled {
+            Some(c) => (c, &mut self.pooled_state),
+            None => {
+                let conn = self.conn.as_mut().expect("acquired");
+                (&conn.client, &mut conn.state)
+            }
+        }
+    }
+
+    /// Hands the client back: a broken one is dropped (the VU's own is reopened next time; a
+    /// pooled one is not returned to the pool).
+    pub(super) fn release(&mut self, pooled: Option<deadpool_postgres::Object>, broken: bool) {
+        match pooled {
+            Some(c) if broken => drop(deadpool_postgres::Object::take(c)),
+            Some(c) => drop(c),
+            None => {
+                if broken || self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+                    self.conn = None;
+                }
+            }
+        }
     }
 
     /// The delay before the next attempt after `end`: doubling while connections fail.

@@ -143,7 +143,7 @@ pub async fn measure(
             m.segment
         ));
     }
-    let workload = Workload::new(&plan.queries, plan.dataset, plan.protocol);
+    let workload = Workload::of_plan(plan, clients(plan)).map_err(RunError::BadInput)?;
     let connector =
         Connector::new(&target.url, plan).map_err(|e| RunError::BadInput(e.to_string()))?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -157,22 +157,36 @@ pub async fn measure(
     let mut watchers = watchers(plan, m.quiet, scope, ProgressColumns::DATABASE);
     watchers.extend(output_watchers);
     watchers.append(&mut m.watchers);
-    let aggregator = Aggregator::new(AggregatorConfig {
-        start,
-        interval: Duration::from_secs(1),
-        planned: plan.load.duration(),
-        query_names: plan.queries.iter().map(|q| q.name.clone()).collect(),
-        open_model: matches!(plan.load, scenario::LoadShape::Open { .. }),
-        vus: vus.clone(),
-        watchers,
-        abort: abort.clone(),
-    });
+    let extras = if plan.scripts.is_empty() {
+        Default::default()
+    } else {
+        executor::script_metrics(
+            &plan
+                .scripts
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let aggregator = Aggregator::with_extras(
+        AggregatorConfig {
+            start,
+            interval: Duration::from_secs(1),
+            planned: plan.load.duration(),
+            query_names: plan.query_names(),
+            open_model: matches!(plan.load, scenario::LoadShape::Open { .. }),
+            vus: vus.clone(),
+            watchers,
+            abort: abort.clone(),
+        },
+        extras,
+    );
     let aggregator = tokio::spawn(aggregator.run(rx));
     let gauges_stop = CancellationToken::new();
     let gauges = start_gauges(target, start, &tx, &gauges_stop);
     let ctx = Arc::new(RunContext {
         start,
-        workload,
+        workload: workload.clone(),
         connector,
         think_time: plan.think_time,
         min_backoff: plan.min_backoff,
@@ -180,6 +194,7 @@ pub async fn measure(
         samples: tx,
         segment: m.segment,
         warm,
+        iterations_per_vu: plan.iterations_per_vu,
     });
     let stop = interrupt.child_token();
     let relay = tokio::spawn({
@@ -199,6 +214,9 @@ pub async fn measure(
         .await
         .map_err(|e| RunError::Failed(format!("metrics aggregation failed: {e}")))?;
     let duration_s = start.elapsed().as_secs_f64();
+    let mut aggregated = aggregated;
+    m.notes
+        .extend(tenant_skew(&workload, &mut aggregated.metrics));
     // The watchers are gone with the aggregator: the outputs deliver their last batch.
     let delivered = outputs.finish().await;
     m.notes.extend(delivered.notes);
@@ -226,6 +244,35 @@ pub async fn measure(
     };
     let summary = judged_summary(plan, redact(&target.url), started_at, measured);
     Ok((summary, started_at))
+}
+
+/// How skewed the drawn tenants were, as two gauges (`tenant_share_top1pct`,
+/// `tenant_share_top10pct`) and a note that names the distribution.
+fn tenant_skew(
+    workload: &Workload,
+    metrics: &mut std::collections::BTreeMap<String, Metric>,
+) -> Option<String> {
+    let (top1, top10) = workload.tenant_skew()?;
+    for (name, value) in [
+        ("tenant_share_top1pct", top1),
+        ("tenant_share_top10pct", top10),
+    ] {
+        let mut gauge = None;
+        crate::metrics::summary::GaugeStats::record(&mut gauge, value);
+        metrics.insert(name.into(), Metric::Gauge(gauge.expect("recorded")));
+    }
+    Some(format!(
+        "tenants drawn {}: the busiest 1 % of communities took {top1:.1} % of the draws, the busiest 10 % took {top10:.1} %",
+        workload.tenant_choice().describe()
+    ))
+}
+
+/// The most VUs the plan can run: each may be a pgbench client with a session of its own.
+fn clients(plan: &Plan) -> usize {
+    match plan.load {
+        scenario::LoadShape::Closed { .. } => plan.load.peak() as usize,
+        scenario::LoadShape::Open { max_vus, .. } => max_vus as usize,
+    }
 }
 
 /// What the aggregated numbers say that a reader must know.

@@ -110,28 +110,35 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
         plan.quick();
     }
     crate::scenario::segment::apply(&mut plan, opts.segment);
+    check_protocol(&plan, opts)?;
+    Ok(plan)
+}
+
+/// Refuses `protocol = "prepared"` where it cannot work (through a transaction pooler, or
+/// with pooled topology), before any load.
+pub fn check_protocol(plan: &Plan, opts: &RunOptions) -> Result<(), RunError> {
     if plan.protocol == Protocol::Prepared {
         // The embedded stack's PgBouncer runs in the scenario's mode; another target is what
         // --pool-mode says it is.
         let pooling = if opts.target.is_none() && crate::stack::running().is_none() {
-            Some(stack_options(&plan)?.pgbouncer.pool_mode)
+            Some(stack_options(plan)?.pgbouncer.pool_mode)
         } else {
             opts.pool_mode
         };
         if matches!(pooling, Some(PoolMode::Transaction | PoolMode::Statement)) {
             return Err(RunError::BadInput(format!(
                 "{}: protocol = \"prepared\" cannot work through PgBouncer in transaction mode (nor in statement mode): a named prepared statement lives on one server connection, and the next transaction may run on another (\"prepared statement does not exist\"). Use protocol = \"extended\" (unnamed statements) or \"simple\", or pass --pool-mode session|none if the target is not a transaction pooler (for the embedded stack: pool_mode = \"session\" in [stack.pgbouncer]).",
-                opts.scenario.display()
+                plan.file
             )));
         }
         if plan.connection.topology == Topology::Pooled {
             return Err(RunError::BadInput(format!(
                 "{}: protocol = \"prepared\" is supported with topology = \"per-vu\" only",
-                opts.scenario.display()
+                plan.file
             )));
         }
     }
-    Ok(plan)
+    Ok(())
 }
 
 /// Refuses thresholds this run can never judge (exit 2), before any stack starts or login: a

@@ -23,9 +23,16 @@ pub struct Target {
     pub pgbouncer_admin_url: Option<String>,
     /// The embedded stack this run started (taken by [`with_target`], which stops it).
     owned_stack: Option<Stack>,
+    /// Whether this run started the stack.
+    owned: bool,
 }
 
 impl Target {
+    /// Whether this run started the stack (it stops, and its data goes, when the run ends).
+    pub fn is_owned(&self) -> bool {
+        self.owned
+    }
+
     /// A target used as it is: no migrations, no seeding, no PgBouncer console.
     pub fn existing(url: String) -> Target {
         Target {
@@ -33,6 +40,7 @@ impl Target {
             admin_url: None,
             pgbouncer_admin_url: None,
             owned_stack: None,
+            owned: false,
         }
     }
 }
@@ -44,6 +52,7 @@ async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunErr
             admin_url: opts.admin_url.clone(),
             pgbouncer_admin_url: opts.pgbouncer_admin_url.clone(),
             owned_stack: None,
+            owned: false,
         });
     }
     if let Some(urls) = stack::running() {
@@ -53,6 +62,7 @@ async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunErr
             admin_url: Some(urls.admin_database_url),
             pgbouncer_admin_url: Some(urls.pgbouncer_admin_url),
             owned_stack: None,
+            owned: false,
         });
     }
     let options = stack_options(plan)?;
@@ -65,6 +75,7 @@ async fn resolve_target(plan: &Plan, opts: &RunOptions) -> Result<Target, RunErr
         admin_url: Some(s.urls().admin_database_url.clone()),
         pgbouncer_admin_url: Some(s.urls().pgbouncer_admin_url.clone()),
         owned_stack: Some(s),
+        owned: true,
     })
 }
 
@@ -139,6 +150,10 @@ pub async fn preflight(url: &str, plan: &Plan) -> Result<Vec<String>, RunError> 
     let mut notes = crate::workload::check_tenant_columns(&client, &plan.queries)
         .await
         .map_err(|e| RunError::BadInput(format!("{}: {e}", plan.file)))?;
+    if plan.queries.is_empty() {
+        // Scripts alone: the Arrakis dataset is not what they read.
+        return Ok(notes);
+    }
     let first = plan.dataset.community_id(0).to_string();
     match client
         .simple_query(&format!(

@@ -41,6 +41,15 @@ pub(crate) struct ScenarioFile {
     pub dataset: DatasetTable,
     #[serde(default)]
     pub queries: Vec<QueryEntry>,
+    /// pgbench scripts in the mix (`[[scripts]]`), weighted as queries are.
+    #[serde(default)]
+    pub scripts: Vec<ScriptEntry>,
+    /// The scripts' shared variables (`[pgbench]`: scale, random_seed, define).
+    #[serde(default)]
+    pub pgbench: PgbenchTable,
+    /// How the community (tenant) of each draw is chosen (`[tenants]`).
+    #[serde(default)]
+    pub tenants: TenantsTable,
     #[serde(default)]
     pub thresholds: BTreeMap<Spanned<String>, Vec<Spanned<ThresholdDef>>>,
     /// Settings for the embedded stack (`[stack.pgbouncer]`), handed to the stack as they are.
@@ -92,6 +101,35 @@ pub(crate) struct DatasetTable {
     pub rules_per_community: Option<u32>,
     pub badges_per_community: Option<u32>,
     pub audit_logs_per_community: Option<u32>,
+}
+
+/// One `[[scripts]]` entry as written: a pgbench script file (relative to the scenario file)
+/// or one of pgbench's builtins.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScriptEntry {
+    pub file: Option<Spanned<String>>,
+    pub builtin: Option<Spanned<String>>,
+    pub weight: Option<Spanned<u32>>,
+}
+
+/// `[pgbench]` as written: what pgbench's `-s`, `--random-seed` and `-D` give its scripts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PgbenchTable {
+    pub scale: Option<Spanned<i64>>,
+    pub random_seed: Option<u64>,
+    #[serde(default)]
+    pub define: BTreeMap<String, Spanned<String>>,
+}
+
+/// `[tenants]` as written: the distribution of the community drawn for each query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantsTable {
+    pub distribution: Option<Spanned<String>>,
+    pub parameter: Option<Spanned<f64>>,
+    pub seed: Option<u64>,
 }
 
 /// One `[[queries]]` entry as written; validated into a [`QueryDef`].

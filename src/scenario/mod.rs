@@ -5,12 +5,14 @@ pub mod duration;
 mod file;
 pub mod plan;
 pub mod rate;
+pub mod scripts;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
 
 pub use file::{ConnectionDef, ParamKind, Protocol, QueryDef, Topology};
 pub use plan::{LoadShape, OnBusy, Plan, Stage};
+pub use scripts::{Distribution, ScriptDef, TenantChoice};
 pub use segment::Segment;
 
 /// A scenario file that cannot be used, and why.
@@ -36,6 +38,9 @@ pub enum ScenarioError {
         /// What is wrong with it.
         message: String,
     },
+    /// A pgbench script of the scenario does not parse.
+    #[error("{0}")]
+    Script(crate::workload::pgbench::ScriptError),
 }
 
 /// Reads and validates a scenario file.

@@ -13,9 +13,11 @@ use super::file::{
     ConnectionDef, ConnectionTable, DatasetTable, Protocol, QueryDef, QueryEntry, ScenarioFile,
     StageDef, ThresholdDef,
 };
+use super::scripts::{self, ScriptDef, TenantChoice};
 use super::{line_at, ScenarioError};
 use crate::dataset::DatasetSpec;
 use crate::gate::{self, Threshold};
+use crate::workload::pgbench::SessionConfig;
 
 /// One segment of the load shape: move linearly from the previous target to `target` over
 /// `duration` (k6's stages). The target is VUs (closed model) or iterations per `time_unit`
@@ -155,6 +157,15 @@ pub struct Plan {
     pub dataset: DatasetSpec,
     /// The query mix.
     pub queries: Vec<QueryDef>,
+    /// pgbench scripts in the mix, after the queries.
+    pub scripts: Vec<ScriptDef>,
+    /// What the scripts' sessions start with (`[pgbench]`: scale, seed, definitions).
+    pub script_vars: SessionConfig,
+    /// How the community of each query's draw is chosen (`[tenants]`).
+    pub tenants: TenantChoice,
+    /// Closed model: each VU stops after this many iterations, and the run when every VU has
+    /// (pgbench's `-t`, k6's `per-vu-iterations`); the stages bound how long it may take.
+    pub iterations_per_vu: Option<u64>,
     /// Thresholds, in scenario order.
     pub thresholds: Vec<Threshold>,
     /// `[stack]` table, for the embedded stack's settings.
@@ -181,6 +192,13 @@ impl Plan {
         for t in &mut self.thresholds {
             t.delay_abort_eval = scale(t.delay_abort_eval);
         }
+    }
+
+    /// The names the run's per-query metrics are tagged with (`query_duration{query:NAME}`): the
+    /// queries, then each script's SQL commands as `SCRIPT/LINE`. A sample's query id indexes
+    /// this list.
+    pub fn query_names(&self) -> Vec<String> {
+        metric_query_names(&self.queries, &self.scripts)
     }
 
     /// The `--quick` profile: the same shape squeezed into at most 30 seconds.
@@ -244,9 +262,24 @@ pub(crate) fn validate(raw: ScenarioFile, text: &str, path: &Path) -> Result<Pla
     let schedule = schedule(&src, &raw, raw.gateway.is_some())?;
     let passthrough = passthrough(raw.stack, raw.gateway);
     let connection = connection(&src, raw.connection)?;
-    let queries = queries(&src, raw.queries, !passthrough.is_gateway())?;
+    let invalid = |span, field: &str, message: String| src.invalid(span, field, message);
+    let scripts = scripts::scripts(raw.scripts, path, &invalid)?;
+    let script_vars = scripts::session_config(raw.pgbench, &invalid)?;
+    scripts::check_pipelines(&scripts, raw.protocol == Protocol::Simple, &invalid)?;
+    let tenants = scripts::tenants(raw.tenants, &invalid)?;
+    let needs_queries = !passthrough.is_gateway() && scripts.is_empty();
+    let queries = queries(&src, raw.queries, needs_queries)?;
+    if !scripts.is_empty() && weights(&queries, &scripts) == 0 {
+        return Err(src.invalid(
+            None,
+            "scripts.weight",
+            "at least one query or script needs a weight above 0",
+        ));
+    }
     let dataset = dataset(&src, raw.dataset)?;
-    let thresholds = thresholds(&src, &raw.thresholds, &queries)?;
+    let names = metric_query_names(&queries, &scripts);
+    let script_names: Vec<String> = scripts.iter().map(|s| s.name.clone()).collect();
+    let thresholds = thresholds(&src, &raw.thresholds, &names, &script_names)?;
     Ok(Plan {
         name,
         description: raw.description,
@@ -262,10 +295,28 @@ pub(crate) fn validate(raw: ScenarioFile, text: &str, path: &Path) -> Result<Pla
         max_backoff: connection.max_backoff,
         dataset,
         queries,
+        scripts,
+        script_vars,
+        tenants,
+        iterations_per_vu: None,
         thresholds,
         stack: passthrough.stack,
         gateway: passthrough.gateway,
     })
+}
+
+/// See [`Plan::query_names`].
+fn metric_query_names(queries: &[QueryDef], scripts: &[ScriptDef]) -> Vec<String> {
+    queries
+        .iter()
+        .map(|q| q.name.clone())
+        .chain(scripts.iter().flat_map(ScriptDef::statement_names))
+        .collect()
+}
+
+fn weights(queries: &[QueryDef], scripts: &[ScriptDef]) -> u64 {
+    let q: u64 = queries.iter().map(|q| u64::from(q.weight)).sum();
+    q + scripts.iter().map(|s| u64::from(s.weight)).sum::<u64>()
 }
 
 /// The name becomes a folder under `reports/`, so it is kept to characters every file system and
@@ -678,11 +729,12 @@ fn dataset(src: &Source, table: DatasetTable) -> Result<DatasetSpec, ScenarioErr
 fn thresholds(
     src: &Source,
     table: &BTreeMap<Spanned<String>, Vec<Spanned<ThresholdDef>>>,
-    queries: &[QueryDef],
+    queries: &[String],
+    scripts: &[String],
 ) -> Result<Vec<Threshold>, ScenarioError> {
     let mut thresholds = Vec::new();
     for (key, defs) in table {
-        let (canonical, kind) = threshold_metric(src, key, queries)?;
+        let (canonical, kind) = threshold_metric(src, key, queries, scripts)?;
         for def in defs {
             let invalid = |m: String| src.invalid(Some(def.span()), key.get_ref(), m);
             let (expression, abort_on_fail, delay) = match def.get_ref() {
@@ -721,7 +773,8 @@ fn thresholds(
 fn threshold_metric(
     src: &Source,
     key: &Spanned<String>,
-    queries: &[QueryDef],
+    queries: &[String],
+    scripts: &[String],
 ) -> Result<(String, gate::MetricKind), ScenarioError> {
     let invalid = |m: String| src.invalid(Some(key.span()), key.get_ref(), m);
     let (name, canonical) = gate::split_metric_key(key.get_ref()).map_err(invalid)?;
@@ -746,6 +799,14 @@ fn threshold_metric(
     let (mut query, mut expected) = (None, None);
     for tag in tags {
         match tag.split_once(':') {
+            Some(("script", s))
+                if matches!(name.as_str(), "iteration_duration" | "failed_iterations") =>
+            {
+                if !scripts.iter().any(|d| d == s) {
+                    return Err(invalid(format!("no script is named \"{s}\"")));
+                }
+                return Ok((canonical, kind));
+            }
             Some(("query", q)) if query.is_none() => query = Some(q),
             Some(("expected_response", e)) if expected.is_none() => expected = Some(e),
             _ => return Err(unknown_tag()),
@@ -755,7 +816,7 @@ fn threshold_metric(
         if !gate::TAGGED_BY_QUERY.contains(&name.as_str()) {
             return Err(unknown_tag());
         }
-        if !queries.iter().any(|d| d.name == q) {
+        if !queries.iter().any(|d| d == q) {
             return Err(invalid(format!("no query is named \"{q}\"")));
         }
     }

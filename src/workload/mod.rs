@@ -3,8 +3,10 @@
 
 mod params;
 pub mod pgbench;
+pub mod script;
 mod tenant;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use futures_util::{pin_mut, TryStreamExt};
@@ -18,7 +20,7 @@ pub use params::Draw;
 pub use tenant::check_tenant_columns;
 
 use crate::dataset::DatasetSpec;
-use crate::scenario::{ParamKind, Protocol, QueryDef};
+use crate::scenario::{Distribution, ParamKind, Plan, Protocol, QueryDef, ScriptDef, TenantChoice};
 
 /// Statement that sets the tenant for the current transaction only (never the session), so the
 /// setting cannot leak to another client through transaction pooling.
@@ -51,10 +53,35 @@ pub struct CatalogQuery {
 #[derive(Debug)]
 pub struct Workload {
     queries: Vec<CatalogQuery>,
-    /// Cumulative weights, for picking a query with one random number.
+    scripts: Vec<ScriptWork>,
+    /// Cumulative weights over the queries then the scripts, for picking with one random number.
     cumulative: Vec<u32>,
     dataset: DatasetSpec,
     protocol: Protocol,
+    tenants: TenantChoice,
+    /// Draws per community, for the skew the report shows. Relaxed increments of counters
+    /// spread over the communities: no lock, and VUs rarely touch the same one at once.
+    drawn: Vec<AtomicU32>,
+    /// The scripts' sessions (variables, random state) by client number, as pgbench seeds them.
+    sessions: Vec<pgbench::Session>,
+}
+
+/// A pgbench script of the mix, with the query ids its SQL commands are recorded under.
+#[derive(Debug)]
+pub struct ScriptWork {
+    /// The script as the scenario names it.
+    pub def: ScriptDef,
+    /// Per command of the script: the query id of its statement metrics (SQL commands only).
+    pub statement_ids: Vec<Option<u16>>,
+}
+
+/// What one iteration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    /// Query number `n` of the mix (also its query id).
+    Query(usize),
+    /// Script number `n`.
+    Script(usize),
 }
 
 /// Per-connection state a virtual user keeps: named statements for `protocol = "prepared"` and
@@ -65,26 +92,132 @@ pub struct ConnectionState {
     set_tenant: Option<Statement>,
     text: String,
     wallet: String,
+    /// Prepared script commands (`protocol = "prepared"`).
+    pub scripts: script::ScriptStatements,
 }
 
 impl Workload {
     /// The catalogue for `defs`, with parameters drawn from `dataset` and sent by `protocol`.
     pub fn new(defs: &[QueryDef], dataset: DatasetSpec, protocol: Protocol) -> Arc<Workload> {
+        Arc::new(Workload::build(defs, &[], dataset, protocol))
+    }
+
+    /// The plan's workload: its queries and scripts, and sessions for up to `clients` script
+    /// clients. Fails only on a `[pgbench]` definition pgbench would refuse.
+    pub fn of_plan(plan: &Plan, clients: usize) -> Result<Arc<Workload>, String> {
+        let mut w = Workload::build(&plan.queries, &plan.scripts, plan.dataset, plan.protocol);
+        w.tenants = plan.tenants;
+        if !plan.scripts.is_empty() {
+            w.sessions = plan
+                .script_vars
+                .sessions(clients.max(1))
+                .map_err(|e| format!("[pgbench] definitions: {}", e.0))?;
+        }
+        Ok(Arc::new(w))
+    }
+
+    fn build(
+        defs: &[QueryDef],
+        scripts: &[ScriptDef],
+        dataset: DatasetSpec,
+        protocol: Protocol,
+    ) -> Workload {
         let queries: Vec<CatalogQuery> = defs.iter().map(CatalogQuery::new).collect();
-        let mut total = 0;
-        let cumulative = defs
+        let mut next_id = queries.len();
+        let scripts: Vec<ScriptWork> = scripts
             .iter()
-            .map(|d| {
-                total += d.weight;
+            .map(|def| {
+                let statement_ids = def
+                    .script
+                    .commands
+                    .iter()
+                    .map(|c| {
+                        matches!(c.kind, pgbench::CommandKind::Sql(_)).then(|| {
+                            next_id += 1;
+                            (next_id - 1) as u16
+                        })
+                    })
+                    .collect();
+                ScriptWork {
+                    def: def.clone(),
+                    statement_ids,
+                }
+            })
+            .collect();
+        let mut total = 0;
+        let weights = defs.iter().map(|d| d.weight);
+        let cumulative = weights
+            .chain(scripts.iter().map(|s| s.def.weight))
+            .map(|w| {
+                total += w;
                 total
             })
             .collect();
-        Arc::new(Workload {
+        Workload {
             queries,
+            scripts,
             cumulative,
             dataset,
             protocol,
-        })
+            tenants: TenantChoice::default(),
+            drawn: (0..dataset.communities)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            sessions: Vec::new(),
+        }
+    }
+
+    /// The scripts of the mix.
+    pub fn scripts(&self) -> &[ScriptWork] {
+        &self.scripts
+    }
+
+    /// Script client `client`'s session as the run starts (client numbers past the sessions
+    /// made wrap around, keeping their own client id).
+    pub fn session(&self, client: usize) -> pgbench::Session {
+        let mut s = self.sessions[client % self.sessions.len().max(1)].clone();
+        if client >= self.sessions.len() {
+            s.client_id = client as i64;
+            let _ = s
+                .vars
+                .set_value("client_id", pgbench::Value::Int(client as i64));
+        }
+        s
+    }
+
+    /// Picks what the next iteration runs, by weight.
+    pub fn pick_item(&self, rng: &mut impl Rng) -> Item {
+        let i = self.pick(rng);
+        if i < self.queries.len() {
+            Item::Query(i)
+        } else {
+            Item::Script(i - self.queries.len())
+        }
+    }
+
+    /// How skewed the drawn tenants were: the percentage of draws that went to the busiest 1 %
+    /// and the busiest 10 % of the communities (at least one each); `None` before any draw.
+    pub fn tenant_skew(&self) -> Option<(f64, f64)> {
+        let mut counts: Vec<u64> = self
+            .drawn
+            .iter()
+            .map(|c| u64::from(c.load(Ordering::Relaxed)))
+            .collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let share = |fraction: f64| {
+            let n = ((counts.len() as f64 * fraction).ceil() as usize).max(1);
+            100.0 * counts[..n.min(counts.len())].iter().sum::<u64>() as f64 / total as f64
+        };
+        Some((share(0.01), share(0.10)))
+    }
+
+    /// The tenant choice, for the report.
+    pub fn tenant_choice(&self) -> TenantChoice {
+        self.tenants
     }
 
     /// The queries in scenario order; a query id indexes this list.
@@ -107,10 +240,19 @@ impl Workload {
         self.cumulative.partition_point(|&c| c <= x)
     }
 
-    /// Draws one random existing profile for a query's parameters.
-    pub fn draw(&self, rng: &mut impl Rng) -> Draw {
+    /// Draws one random existing profile for a query's parameters: the community by the
+    /// scenario's distribution (`tenant_rng`, pgbench's generator, for the skewed ones), the
+    /// profile within it uniformly.
+    pub fn draw(&self, rng: &mut impl Rng, tenant_rng: &mut pgbench::Prng) -> Draw {
+        let community = match self.tenants.distribution {
+            Distribution::Uniform => rng.random_range(0..self.dataset.communities),
+            _ => self.tenants.draw(tenant_rng, self.dataset.communities),
+        };
+        if let Some(c) = self.drawn.get(community as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         Draw {
-            community: rng.random_range(0..self.dataset.communities),
+            community,
             profile: rng.random_range(0..self.dataset.profiles_per_community),
         }
     }

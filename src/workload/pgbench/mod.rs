@@ -37,6 +37,7 @@
 
 pub mod expr;
 pub mod functions;
+pub mod init;
 mod lex;
 mod parse;
 pub mod prng;
