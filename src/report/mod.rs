@@ -21,6 +21,7 @@ mod json;
 mod junit;
 mod markdown;
 mod model;
+mod server;
 mod svg;
 
 pub use markdown::render_markdown;
