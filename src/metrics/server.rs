@@ -336,8 +336,22 @@ pub fn normalise(sql: &str) -> String {
         }
         i += 1;
     }
-    let trimmed = out.trim_end_matches([' ', ';']).trim_start();
-    trimmed.to_owned()
+    // `true`, `false` and `NULL` are constants to the server too (`$n` in its text).
+    let words: Vec<&str> = out
+        .trim_end_matches([' ', ';'])
+        .trim_start()
+        .split_inclusive(|c: char| !word(c))
+        .collect();
+    words
+        .iter()
+        .map(|w| {
+            let end = w.find(|c: char| !word(c)).unwrap_or(w.len());
+            match &w[..end] {
+                "true" | "false" | "null" => format!("?{}", &w[end..]),
+                _ => (*w).to_owned(),
+            }
+        })
+        .collect()
 }
 
 /// Which scenario query (or the tenant statement) a `queryid` is, learnt from its text once.
@@ -838,18 +852,9 @@ impl Sampler {
                 }
                 prev_db = Some((now, db));
             }
-            if let Some(matcher) = &mut self.matcher {
-                if let Ok(cur) = statements(c, &self.role).await {
-                    if let Some(prev) = &prev_statements {
-                        let n = self.names.len();
-                        let d = by_index(matcher, prev, &cur, n);
-                        for (name, value) in per_second(&self.names, &self.tenant_scoped, &d) {
-                            recorder.push(now, SampleKind::Gauge { name, value });
-                        }
-                    }
-                    prev_statements = Some(cur);
-                }
-            }
+            prev_statements = self
+                .statements_tick(c, prev_statements, now, &mut recorder)
+                .await;
         }
         let mut out = vec![WaitCount {
             samples: taken,
@@ -863,9 +868,31 @@ impl Sampler {
                 samples,
             })
             .collect();
-        counted.sort_by(|a, b| b.samples.cmp(&a.samples));
+        counted.sort_by_key(|w| std::cmp::Reverse(w.samples));
         out.extend(counted);
         out
+    }
+}
+
+impl Sampler {
+    /// Each query's server time in the last second, from the statements read a second ago;
+    /// returns this second's reading for the next.
+    async fn statements_tick(
+        &mut self,
+        c: &Client,
+        prev: Option<Statements>,
+        now: Instant,
+        recorder: &mut Recorder,
+    ) -> Option<Statements> {
+        let matcher = self.matcher.as_mut()?;
+        let cur = statements(c, &self.role).await.ok()?;
+        if let Some(prev) = &prev {
+            let d = by_index(matcher, prev, &cur, self.names.len());
+            for (name, value) in per_second(&self.names, &self.tenant_scoped, &d) {
+                recorder.push(now, SampleKind::Gauge { name, value });
+            }
+        }
+        Some(cur)
     }
 }
 
@@ -916,8 +943,9 @@ mod tests {
         );
         assert_eq!(
             normalise("SELECT set_tenant_context('0f0e...'::uuid, false)"),
-            normalise("SELECT set_tenant_context($1::uuid, false)")
+            normalise("SELECT set_tenant_context($1::uuid, $2)")
         );
+        assert_ne!(normalise("SELECT falsehood"), normalise("SELECT $1"));
         assert_eq!(
             normalise("SELECT a FROM t1 WHERE x = 'it''s'\n  AND y = $2"),
             "select a from t1 where x = ? and y = ?"
