@@ -104,11 +104,11 @@ async fn virtual_users_updating_one_row_wait_on_locks_and_a_threshold_fails_the_
         .await
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    // Each update holds the row for 20 ms after taking it: the others queue on its lock.
+    // Each update holds the row for 50 ms after taking it and no VU pauses: the others queue on its lock.
     let body = format!(
-        "name = \"hot-row\"\nexecutor = \"constant-vus\"\nvus = 6\nduration = \"4s\"\n{DATASET}\
+        "name = \"hot-row\"\nexecutor = \"constant-vus\"\nvus = 6\nduration = \"4s\"\nthink_time = \"0s\"\n{DATASET}\
          [[queries]]\nname = \"bump\"\n\
-         sql = \"WITH u AS (UPDATE hot SET n = n + 1 WHERE id = 1 RETURNING n) SELECT n, pg_sleep(0.02) FROM u\"\n\
+         sql = \"WITH u AS (UPDATE hot SET n = n + 1 WHERE id = 1 RETURNING n) SELECT n, pg_sleep(0.05) FROM u\"\n\
          [thresholds]\nserver_waits_lock = [\"max == 0\"]\n"
     );
     let file = scenario_file(tmp.path(), "hot", &body);
