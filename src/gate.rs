@@ -23,6 +23,9 @@ pub enum MetricKind {
     Rate,
     /// Sampled values: value (the last), min, max.
     Gauge,
+    /// A distribution known only by its moments (the server's `pg_stat_statements`): avg,
+    /// max, count; no percentiles, which the server does not keep.
+    Statistic,
 }
 
 /// Every metric thumper produces, with its kind. Thresholds on other names are refused.
@@ -75,10 +78,38 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
     ("rls_overhead_us", MetricKind::Gauge),
     ("rls_overhead_pct", MetricKind::Gauge),
     ("rls_latency_overhead_us", MetricKind::Gauge),
+    // the server's side (src/metrics/server.rs): per query from pg_stat_statements ...
+    ("server_time", MetricKind::Statistic),
+    ("server_rows", MetricKind::Gauge),
+    ("server_blocks_read", MetricKind::Gauge),
+    // ... and sampled once a second from pg_stat_activity and pg_stat_database
+    ("server_active_backends", MetricKind::Gauge),
+    ("server_waits_running", MetricKind::Gauge),
+    ("server_waits_lock", MetricKind::Gauge),
+    ("server_waits_lwlock", MetricKind::Gauge),
+    ("server_waits_io", MetricKind::Gauge),
+    ("server_waits_client", MetricKind::Gauge),
+    ("server_waits_ipc", MetricKind::Gauge),
+    ("server_waits_timeout", MetricKind::Gauge),
+    ("server_waits_bufferpin", MetricKind::Gauge),
+    ("server_waits_activity", MetricKind::Gauge),
+    ("server_waits_extension", MetricKind::Gauge),
+    ("server_commits_per_s", MetricKind::Gauge),
+    ("server_rollbacks_per_s", MetricKind::Gauge),
+    ("server_deadlocks", MetricKind::Gauge),
+    ("server_blocks_read_per_s", MetricKind::Gauge),
+    ("server_temp_bytes_per_s", MetricKind::Gauge),
 ];
 
 /// The metrics recorded per query as well, as sub-metrics `name{query:NAME}`.
-pub const TAGGED_BY_QUERY: &[&str] = &["query_duration", "service_time", "query_errors"];
+pub const TAGGED_BY_QUERY: &[&str] = &[
+    "query_duration",
+    "service_time",
+    "query_errors",
+    "server_time",
+    "server_rows",
+    "server_blocks_read",
+];
 
 /// The kind of a known metric name (without tags).
 pub fn metric_kind(name: &str) -> Option<MetricKind> {
@@ -166,7 +197,9 @@ impl Threshold {
         let name = self.metric.split('{').next().unwrap_or_default();
         match metric_kind(name) {
             Some(MetricKind::Counter) => true,
-            Some(MetricKind::Trend) => self.aggregation == Aggregation::Count,
+            Some(MetricKind::Trend | MetricKind::Statistic) => {
+                self.aggregation == Aggregation::Count
+            }
             Some(MetricKind::Gauge) => name == "vus",
             Some(MetricKind::Rate) | None => false,
         }
@@ -288,6 +321,10 @@ pub fn parse_expression(
             aggregation,
             Aggregation::Value | Aggregation::Min | Aggregation::Max
         ),
+        MetricKind::Statistic => matches!(
+            aggregation,
+            Aggregation::Avg | Aggregation::Max | Aggregation::Count
+        ),
     };
     if !fits {
         return Err(format!(
@@ -304,6 +341,9 @@ fn allowed(kind: MetricKind) -> &'static str {
         MetricKind::Counter => "a counter takes count or rate (per second)",
         MetricKind::Rate => "a rate takes rate (a fraction between 0 and 1)",
         MetricKind::Gauge => "a gauge takes value (the last), min or max",
+        MetricKind::Statistic => {
+            "server_time takes avg, max or count (ms; pg_stat_statements keeps no percentiles)"
+        }
     }
 }
 
@@ -626,6 +666,7 @@ mod tests {
             notes: vec![],
             curves: vec![],
             instances: vec![],
+            server: None,
         }
     }
 

@@ -5,4 +5,5 @@ pub mod codec;
 pub mod pgbouncer;
 pub mod process;
 pub mod recorder;
+pub mod server;
 pub mod summary;

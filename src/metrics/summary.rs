@@ -58,6 +58,10 @@ pub struct Summary {
     /// A fleet run's generators one by one (empty for a single run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStats>,
+    /// Where each query's time went: client, PgBouncer and server side by side
+    /// (`pg_stat_statements`), and what the server's backends waited on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<super::server::ServerBreakdown>,
 }
 
 /// One generator of a fleet run, as the fleet's report breaks it down: what it drove, how it
@@ -398,6 +402,7 @@ impl Summary {
             notes: Vec::new(),
             curves: Vec::new(),
             instances: Vec::new(),
+            server: None,
         }
     }
 }

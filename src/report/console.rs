@@ -50,6 +50,13 @@ pub fn render(summary: &Summary, report_dir: &std::path::Path) -> String {
     let _ = writeln!(out, "\n  metrics");
     for (name, m) in &summary.metrics {
         let line = match m {
+            // The server's statistics: moments only, no percentiles.
+            Metric::Trend(t) if crate::report::model::is_statistic(name) => format!(
+                "count={} avg={:.2}ms max={:.2}ms",
+                t.count,
+                t.mean_us / 1e3,
+                t.max_us as f64 / 1e3
+            ),
             Metric::Trend(t) if t.count > 0 && t.unit == "us" => format!(
                 "count={} avg={:.2}ms min={:.2}ms p50={:.2}ms p90={:.2}ms p95={:.2}ms p99={:.2}ms max={:.2}ms",
                 t.count,
@@ -87,6 +94,7 @@ pub fn render(summary: &Summary, report_dir: &std::path::Path) -> String {
         let dots = ".".repeat(44usize.saturating_sub(name.len()).max(2));
         let _ = writeln!(out, "    {name} {dots} {line}");
     }
+    crate::report::server::console(&mut out, summary);
     instances(&mut out, summary);
     for note in &summary.notes {
         let _ = writeln!(out, "\n  note: {note}");

@@ -63,6 +63,7 @@ struct Page<'a> {
     chart_warnings: &'a [String],
     metrics: Totals<'a>,
     notes: &'a [String],
+    server: Option<super::server::Section>,
 }
 
 impl<'a> Page<'a> {
@@ -83,6 +84,7 @@ impl<'a> Page<'a> {
             chart_warnings: &charts.warnings,
             metrics: Totals::new(s),
             notes: &s.notes,
+            server: super::server::Section::of(s),
         }
     }
 }
@@ -518,6 +520,36 @@ const GAUGE_GROUPS: [(&str, &str, &str, &[&str]); 9] = [
     ),
 ];
 
+/// The server's gauges (src/metrics/server.rs), grouped by name: per-query ones have a name
+/// per query, so these groups are by prefix.
+type GaugeFilter = fn(&str) -> bool;
+const SERVER_GROUPS: [(&str, &str, &str, GaugeFilter); 5] = [
+    (
+        "server-waits",
+        "Server backends by wait event type (application role, busy)",
+        "backends",
+        |n| n.starts_with("server_waits_") || n == "server_active_backends",
+    ),
+    (
+        "server-time",
+        "Server time per query (mean of each second)",
+        "µs",
+        |n| n.starts_with("server_time{"),
+    ),
+    ("server-rows", "Server rows per call", "rows", |n| {
+        n.starts_with("server_rows{")
+    }),
+    (
+        "server-blocks",
+        "Server blocks read per call",
+        "blocks",
+        |n| n.starts_with("server_blocks_read{"),
+    ),
+    ("server-xacts", "Server transactions", "per second", |n| {
+        n == "server_commits_per_s" || n == "server_rollbacks_per_s"
+    }),
+];
+
 fn gauge_unit(name: &str) -> &'static str {
     if name.ends_with("_mb") {
         "MB"
@@ -717,6 +749,32 @@ fn gauge_charts(s: &Summary, used: &mut HashSet<String>) -> Vec<Chart> {
                 .map(|m| time_series(s, m, gauge(m)))
                 .collect(),
         ));
+    }
+    for (id, title, unit, wanted) in SERVER_GROUPS {
+        let present: Vec<&String> = gauge_names
+            .iter()
+            .copied()
+            .filter(|n| wanted(n) && !grouped.contains(n.as_str()))
+            .collect();
+        grouped.extend(present.iter().map(|n| n.to_string()));
+        // A wait type no backend was ever seen on is a flat zero: left out of the chart.
+        let drawn: Vec<Series> = present
+            .iter()
+            .filter(|n| {
+                series
+                    .iter()
+                    .any(|i| i.gauges.get(n.as_str()).is_some_and(|v| *v != 0.0))
+            })
+            .map(|n| time_series(s, n, gauge(n)))
+            .collect();
+        if !drawn.is_empty() {
+            charts.push(time_chart(
+                slug("chart-", id, used),
+                title.to_owned(),
+                unit,
+                drawn,
+            ));
+        }
     }
     for name in gauge_names {
         if grouped.contains(name.as_str()) {

@@ -75,6 +75,7 @@ pub fn render_markdown(s: &Summary) -> String {
 
     thresholds_table(&mut md, s);
     queries_table(&mut md, s);
+    super::server::markdown(&mut md, s, escape);
     instances_table(&mut md, s);
     generator_line(&mut md, s);
 

@@ -22,6 +22,7 @@ mod junit;
 mod markdown;
 mod model;
 pub mod pgbench;
+mod server;
 mod svg;
 
 pub use markdown::render_markdown;

@@ -16,6 +16,7 @@ pub(crate) fn trend_names(summary: &Summary) -> Vec<String> {
         .iter()
         .filter(|(_, m)| matches!(m, crate::metrics::summary::Metric::Trend(_)))
         .map(|(n, _)| n)
+        .filter(|n| !is_statistic(n))
         .collect();
     names.sort_by_key(|n| (trend_rank(n), n.to_string()));
     names.into_iter().cloned().collect()
@@ -28,6 +29,12 @@ fn trend_rank(name: &str) -> usize {
         .iter()
         .position(|p| *p == base)
         .unwrap_or(PRIMARY_TRENDS.len())
+}
+
+/// Whether a trend is known by its moments only (`server_time`, from `pg_stat_statements`):
+/// it has no percentiles to chart or tabulate; the server section shows it.
+pub(crate) fn is_statistic(name: &str) -> bool {
+    base_name(name) == "server_time"
 }
 
 /// How a fleet instance ended, as the reports print it.

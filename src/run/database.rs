@@ -149,6 +149,8 @@ pub async fn measure(
     let (tx, rx) = mpsc::unbounded_channel();
     // Pre-allocated connections open before the clock: t = 0 is the schedule's first instant.
     let warm = executor::warm_up(plan, &connector).await;
+    // The server's statistics before the load: read before the clock starts too.
+    let server = server_probe(plan, target, scope).await;
     let start = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
     let vus = Arc::new(AtomicU64::new(0));
@@ -184,6 +186,7 @@ pub async fn measure(
     let aggregator = tokio::spawn(aggregator.run(rx));
     let gauges_stop = CancellationToken::new();
     let gauges = start_gauges(target, start, &tx, &gauges_stop);
+    let server_sampler = server.as_ref().map(|p| p.sample(start, &tx, &gauges_stop));
     let ctx = Arc::new(RunContext {
         start,
         workload: workload.clone(),
@@ -210,11 +213,21 @@ pub async fn measure(
     for task in gauges {
         let _ = task.await;
     }
-    let aggregated = aggregator
+    let waits = match server_sampler {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut aggregated = aggregator
         .await
         .map_err(|e| RunError::Failed(format!("metrics aggregation failed: {e}")))?;
+    let mut breakdown = None;
+    if let Some(probe) = server {
+        let (metrics, server, notes) = probe.finish(&aggregated.metrics, waits).await;
+        aggregated.metrics.extend(metrics);
+        breakdown = server;
+        m.notes.extend(notes);
+    }
     let duration_s = start.elapsed().as_secs_f64();
-    let mut aggregated = aggregated;
     m.notes
         .extend(tenant_skew(&workload, &mut aggregated.metrics));
     // The watchers are gone with the aggregator: the outputs deliver their last batch.
@@ -242,7 +255,8 @@ pub async fn measure(
         time_series: aggregated.time_series,
         notes: m.notes,
     };
-    let summary = judged_summary(plan, redact(&target.url), started_at, measured);
+    let mut summary = judged_summary(plan, redact(&target.url), started_at, measured);
+    summary.server = breakdown;
     Ok((summary, started_at))
 }
 
@@ -273,6 +287,41 @@ fn clients(plan: &Plan) -> usize {
         scenario::LoadShape::Closed { .. } => plan.load.peak() as usize,
         scenario::LoadShape::Open { max_vus, .. } => max_vus as usize,
     }
+}
+
+/// The server's side of the run (src/metrics/server.rs), read through the admin URL when there
+/// is one (it may read every role's statistics), else as the application role itself. A fleet
+/// instance leaves it out: every instance would see the whole fleet's statements.
+async fn server_probe(
+    plan: &Plan,
+    target: &Target,
+    scope: Scope,
+) -> Option<crate::metrics::server::Probe> {
+    use crate::metrics::server::{Probe, ServerQuery, ServerSource};
+    if scope == Scope::Share {
+        return None;
+    }
+    let app = target.url.parse::<tokio_postgres::Config>().ok()?;
+    let source = ServerSource {
+        stats_url: target
+            .admin_url
+            .clone()
+            .unwrap_or_else(|| target.url.clone()),
+        app_role: app.get_user()?.to_owned(),
+        pgbouncer_admin_url: target.pgbouncer_admin_url.clone(),
+        pgbouncer_database: app.get_dbname().map(str::to_owned),
+        queries: plan
+            .queries
+            .iter()
+            .map(|q| ServerQuery {
+                name: q.name.clone(),
+                sql: q.sql.clone(),
+                tenant_scoped: q.tenant_scoped,
+            })
+            .collect(),
+        tenant_sql: crate::workload::SET_TENANT_SQL.to_owned(),
+    };
+    Some(Probe::begin(source).await)
 }
 
 /// What the aggregated numbers say that a reader must know.

@@ -111,9 +111,14 @@ pub fn stack_options(plan: &Plan) -> Result<StackOptions, RunError> {
                         RunError::BadInput(format!("{}: [stack.pgbouncer]: {e}", plan.file))
                     })?
                 }
+                "postgres" => {
+                    options.postgres = value.clone().try_into().map_err(|e| {
+                        RunError::BadInput(format!("{}: [stack.postgres]: {e}", plan.file))
+                    })?
+                }
                 other => {
                     return Err(RunError::BadInput(format!(
-                        "{}: [stack]: unknown key `{other}`; expected [stack.pgbouncer]",
+                        "{}: [stack]: unknown key `{other}`; expected [stack.pgbouncer] or [stack.postgres]",
                         plan.file
                     )))
                 }

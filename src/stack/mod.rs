@@ -42,6 +42,7 @@ use tokio::sync::Mutex;
 
 pub use error::StackError;
 pub use pgbouncer::{PgBouncerSettings, PoolMode};
+pub use postgres::PostgresSettings;
 
 use crate::migrate::DbError;
 use binaries::Binaries;
@@ -71,6 +72,8 @@ const PORT_ATTEMPTS: usize = 5;
 pub struct StackOptions {
     /// PgBouncer's settings.
     pub pgbouncer: PgBouncerSettings,
+    /// PostgreSQL's settings (`pg_stat_statements` or not).
+    pub postgres: PostgresSettings,
     /// Where to create the stack's directory (default: the system temp dir). A fresh,
     /// uniquely named subdirectory is always created inside it.
     pub base_dir: Option<PathBuf>,
@@ -83,6 +86,7 @@ impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
             pgbouncer: PgBouncerSettings::default(),
+            postgres: PostgresSettings::default(),
             base_dir: None,
             migrations_dir: PathBuf::from("migrations"),
         }
@@ -192,6 +196,7 @@ impl Stack {
             &stack.base,
             &stack.data_dir(),
             &stack.creds.superuser,
+            &opts.postgres,
         )
         .await?;
         for attempt in 1..=PORT_ATTEMPTS {
@@ -202,7 +207,7 @@ impl Stack {
             }
             break;
         }
-        postgres::bootstrap(&stack.superuser_url(), &stack.creds).await?;
+        postgres::bootstrap(&stack.superuser_url(), &stack.creds, &opts.postgres).await?;
 
         let users = [
             pgbouncer::AuthUser {

@@ -21,6 +21,7 @@ pub async fn initdb(
     base: &Path,
     data_dir: &Path,
     superuser_password: &str,
+    settings: &PostgresSettings,
 ) -> Result<(), StackError> {
     let pwfile = base.join("superuser.pw");
     super::pgbouncer::write_private(&pwfile, superuser_password, user)?;
@@ -53,11 +54,35 @@ pub async fn initdb(
             log_tail: super::log_tail(&log),
         });
     }
-    configure(data_dir)
+    configure(data_dir, settings)
+}
+
+/// The embedded PostgreSQL's own settings (`[stack.postgres]` in a scenario).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// Load `pg_stat_statements` (`shared_preload_libraries`, with `track_planning = on`) and
+    /// create the extension in the Arrakis database, so a run can give each query's server time
+    /// (src/metrics/server.rs). On by default; `false` gives a server without it, as many
+    /// managed ones are (what the notes then say is tested in tests/server.rs).
+    #[serde(default = "yes")]
+    pub pg_stat_statements: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        PostgresSettings {
+            pg_stat_statements: true,
+        }
+    }
 }
 
 /// Appends our settings to `postgresql.conf` (later lines win) and replaces `pg_hba.conf`.
-fn configure(data_dir: &Path) -> Result<(), StackError> {
+fn configure(data_dir: &Path, settings: &PostgresSettings) -> Result<(), StackError> {
     let conf = data_dir.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf).map_err(|e| StackError::io("read", &conf, e))?;
     text.push_str(
@@ -74,6 +99,15 @@ fn configure(data_dir: &Path) -> Result<(), StackError> {
          log_min_messages = warning\n\
          log_line_prefix = '%m [%p] %q%u@%d '\n",
     );
+    if settings.pg_stat_statements {
+        // Top-level statements only: a statement's time already holds the time of what it
+        // calls (set_tenant_context's own statements), and the table stays small.
+        text.push_str(
+            "shared_preload_libraries = 'pg_stat_statements'\n\
+             pg_stat_statements.track = top\n\
+             pg_stat_statements.track_planning = on\n",
+        );
+    }
     std::fs::write(&conf, text).map_err(|e| StackError::io("write", &conf, e))?;
     let hba = data_dir.join("pg_hba.conf");
     // Password logins over loopback TCP only; `md5` also accepts SCRAM-stored passwords.
@@ -96,7 +130,11 @@ pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 }
 
 /// Creates the Arrakis roles and database, connected as the superuser.
-pub(crate) async fn bootstrap(superuser_url: &str, creds: &Credentials) -> Result<(), StackError> {
+pub(crate) async fn bootstrap(
+    superuser_url: &str,
+    creds: &Credentials,
+    settings: &PostgresSettings,
+) -> Result<(), StackError> {
     let sql = |step: &'static str| {
         move |e: tokio_postgres::Error| StackError::Sql {
             step,
@@ -116,12 +154,27 @@ pub(crate) async fn bootstrap(superuser_url: &str, creds: &Credentials) -> Resul
         format!("CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}"),
         format!("REVOKE ALL ON DATABASE {DATABASE} FROM PUBLIC"),
         format!("GRANT CONNECT ON DATABASE {DATABASE} TO {APP_ROLE}"),
+        // The owner (the admin URL) reads every role's statistics: the server's side of a run.
+        format!("GRANT pg_read_all_stats TO {OWNER_ROLE}"),
     ];
     for statement in &statements {
         client
             .batch_execute(statement)
             .await
             .map_err(sql("create the roles and database"))?;
+    }
+    if settings.pg_stat_statements {
+        // Not a trusted extension: the superuser creates it, in the database the view is read in.
+        let base = superuser_url
+            .strip_suffix("/postgres")
+            .unwrap_or(superuser_url);
+        let in_database = format!("{base}/{DATABASE}");
+        connect(&in_database)
+            .await
+            .map_err(sql("connect to the database as the superuser"))?
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .map_err(sql("create the pg_stat_statements extension"))?;
     }
     Ok(())
 }

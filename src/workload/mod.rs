@@ -24,7 +24,7 @@ use crate::scenario::{Distribution, ParamKind, Plan, Protocol, QueryDef, ScriptD
 
 /// Statement that sets the tenant for the current transaction only (never the session), so the
 /// setting cannot leak to another client through transaction pooling.
-const SET_TENANT_SQL: &str = "SELECT set_tenant_context($1::uuid, false)";
+pub const SET_TENANT_SQL: &str = "SELECT set_tenant_context($1::uuid, false)";
 
 /// What one successful execution returned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
