@@ -74,6 +74,18 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
 /// The metrics recorded per query as well, as sub-metrics `name{query:NAME}`.
 pub const TAGGED_BY_QUERY: &[&str] = &["query_duration", "service_time", "query_errors"];
 
+/// The metrics a multi-scenario run also records per scenario, as `name{scenario:NAME}`.
+pub const TAGGED_BY_SCENARIO: &[&str] = &[
+    "query_duration",
+    "iterations",
+    "queries",
+    "query_errors",
+    "connection_errors",
+    "incomplete_iterations",
+    "dropped_iterations",
+    "vus",
+];
+
 /// The kind of a known metric name (without tags).
 pub fn metric_kind(name: &str) -> Option<MetricKind> {
     KNOWN_METRICS
@@ -620,6 +632,7 @@ mod tests {
             notes: vec![],
             curves: vec![],
             instances: vec![],
+            scenarios: vec![],
         }
     }
 

@@ -41,6 +41,8 @@ pub struct VirtualUser {
     /// Per-checkout state for the pooled topology (no prepared statements there).
     pooled_state: ConnectionState,
     backoff: Duration,
+    /// The feeder row of the next iteration.
+    row: Option<crate::workload::FeedRow>,
 }
 
 impl VirtualUser {
@@ -52,7 +54,21 @@ impl VirtualUser {
             conn: None,
             pooled_state: ConnectionState::default(),
             backoff: min_backoff,
+            row: None,
         }
+    }
+
+    /// Takes the next iteration's feeder row; `false` when the scenario's feeder has run out
+    /// (then it ends: see [`RunContext::exhausted`]).
+    pub fn feed(&mut self, ctx: &RunContext) -> bool {
+        let Some(feed) = &ctx.feed else {
+            return true;
+        };
+        self.row = feed.next(&mut self.rng);
+        if self.row.is_none() {
+            ctx.exhausted.cancel();
+        }
+        self.row.is_some()
     }
 
     /// Takes the connection opened for this VU before the run's clock started (open-model
@@ -127,8 +143,9 @@ impl VirtualUser {
     pub async fn iterate(&mut self, ctx: &RunContext, intended: Option<Instant>) -> IterationEnd {
         let workload = &ctx.workload;
         let index = workload.pick(&mut self.rng);
-        let draw = workload.draw(&mut self.rng);
-        let query = index as u16;
+        let mut draw = workload.draw(&mut self.rng);
+        draw.row = self.row.take();
+        let query = (usize::from(ctx.query_offset) + index) as u16;
         // In the open model the query is outstanding from its scheduled start.
         if let Some(due) = intended {
             self.recorder.begin(query, due);

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use super::finish::{ending_of, judged_summary, report_folder, Measured};
 use super::target::Target;
 use super::{RunError, RunOptions};
-use crate::executor::{self, Connector, RunContext};
 use crate::gate::{self, Scope};
 use crate::metrics::aggregator::{Aggregated, Aggregator, AggregatorConfig, Watcher};
 use crate::metrics::recorder::Samples;
@@ -23,8 +22,7 @@ use crate::metrics::summary::{Metric, Summary};
 use crate::output::OutputOptions;
 use crate::redact::redact;
 use crate::report::console::{ProgressColumns, ProgressLine};
-use crate::scenario::{self, Plan, Segment};
-use crate::workload::Workload;
+use crate::scenario::{Plan, Segment};
 
 /// What measuring needs besides the plan and the target.
 pub struct Measure<'a> {
@@ -143,12 +141,9 @@ pub async fn measure(
             m.segment
         ));
     }
-    let workload = Workload::new(&plan.queries, plan.dataset, plan.protocol);
-    let connector =
-        Connector::new(&target.url, plan).map_err(|e| RunError::BadInput(e.to_string()))?;
-    let (tx, rx) = mpsc::unbounded_channel();
     // Pre-allocated connections open before the clock: t = 0 is the schedule's first instant.
-    let warm = executor::warm_up(plan, &connector).await;
+    let parts = super::scenarios::prepare(plan, target, m.segment).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
     let start = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
     let vus = Arc::new(AtomicU64::new(0));
@@ -157,30 +152,31 @@ pub async fn measure(
     let mut watchers = watchers(plan, m.quiet, scope, ProgressColumns::DATABASE);
     watchers.extend(output_watchers);
     watchers.append(&mut m.watchers);
-    let aggregator = Aggregator::new(AggregatorConfig {
+    let config = AggregatorConfig {
         start,
         interval: Duration::from_secs(1),
         planned: plan.load.duration(),
         query_names: plan.queries.iter().map(|q| q.name.clone()).collect(),
-        open_model: matches!(plan.load, scenario::LoadShape::Open { .. }),
+        open_model: plan.any_open(),
         vus: vus.clone(),
         watchers,
         abort: abort.clone(),
-    });
+    };
+    let aggregator = if plan.scenarios.is_empty() {
+        Aggregator::new(config)
+    } else {
+        let names: Vec<String> = plan.scenarios.iter().map(|p| p.name.clone()).collect();
+        Aggregator::with_scenarios(config, &names)
+    };
     let aggregator = tokio::spawn(aggregator.run(rx));
     let gauges_stop = CancellationToken::new();
     let gauges = start_gauges(target, start, &tx, &gauges_stop);
-    let ctx = Arc::new(RunContext {
-        start,
-        workload,
-        connector,
-        think_time: plan.think_time,
-        min_backoff: plan.min_backoff,
-        max_backoff: plan.max_backoff,
+    let drive = super::scenarios::Drive {
+        run_start: start,
         samples: tx,
+        vus,
         segment: m.segment,
-        warm,
-    });
+    };
     let stop = interrupt.child_token();
     let relay = tokio::spawn({
         let (abort, stop) = (abort.clone(), stop.clone());
@@ -189,7 +185,7 @@ pub async fn measure(
             stop.cancel();
         }
     });
-    executor::execute(plan, ctx, vus, stop).await;
+    let runs = super::scenarios::drive(parts, drive, stop).await;
     relay.abort();
     gauges_stop.cancel();
     for task in gauges {
@@ -203,6 +199,7 @@ pub async fn measure(
     let delivered = outputs.finish().await;
     m.notes.extend(delivered.notes);
     m.notes.extend(aggregation_notes(&aggregated));
+    m.notes.extend(super::scenarios::notes(plan, &runs));
     // `--out-required`: an output that could not deliver fails the run like a threshold.
     m.notes.extend(delivered.failure.clone());
     let interrupted = interrupt.is_cancelled();
@@ -224,7 +221,10 @@ pub async fn measure(
         time_series: aggregated.time_series,
         notes: m.notes,
     };
-    let summary = judged_summary(plan, redact(&target.url), started_at, measured);
+    let mut summary = judged_summary(plan, redact(&target.url), started_at, measured);
+    if !plan.scenarios.is_empty() || plan.feeder.is_some() {
+        summary.scenarios = runs;
+    }
     Ok((summary, started_at))
 }
 

@@ -6,6 +6,7 @@
 pub mod capacity;
 pub mod database;
 pub mod finish;
+pub mod scenarios;
 pub mod target;
 
 use std::path::PathBuf;
@@ -110,11 +111,20 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
         plan.quick();
     }
     crate::scenario::segment::apply(&mut plan, opts.segment);
-    if plan.protocol == Protocol::Prepared {
+    for part in plan.parts() {
+        check_prepared(&plan, part, opts)?;
+    }
+    Ok(plan)
+}
+
+/// `protocol = "prepared"` where named statements can live: not through a transaction pooler,
+/// not from shared pools.
+fn check_prepared(plan: &Plan, part: &Plan, opts: &RunOptions) -> Result<(), RunError> {
+    if part.protocol == Protocol::Prepared {
         // The embedded stack's PgBouncer runs in the scenario's mode; another target is what
         // --pool-mode says it is.
         let pooling = if opts.target.is_none() && crate::stack::running().is_none() {
-            Some(stack_options(&plan)?.pgbouncer.pool_mode)
+            Some(stack_options(plan)?.pgbouncer.pool_mode)
         } else {
             opts.pool_mode
         };
@@ -124,14 +134,14 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
                 opts.scenario.display()
             )));
         }
-        if plan.connection.topology == Topology::Pooled {
+        if part.connection.topology == Topology::Pooled {
             return Err(RunError::BadInput(format!(
                 "{}: protocol = \"prepared\" is supported with topology = \"per-vu\" only",
                 opts.scenario.display()
             )));
         }
     }
-    Ok(plan)
+    Ok(())
 }
 
 /// Refuses thresholds this run can never judge (exit 2), before any stack starts or login: a
@@ -139,8 +149,11 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
 /// coordinator polls it).
 pub fn check_judgeable(plan: &Plan, opts: &RunOptions) -> Result<(), RunError> {
     let can = gate::Judgeable {
-        open_model: matches!(plan.load, scenario::LoadShape::Open { .. }),
-        pooled: plan.connection.topology == Topology::Pooled,
+        open_model: plan.any_open(),
+        pooled: plan
+            .parts()
+            .iter()
+            .any(|p| p.connection.topology == Topology::Pooled),
         pgbouncer_console: opts.target.is_none()
             || opts.pgbouncer_admin_url.is_some()
             || opts.fleet_nats.is_some(),

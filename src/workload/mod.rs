@@ -1,6 +1,7 @@
 //! The query catalogue: the scenario's weighted query mix, parameters drawn from the dataset,
 //! execution in each wire protocol, error classification and the tenant check.
 
+pub mod feed;
 mod params;
 pub mod pgbench;
 mod tenant;
@@ -14,7 +15,7 @@ use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 use uuid::Uuid;
 
 pub use crate::db::{classify, describe, ErrorKind, QueryFailure};
-pub use params::Draw;
+pub use params::{Draw, FeedRow, FeedValue};
 pub use tenant::check_tenant_columns;
 
 use crate::dataset::DatasetSpec;
@@ -112,6 +113,7 @@ impl Workload {
         Draw {
             community: rng.random_range(0..self.dataset.communities),
             profile: rng.random_range(0..self.dataset.profiles_per_community),
+            row: None,
         }
     }
 
