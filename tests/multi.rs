@@ -85,7 +85,10 @@ async fn two_scenarios_add_up_follow_each_other_and_are_judged_apart() {
     assert_eq!(fast.ending, "ran_to_plan");
     assert_eq!(slow.ending, "ran_to_plan");
     let gap = slow.start_s - fast.end_s;
-    assert!((0.0..1.0).contains(&gap), "slow started {gap:.3} s after fast ended");
+    assert!(
+        (0.0..1.0).contains(&gap),
+        "slow started {gap:.3} s after fast ended"
+    );
     assert!(fast.start_s < 0.5, "fast starts at once: {}", fast.start_s);
 
     // Each scenario's threshold judged its own numbers: the fast one passes although the
@@ -105,7 +108,10 @@ async fn two_scenarios_add_up_follow_each_other_and_are_judged_apart() {
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     assert!(md.contains("| slow |"), "{md}");
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert!(html.contains("Scenarios"), "no scenario table in the HTML report");
+    assert!(
+        html.contains("Scenarios"),
+        "no scenario table in the HTML report"
+    );
     stack.stop().await.unwrap();
 }
 
@@ -178,7 +184,11 @@ async fn a_queue_feeder_of_n_rows_gives_n_iterations_alone_and_across_a_fleet() 
     assert_eq!(count(&s, "iterations"), 40);
     assert_eq!(count(&s, "queries"), 40);
     assert_eq!(s.scenarios[0].ending, "rows_ran_out");
-    assert!(s.notes.iter().any(|n| n.contains("ran out of rows")), "{:?}", s.notes);
+    assert!(
+        s.notes.iter().any(|n| n.contains("ran out of rows")),
+        "{:?}",
+        s.notes
+    );
     assert_eq!(fed_rows(&stack).await, (40, 40, 1));
 
     // Three local workers share the rows: each used once, setup and teardown once.
@@ -238,7 +248,11 @@ async fn teardown_runs_after_ctrl_c_and_after_a_threshold_abort() {
     assert_eq!(o.status.code(), Some(99), "{}", text(&o));
     let (_, s) = summary(&reports);
     assert!(s.duration_s < 30.0, "the abort stopped the run");
-    assert_eq!(fed_rows(&stack).await.2, 2, "teardown after a threshold abort");
+    assert_eq!(
+        fed_rows(&stack).await.2,
+        2,
+        "teardown after a threshold abort"
+    );
     stack.stop().await.unwrap();
 }
 
@@ -248,7 +262,10 @@ fn bad_input_names_the_file_and_line_before_any_load() {
     let cases: [(&str, String, &str); 5] = [
         (
             "cycle",
-            TWO.replace("duration = \"3s\"", "duration = \"3s\"\nstart_after = \"slow\""),
+            TWO.replace(
+                "duration = \"3s\"",
+                "duration = \"3s\"\nstart_after = \"slow\"",
+            ),
             "cycle",
         ),
         (
@@ -271,14 +288,19 @@ fn bad_input_names_the_file_and_line_before_any_load() {
         ),
         (
             "unknown-feeder",
-            TWO.replace("sql = \"SELECT 1\"", "sql = \"SELECT $1\"\nparams = [\"users.id\"]"),
+            TWO.replace(
+                "sql = \"SELECT 1\"",
+                "sql = \"SELECT $1\"\nparams = [\"users.id\"]",
+            ),
             "no feeder is named \"users\"",
         ),
     ];
     for (name, body, message) in cases {
         let file = scenario_file(tmp.path(), name, &body);
         let mut c = thumper();
-        c.arg("run").arg(&file).args(["--target", "postgres://nobody@127.0.0.1:1/x"]);
+        c.arg("run")
+            .arg(&file)
+            .args(["--target", "postgres://nobody@127.0.0.1:1/x"]);
         let o = output(c);
         let t = text(&o);
         assert_eq!(o.status.code(), Some(2), "{name}: {t}");
@@ -288,16 +310,24 @@ fn bad_input_names_the_file_and_line_before_any_load() {
             .chars()
             .take_while(char::is_ascii_digit)
             .collect();
-        assert!(line.parse::<u32>().unwrap_or(0) > 0, "{name}: no line in {t}");
+        assert!(
+            line.parse::<u32>().unwrap_or(0) > 0,
+            "{name}: no line in {t}"
+        );
     }
     // A CSV row with the wrong number of columns: the CSV's file and line.
     std::fs::write(tmp.path().join("bad.csv"), "id,label\n1,a\n2\n").unwrap();
     let body = std::fs::read_to_string(feeder_file(tmp.path(), 1, "")).unwrap();
     let file = scenario_file(tmp.path(), "badcsv", &body.replace("ids.csv", "bad.csv"));
     let mut c = thumper();
-    c.arg("run").arg(&file).args(["--target", "postgres://nobody@127.0.0.1:1/x"]);
+    c.arg("run")
+        .arg(&file)
+        .args(["--target", "postgres://nobody@127.0.0.1:1/x"]);
     let o = output(c);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("bad.csv:3:") && t.contains("1 column(s), the header has 2"), "{t}");
+    assert!(
+        t.contains("bad.csv:3:") && t.contains("1 column(s), the header has 2"),
+        "{t}"
+    );
 }

@@ -134,7 +134,9 @@ pub(crate) fn scenario_rows(summary: &Summary) -> Vec<ScenarioRow<'_>> {
             end_s: r.end_s,
             ending: r.ending.replace('_', " "),
             iterations: match count("iterations", &r.name) {
-                0 if summary.scenarios.len() == 1 => summary.counter("iterations").map_or(0, |c| c.count),
+                0 if summary.scenarios.len() == 1 => {
+                    summary.counter("iterations").map_or(0, |c| c.count)
+                }
                 n => n,
             },
             errors: count("query_errors", &r.name) + count("connection_errors", &r.name),
@@ -144,7 +146,11 @@ pub(crate) fn scenario_rows(summary: &Summary) -> Vec<ScenarioRow<'_>> {
             },
             trend: summary
                 .trend(&format!("query_duration{{scenario:{}}}", r.name))
-                .or_else(|| (summary.scenarios.len() == 1).then(|| summary.trend("query_duration")).flatten()),
+                .or_else(|| {
+                    (summary.scenarios.len() == 1)
+                        .then(|| summary.trend("query_duration"))
+                        .flatten()
+                }),
         })
         .collect()
 }

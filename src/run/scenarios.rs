@@ -78,8 +78,15 @@ async fn feed(
             let (header, rows) = sql_rows(target, sql).await.map_err(|e| {
                 RunError::Failed(format!("{}: feeder \"{}\": {e}", plan.file, def.name))
             })?;
-            Feed::new(def, &header, &rows, &part.feed_columns, segment, plan.dataset.seed)
-                .map_err(bad)
+            Feed::new(
+                def,
+                &header,
+                &rows,
+                &part.feed_columns,
+                segment,
+                plan.dataset.seed,
+            )
+            .map_err(bad)
         }
     }
 }

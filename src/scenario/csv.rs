@@ -6,7 +6,10 @@
 pub fn parse(text: &str) -> Result<(Vec<String>, Vec<Vec<String>>), (usize, String)> {
     let mut records = records(text)?.into_iter();
     let Some((_, header)) = records.next() else {
-        return Err((1, "the file is empty; a feeder's CSV starts with a header row".into()));
+        return Err((
+            1,
+            "the file is empty; a feeder's CSV starts with a header row".into(),
+        ));
     };
     if let Some(empty) = header.iter().position(|c| c.trim().is_empty()) {
         return Err((1, format!("header column {} has no name", empty + 1)));

@@ -10,9 +10,8 @@ use toml::Spanned;
 
 use super::duration;
 use super::file::{
-    ConnectionDef, ConnectionTable, DatasetTable, FeedStrategy, FeederEntry, ParamEntry,
-    ParamKind, Protocol, QueryDef, QueryEntry, ScenarioFile, ScenarioTable, SqlTable, StageDef,
-    ThresholdDef,
+    ConnectionDef, ConnectionTable, DatasetTable, FeedStrategy, FeederEntry, ParamEntry, ParamKind,
+    Protocol, QueryDef, QueryEntry, ScenarioFile, ScenarioTable, SqlTable, StageDef, ThresholdDef,
 };
 use super::{line_at, ScenarioError};
 use crate::dataset::DatasetSpec;
@@ -392,13 +391,30 @@ pub(crate) fn validate(
     let passthrough = passthrough(raw.stack.take(), raw.gateway.take());
     let dataset = dataset(&src, std::mem::take(&mut raw.dataset))?;
     let feeders = feeders(&src, std::mem::take(&mut raw.feeders))?;
-    let (setup, teardown) = (sql_table(&src, raw.setup.take())?, sql_table(&src, raw.teardown.take())?);
+    let (setup, teardown) = (
+        sql_table(&src, raw.setup.take())?,
+        sql_table(&src, raw.teardown.take())?,
+    );
     let mut plan = if scenarios.is_empty() {
-        let executor = top.executor.clone().ok_or_else(|| {
-            src.invalid(None, "executor", "missing field `executor`")
-        })?;
-        let queries = queries(&src, std::mem::take(&mut raw.queries), !passthrough.is_gateway())?;
-        let mut plan = part(&src, &name, &executor, top, queries, &feeders, dataset, passthrough.is_gateway())?;
+        let executor = top
+            .executor
+            .clone()
+            .ok_or_else(|| src.invalid(None, "executor", "missing field `executor`"))?;
+        let queries = queries(
+            &src,
+            std::mem::take(&mut raw.queries),
+            !passthrough.is_gateway(),
+        )?;
+        let mut plan = part(
+            &src,
+            &name,
+            &executor,
+            top,
+            queries,
+            &feeders,
+            dataset,
+            passthrough.is_gateway(),
+        )?;
         plan.stack = passthrough.stack;
         plan.gateway = passthrough.gateway;
         plan
@@ -550,7 +566,11 @@ fn feed(
                 return Err(invalid(format!(
                     "no feeder is named \"{}\" (feeders: {})",
                     r.feeder,
-                    if known.is_empty() { "none; add a [[feeders]] entry".into() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none; add a [[feeders]] entry".into()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             };
             if feeder.is_some_and(|g| g != f) {
@@ -667,26 +687,53 @@ fn multi(
     for (key, mut table) in tables {
         let sname = key.get_ref();
         if sname.is_empty() || sname.contains(['{', '}', ':', ',']) {
-            return Err(src.invalid(Some(key.span()), "scenarios", "a scenario name must be non-empty and free of { } : , (it becomes a metric tag)"));
+            return Err(src.invalid(
+                Some(key.span()),
+                "scenarios",
+                "a scenario name must be non-empty and free of { } : , (it becomes a metric tag)",
+            ));
         }
         let field = format!("scenarios.{sname}");
-        let executor = table.executor.clone().ok_or_else(|| {
-            src.invalid(Some(key.span()), &field, "missing field `executor`")
-        })?;
+        let executor = table
+            .executor
+            .clone()
+            .ok_or_else(|| src.invalid(Some(key.span()), &field, "missing field `executor`"))?;
         let own = std::mem::take(&mut table.queries);
         let mut queries = queries(src, own, false)?;
         if let Some(list) = table.use_queries.take() {
             for wanted in list.into_inner() {
-                let Some(i) = file_queries.iter().position(|(q, _)| q.name == *wanted.get_ref()) else {
-                    let known: Vec<&str> = file_queries.iter().map(|(q, _)| q.name.as_str()).collect();
-                    return Err(src.invalid(Some(wanted.span()), &format!("{field}.use_queries"), format!(
-                        "no [[queries]] entry is named \"{}\" (file-level queries: {})",
-                        wanted.get_ref(),
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
-                    )));
+                let Some(i) = file_queries
+                    .iter()
+                    .position(|(q, _)| q.name == *wanted.get_ref())
+                else {
+                    let known: Vec<&str> =
+                        file_queries.iter().map(|(q, _)| q.name.as_str()).collect();
+                    return Err(src.invalid(
+                        Some(wanted.span()),
+                        &format!("{field}.use_queries"),
+                        format!(
+                            "no [[queries]] entry is named \"{}\" (file-level queries: {})",
+                            wanted.get_ref(),
+                            if known.is_empty() {
+                                "none".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
                 };
                 let q = &file_queries[i];
-                queries.push((q.0.clone(), q.1.iter().map(|r| ColumnRef { param: r.param, feeder: r.feeder.clone(), column: r.column.clone(), span: r.span.clone() }).collect()));
+                queries.push((
+                    q.0.clone(),
+                    q.1.iter()
+                        .map(|r| ColumnRef {
+                            param: r.param,
+                            feeder: r.feeder.clone(),
+                            column: r.column.clone(),
+                            span: r.span.clone(),
+                        })
+                        .collect(),
+                ));
             }
         }
         if queries.is_empty() || queries.iter().all(|(q, _)| q.weight == 0) {
@@ -702,10 +749,16 @@ fn multi(
         }
         let start_time = table.start_time.take();
         let start_after = table.start_after.take();
-        let mut plan = part(src, sname, &executor, table, queries, feeders, dataset, false)?;
+        let mut plan = part(
+            src, sname, &executor, table, queries, feeders, dataset, false,
+        )?;
         plan.start = match (&start_time, start_after) {
             (Some(_), Some(a)) => {
-                return Err(src.invalid(Some(a.span()), &field, "give start_time or start_after, not both"))
+                return Err(src.invalid(
+                    Some(a.span()),
+                    &field,
+                    "give start_time or start_after, not both",
+                ))
             }
             (Some(t), None) => Start::At(src.duration(t, "start_time")?),
             (None, Some(a)) => {
@@ -718,9 +771,15 @@ fn multi(
     }
     for (i, after) in &afters {
         let Some(j) = names.iter().position(|n| n == after.get_ref()) else {
-            return Err(src.invalid(Some(after.span()), "start_after", format!(
-                "no scenario is named \"{}\" (scenarios: {})", after.get_ref(), names.join(", ")
-            )));
+            return Err(src.invalid(
+                Some(after.span()),
+                "start_after",
+                format!(
+                    "no scenario is named \"{}\" (scenarios: {})",
+                    after.get_ref(),
+                    names.join(", ")
+                ),
+            ));
         };
         parts[*i].start = Start::After(j);
     }
@@ -729,10 +788,19 @@ fn multi(
         let mut at = *i;
         while let Start::After(j) = parts[at].start {
             if seen.contains(&j) {
-                let cycle: Vec<&str> = seen.iter().chain([&j]).map(|k| names[*k].as_str()).collect();
-                return Err(src.invalid(Some(after.span()), "start_after", format!(
-                    "start_after makes a cycle ({}): one of them must start at a time", cycle.join(" → ")
-                )));
+                let cycle: Vec<&str> = seen
+                    .iter()
+                    .chain([&j])
+                    .map(|k| names[*k].as_str())
+                    .collect();
+                return Err(src.invalid(
+                    Some(after.span()),
+                    "start_after",
+                    format!(
+                        "start_after makes a cycle ({}): one of them must start at a time",
+                        cycle.join(" → ")
+                    ),
+                ));
             }
             seen.push(j);
             at = j;
@@ -1269,7 +1337,8 @@ fn threshold_metric(
         ))
     };
     let tags = canonical[name.len() + 1..canonical.len() - 1].split(',');
-    if let Some(scenario) = canonical[name.len() + 1..canonical.len() - 1].strip_prefix("scenario:") {
+    if let Some(scenario) = canonical[name.len() + 1..canonical.len() - 1].strip_prefix("scenario:")
+    {
         if scenarios.is_empty() {
             return Err(invalid(format!(
                 "\"{canonical}\": the scenario tag exists in files with [scenarios.NAME] tables; this file is one scenario, whose numbers are the run's"

@@ -127,7 +127,8 @@ mod tests {
             seen.clear();
             for index in 0..3 {
                 let seg = Segment { index, count: 3 };
-                let feed = Feed::new(&def(strategy), &header, &rows, &["a".into()], seg, 1).unwrap();
+                let feed =
+                    Feed::new(&def(strategy), &header, &rows, &["a".into()], seg, 1).unwrap();
                 let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
                 while let Some(r) = feed.next(&mut rng) {
                     seen.push(r[0].0.clone());
@@ -137,7 +138,15 @@ mod tests {
             let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
             assert_eq!(seen, want, "{strategy:?}");
         }
-        let circ = Feed::new(&def(FeedStrategy::Circular), &header, &rows, &["b".into()], Segment::WHOLE, 1).unwrap();
+        let circ = Feed::new(
+            &def(FeedStrategy::Circular),
+            &header,
+            &rows,
+            &["b".into()],
+            Segment::WHOLE,
+            1,
+        )
+        .unwrap();
         let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
         assert!((0..25).all(|_| circ.next(&mut rng).is_some()));
     }
