@@ -305,6 +305,7 @@ fn build(run: &Run) -> Summary {
         notes: vec!["PgBouncer had waiting clients for 3 s (t = 13–15 s).".to_owned()],
         curves: Vec::new(),
         instances: Vec::new(),
+        scenarios: Vec::new(),
     }
 }
 

@@ -256,7 +256,7 @@ async fn poll_vus(
         }
         let each: Vec<u64> = parts.iter().map(|v| v.load(Ordering::Relaxed)).collect();
         total.store(each.iter().sum(), Ordering::Relaxed);
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let now = Instant::now();
             for (name, v) in gauges.iter().zip(&each) {
                 recorder.push(

@@ -2,8 +2,14 @@
 //! field in double quotes may hold commas, newlines and `""` for a quote). Small enough not to
 //! need a crate.
 
-/// The header and the rows, or the 1-based line of the first bad row and why.
-pub fn parse(text: &str) -> Result<(Vec<String>, Vec<Vec<String>>), (usize, String)> {
+/// A header and its rows.
+pub type Table = (Vec<String>, Vec<Vec<String>>);
+
+/// The 1-based line of a bad row, and why.
+pub type BadRow = (usize, String);
+
+/// The header and the rows, or the line of the first bad row and why.
+pub fn parse(text: &str) -> Result<Table, BadRow> {
     let mut records = records(text)?.into_iter();
     let Some((_, header)) = records.next() else {
         return Err((
@@ -34,7 +40,7 @@ pub fn parse(text: &str) -> Result<(Vec<String>, Vec<Vec<String>>), (usize, Stri
 }
 
 /// Every non-blank record with the line it starts on.
-fn records(text: &str) -> Result<Vec<(usize, Vec<String>)>, (usize, String)> {
+fn records(text: &str) -> Result<Vec<(usize, Vec<String>)>, BadRow> {
     let mut out = Vec::new();
     let (mut fields, mut field) = (Vec::new(), String::new());
     let (mut line, mut start_line) = (1, 1);

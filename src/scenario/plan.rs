@@ -1599,6 +1599,21 @@ queries = [{ name = "health", sql = "SELECT 1" }]
     }
 
     #[test]
+    fn the_shipped_mixed_scenario_squeezes_its_start_times_with_its_stages() {
+        let mut plan = super::super::load(Path::new("scenarios/mixed.toml")).unwrap();
+        let names: Vec<&str> = plan.scenarios.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["reads", "writes"]);
+        assert_eq!(plan.scenarios[1].start, Start::At(Duration::from_secs(20)));
+        assert_eq!(plan.scenarios[1].query_offset, 2);
+        assert_eq!(plan.queries.len(), 4);
+        assert_eq!(plan.load.duration(), Duration::from_secs(60));
+        plan.scale_time(0.5);
+        assert_eq!(plan.scenarios[1].start, Start::At(Duration::from_secs(10)));
+        assert_eq!(plan.load.duration(), Duration::from_secs(30));
+        assert_eq!(plan.scenarios[0].think_time, Duration::from_millis(100));
+    }
+
+    #[test]
     fn open_model_needs_its_settings() {
         let text = r#"
 name = "rate"
