@@ -111,6 +111,18 @@ pub const TAGGED_BY_QUERY: &[&str] = &[
     "server_blocks_read",
 ];
 
+/// The metrics a multi-scenario run also records per scenario, as `name{scenario:NAME}`.
+pub const TAGGED_BY_SCENARIO: &[&str] = &[
+    "query_duration",
+    "iterations",
+    "queries",
+    "query_errors",
+    "connection_errors",
+    "incomplete_iterations",
+    "dropped_iterations",
+    "vus",
+];
+
 /// The kind of a known metric name (without tags).
 pub fn metric_kind(name: &str) -> Option<MetricKind> {
     KNOWN_METRICS
@@ -667,6 +679,7 @@ mod tests {
             curves: vec![],
             instances: vec![],
             server: None,
+            scenarios: vec![],
         }
     }
 

@@ -164,6 +164,7 @@ async fn the_simple_protocol_tenant_ends_with_its_query() {
     let draw = thumper::workload::Draw {
         community: 1,
         profile: 0,
+        row: None,
     };
     let outcome = workload.execute(&a, &mut state, 0, draw).await.unwrap();
     assert_eq!(outcome.rows, u64::from(spec.profiles_per_community));

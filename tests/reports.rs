@@ -306,6 +306,7 @@ fn build(run: &Run) -> Summary {
         curves: Vec::new(),
         instances: Vec::new(),
         server: None,
+        scenarios: Vec::new(),
     }
 }
 

@@ -19,9 +19,12 @@ pub async fn run(opts: &RunOptions, interrupt: CancellationToken) -> Result<RunR
     with_target(&plan, opts, async |target| {
         prepare_target(&plan, opts, target, &interrupt).await?;
         let notes = notes_before_load(&plan, target).await?;
-        let (summary, started_at) =
-            measure(&plan, target, Measure::of(opts, notes), interrupt).await?;
-        run::finish(summary, opts.report_to(&plan.name), started_at)
+        run::scenarios::with_setup(&plan, target, async || {
+            let (summary, started_at) =
+                measure(&plan, target, Measure::of(opts, notes), interrupt).await?;
+            run::finish(summary, opts.report_to(&plan.name), started_at)
+        })
+        .await
     })
     .await
 }

@@ -40,6 +40,7 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => break,
+            _ = ctx.exhausted.cancelled() => break,
         }
         let t = ctx.start.elapsed();
         if t >= total {
@@ -115,12 +116,15 @@ pub(super) async fn finish(
 }
 
 async fn vu_loop(ctx: Arc<RunContext>, id: usize, retire: CancellationToken) {
-    let recorder = Recorder::new(ctx.start, ctx.samples.clone());
+    let recorder = Recorder::in_scenario(ctx.run_start, ctx.samples.clone(), ctx.scenario);
     let rng = SmallRng::seed_from_u64(ctx.segment.seed(0x0074_6875_6d70_6572 ^ id as u64));
     let mut vu = VirtualUser::new(id, rng, recorder, &ctx);
     let mut left = ctx.iterations_per_vu.unwrap_or(u64::MAX);
     while !retire.is_cancelled() && left > 0 {
         left -= 1;
+        if !vu.feed(&ctx) {
+            break;
+        }
         let end = vu.iterate(&ctx, None).await;
         vu.recorder.push(Instant::now(), SampleKind::Iteration);
         let pause = vu.next_backoff(&ctx, end).unwrap_or(ctx.think_time);

@@ -25,8 +25,19 @@ use crate::workload::Workload;
 
 /// Everything a virtual user needs, shared read-only.
 pub struct RunContext {
-    /// When the run started; sample times count from here.
+    /// When this scenario started: its stages count from here.
     pub start: Instant,
+    /// When the run started: sample times count from here (the scenario's `start` unless it
+    /// is a later scenario of a multi-scenario run).
+    pub run_start: Instant,
+    /// This scenario's index in a multi-scenario run, its samples' `{scenario:NAME}` tag.
+    pub scenario: Option<u16>,
+    /// Id of the scenario's first query in the run's catalogue.
+    pub query_offset: u16,
+    /// The scenario's feeder: each iteration takes a row of it.
+    pub feed: Option<crate::workload::feed::Feed>,
+    /// Cancelled when the feeder has no rows left: the scenario ends as if its stages had.
+    pub exhausted: CancellationToken,
     /// The query catalogue and parameter generators.
     pub workload: Arc<Workload>,
     /// Where VUs get their clients.

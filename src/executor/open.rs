@@ -54,7 +54,7 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
         on_busy,
         ctx: ctx.clone(),
         idle_tx,
-        recorder: Recorder::new(ctx.start, ctx.samples.clone()),
+        recorder: Recorder::in_scenario(ctx.run_start, ctx.samples.clone(), ctx.scenario),
     };
     // Pre-allocated VUs connected before t = 0 (see `super::warm_up`): idle from the first
     // ticket on, so none is dropped or delayed while they log in.
@@ -73,7 +73,11 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
     let scheduled = tokio::task::spawn_blocking(move || {
         schedule(&timetable, &mut pool, &mut idle_rx, &sched_stop, &sched_vus);
         // Queued iterations may still start until the planned end, not after it.
-        while !pool.backlog.is_empty() && !sched_stop.is_cancelled() && Instant::now() < planned_end
+        let exhausted = pool.ctx.exhausted.clone();
+        while !pool.backlog.is_empty()
+            && !sched_stop.is_cancelled()
+            && !exhausted.is_cancelled()
+            && Instant::now() < planned_end
         {
             serve_idle(&mut pool, &mut idle_rx);
             sched_vus.store(pool.busy() as u64, Ordering::Relaxed);
@@ -84,7 +88,11 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
     let Ok(mut pool) = scheduled.await else {
         return;
     };
-    // Iterations scheduled but never started are reported, not silently dropped.
+    // Iterations scheduled but never started are reported, not silently dropped; a feeder that
+    // ran out ended the scenario, and what was queued has no rows to run on.
+    if ctx.exhausted.is_cancelled() {
+        pool.backlog.clear();
+    }
     let now = Instant::now();
     for ticket in pool.backlog.drain(..) {
         let waited_us = now.saturating_duration_since(ticket.intended).as_micros() as u64;
@@ -128,7 +136,7 @@ fn schedule(
         // Wait for the ticket's time, serving VUs that become free meanwhile: often while
         // tickets are queued, at least every 10 ms to notice a stop.
         loop {
-            if stop.is_cancelled() {
+            if stop.is_cancelled() || pool.ctx.exhausted.is_cancelled() {
                 return;
             }
             serve_idle(pool, idle_rx);
@@ -214,13 +222,20 @@ async fn vu_loop(
     idle: mpsc::UnboundedSender<usize>,
     warm: Option<Warmed>,
 ) {
-    let recorder = Recorder::new(ctx.start, ctx.samples.clone());
+    let recorder = Recorder::in_scenario(ctx.run_start, ctx.samples.clone(), ctx.scenario);
     let rng = SmallRng::seed_from_u64(ctx.segment.seed(0x6f70_656e ^ id as u64));
     let mut vu = VirtualUser::new(id, rng, recorder, &ctx);
     if let Some(warm) = warm {
         vu.adopt(warm);
     }
     while let Some(ticket) = tickets.recv().await {
+        if !vu.feed(&ctx) {
+            // The feeder ran out: the scenario ends, and this ticket is not run.
+            if idle.send(id).is_err() {
+                break;
+            }
+            continue;
+        }
         let end = vu.iterate(&ctx, Some(ticket.intended)).await;
         vu.recorder.push(Instant::now(), SampleKind::Iteration);
         if let Some(wait) = vu.next_backoff(&ctx, end) {

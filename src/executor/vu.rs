@@ -46,6 +46,8 @@ pub struct VirtualUser {
     /// The VU's pgbench session (variables, random state), kept across its script runs.
     pub(super) session: Option<Session>,
     backoff: Duration,
+    /// The feeder row of the next iteration.
+    row: Option<crate::workload::FeedRow>,
 }
 
 impl VirtualUser {
@@ -62,7 +64,21 @@ impl VirtualUser {
             pooled_state: ConnectionState::default(),
             session: None,
             backoff: ctx.min_backoff,
+            row: None,
         }
+    }
+
+    /// Takes the next iteration's feeder row; `false` when the scenario's feeder has run out
+    /// (then it ends: see [`RunContext::exhausted`]).
+    pub fn feed(&mut self, ctx: &RunContext) -> bool {
+        let Some(feed) = &ctx.feed else {
+            return true;
+        };
+        self.row = feed.next(&mut self.rng);
+        if self.row.is_none() {
+            ctx.exhausted.cancel();
+        }
+        self.row.is_some()
     }
 
     /// Takes the connection opened for this VU before the run's clock started (open-model
@@ -148,8 +164,9 @@ impl VirtualUser {
         index: usize,
     ) -> IterationEnd {
         let workload = &ctx.workload;
-        let draw = workload.draw(&mut self.rng, &mut self.tenant_rng);
-        let query = index as u16;
+        let mut draw = workload.draw(&mut self.rng, &mut self.tenant_rng);
+        draw.row = self.row.take();
+        let query = (usize::from(ctx.query_offset) + index) as u16;
         // In the open model the query is outstanding from its scheduled start.
         if let Some(due) = intended {
             self.recorder.begin(query, due);

@@ -120,12 +120,21 @@ pub async fn coordinate(
     let cancel = |reason: String| {
         control.send_replace(Control::Cancel { reason });
     };
+    let mut set_up = false;
     let result = async {
-        // Set-up once, here: workers never migrate or seed.
+        // Set-up once, here: workers never migrate, seed or run [setup].
         if let Err(e) = prepare_target(plan, opts, target, &interrupt).await {
             cancel(e.to_string());
             return Err(e);
         }
+        if let Some(sql) = &plan.setup {
+            if let Err(e) = crate::run::scenarios::run_sql(target, sql).await {
+                let e = RunError::Failed(format!("{}: [setup]: {e}", plan.file));
+                cancel(e.to_string());
+                return Err(e);
+            }
+        }
+        set_up = true;
         control.send_replace(Control::Open);
         let mut members: Vec<Member> = (0..n).map(|_| Member::default()).collect();
         if let Err(e) = barrier(
@@ -174,6 +183,9 @@ pub async fn coordinate(
         ))
     }
     .await;
+    if set_up {
+        crate::run::scenarios::teardown(plan, target).await;
+    }
     // Let the last state reach the workers before the coordinator goes.
     tokio::time::sleep(Duration::from_millis(100)).await;
     broadcast_done.cancel();

@@ -9,7 +9,7 @@ use super::breakdown;
 use crate::gate;
 use crate::metrics::summary::{
     CounterStats, Ending, GaugeStats, InstanceState, InstanceStats, Interval, IntervalTrend,
-    Metric, RateStats, Summary, TrendStats, Verdict,
+    Metric, RateStats, ScenarioRun, Summary, TrendStats, Verdict,
 };
 use crate::metrics::{codec, process};
 
@@ -90,11 +90,48 @@ fn instance_ending(s: &Summary) -> Ending {
     match (s.ending, s.verdict) {
         (Ending::RanToPlan, Verdict::Interrupted) => Ending::Interrupted,
         (Ending::RanToPlan, Verdict::Fail) if s.stop_reason.is_some() => Ending::Threshold,
-        (Ending::RanToPlan, _) if s.duration_s + SHORT_OF_PLAN_S < s.planned_duration_s => {
+        (Ending::RanToPlan, _)
+            if s.duration_s + SHORT_OF_PLAN_S < s.planned_duration_s && !ended_on_its_own(s) =>
+        {
             Ending::ShortOfPlan
         }
         (ending, _) => ending,
     }
+}
+
+/// Whether every scenario of an instance ended by itself, some because its feeder ran out of
+/// rows: a run that ends early that way ran its plan.
+fn ended_on_its_own(s: &Summary) -> bool {
+    s.scenarios.iter().any(|r| r.ending == "rows_ran_out")
+        && s.scenarios
+            .iter()
+            .all(|r| matches!(r.ending.as_str(), "rows_ran_out" | "ran_to_plan"))
+}
+
+/// The fleet's scenarios: each from its earliest start to its latest end on any instance; it
+/// ran out of rows if it did anywhere, else it ended as the first instance says.
+fn merged_scenarios(instances: &[Summary]) -> Vec<ScenarioRun> {
+    let Some(first) = instances.first() else {
+        return Vec::new();
+    };
+    first
+        .scenarios
+        .iter()
+        .map(|r| {
+            let same = instances
+                .iter()
+                .flat_map(|s| s.scenarios.iter().filter(|o| o.name == r.name));
+            let mut merged = r.clone();
+            for o in same {
+                merged.start_s = merged.start_s.min(o.start_s);
+                merged.end_s = merged.end_s.max(o.end_s);
+                if o.ending == "rows_ran_out" {
+                    merged.ending = o.ending.clone();
+                }
+            }
+            merged
+        })
+        .collect()
 }
 
 /// How the fleet ended: as its instances did. One that did not run to plan decides it (a
@@ -176,6 +213,7 @@ pub fn combine(instances: &[Summary]) -> Result<Summary, MergeError> {
         notes,
         curves: Vec::new(),
         instances: stats,
+        scenarios: merged_scenarios(instances),
         ..Summary::empty()
     })
 }

@@ -29,6 +29,16 @@ pub async fn run_gateway(
     use crate::gateway_load::{self, GatewayRunConfig, GatewayWorkload};
     let original = scenario::load(&opts.scenario)?.load.duration();
     let plan = load_plan(opts)?;
+    if !plan.scenarios.is_empty()
+        || !plan.feeders.is_empty()
+        || plan.setup.is_some()
+        || plan.teardown.is_some()
+    {
+        return Err(RunError::BadInput(format!(
+            "{}: a gateway scenario drives events, not SQL: [scenarios.*], [[feeders]], [setup] and [teardown] apply to database scenarios only",
+            plan.file
+        )));
+    }
     let factor = plan.load.duration().as_secs_f64() / original.as_secs_f64();
     let table = plan.gateway.clone().ok_or_else(|| {
         RunError::BadInput(format!(

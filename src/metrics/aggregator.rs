@@ -157,11 +157,23 @@ mod counter {
     ];
 }
 
+/// The counters a multi-scenario run also keeps per scenario, in this order.
+const SCENARIO_COUNTERS: [usize; 6] = [
+    counter::ITERATIONS,
+    counter::QUERIES,
+    counter::CONNECTION_ERRORS,
+    counter::QUERY_ERRORS,
+    counter::INCOMPLETE,
+    counter::DROPPED,
+];
+
 /// The run's metric names by id, fixed when the aggregator is built.
 pub struct Catalog {
     trends: Vec<String>,
     counters: Vec<String>,
     queries: usize,
+    /// Scenarios of a multi-scenario run (0 otherwise): their `{scenario:NAME}` metrics.
+    scenarios: usize,
     open_model: bool,
     /// Id of the first extra trend (they follow the per-query ones).
     extra_trends_from: usize,
@@ -171,7 +183,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    fn new(query_names: &[String], open_model: bool) -> Catalog {
+    fn new(query_names: &[String], open_model: bool, scenarios: &[String]) -> Catalog {
         let mut trends: Vec<String> = trend::NAMES.iter().map(|n| (*n).to_owned()).collect();
         trends.extend(
             query_names
@@ -193,7 +205,19 @@ impl Catalog {
                     .map(|q| format!("query_duration{{query:{q},expected_response:{outcome}}}")),
             );
         }
+        trends.extend(
+            scenarios
+                .iter()
+                .map(|s| format!("query_duration{{scenario:{s}}}")),
+        );
         let mut counters: Vec<String> = counter::NAMES.iter().map(|n| (*n).to_owned()).collect();
+        for s in scenarios {
+            counters.extend(
+                SCENARIO_COUNTERS
+                    .iter()
+                    .map(|id| format!("{}{{scenario:{s}}}", counter::NAMES[*id])),
+            );
+        }
         counters.extend(
             query_names
                 .iter()
@@ -204,6 +228,7 @@ impl Catalog {
             trends,
             counters,
             queries: query_names.len(),
+            scenarios: scenarios.len(),
             open_model,
             extra_counters: Vec::new(),
             database: true,
@@ -241,14 +266,29 @@ impl Catalog {
         trend::NAMES.len() + 3 * self.queries + usize::from(query)
     }
 
+    /// The trend of a scenario's latency.
+    fn scenario_duration(&self, scenario: u16) -> usize {
+        trend::NAMES.len() + 4 * self.queries + usize::from(scenario)
+    }
+
+    /// The counter of a scenario's `SCENARIO_COUNTERS[k]`.
+    fn scenario_counter(&self, scenario: u16, k: usize) -> usize {
+        counter::NAMES.len() + usize::from(scenario) * SCENARIO_COUNTERS.len() + k
+    }
+
+    /// Counters kept per interval as well as in the totals: the run's and the scenarios'.
+    fn interval_counters(&self) -> usize {
+        counter::NAMES.len() + self.scenarios * SCENARIO_COUNTERS.len()
+    }
+
     /// Whether a trend is kept per interval only: each query's failures, which the summary
     /// has as the difference of `query_duration{query:Q}` and its `expected_response:true`.
     fn interval_only(&self, id: usize) -> bool {
-        (self.query_unexpected(0)..self.extra_trends_from).contains(&id)
+        (self.query_unexpected(0)..self.query_unexpected(0) + self.queries).contains(&id)
     }
 
     fn query_errors(&self, query: u16) -> usize {
-        counter::NAMES.len() + usize::from(query)
+        self.interval_counters() + usize::from(query)
     }
 
     /// Whether the summary lists a trend even without samples: the run's latency and each
@@ -262,13 +302,16 @@ impl Catalog {
             && (id == trend::QUERY_DURATION
                 || id == trend::EXPECTED_DURATION
                 || (trend::NAMES.len()..self.query_service(0)).contains(&id)
-                || (self.query_expected(0)..self.query_unexpected(0)).contains(&id))
+                || (self.query_expected(0)..self.query_unexpected(0)).contains(&id)
+                || (self.scenario_duration(0)..self.extra_trends_from).contains(&id))
     }
 
     /// Whether the summary lists a counter: all of them, but dropped iterations only where
     /// iterations can be dropped (the open model).
     fn counter_listed(&self, id: usize) -> bool {
-        self.database && (id != counter::DROPPED || self.open_model)
+        let scenario_dropped = (counter::NAMES.len()..self.interval_counters()).contains(&id)
+            && (id - counter::NAMES.len()) % SCENARIO_COUNTERS.len() == SCENARIO_COUNTERS.len() - 1;
+        self.database && ((id != counter::DROPPED && !scenario_dropped) || self.open_model)
     }
 }
 
@@ -300,7 +343,7 @@ impl IntervalAcc {
     fn new(catalog: &Catalog) -> IntervalAcc {
         IntervalAcc {
             trends: Trends::new(catalog.trends.len()),
-            counters: vec![0; counter::NAMES.len()],
+            counters: vec![0; catalog.interval_counters()],
             extra_counters: vec![0; catalog.extra_counters.len()],
             gauges: BTreeMap::new(),
         }
@@ -340,7 +383,18 @@ impl Aggregator {
 
     /// An aggregator that measures `extras` as well; their ids are fixed here too.
     pub fn with_extras(cfg: AggregatorConfig, extras: ExtraMetrics) -> Aggregator {
-        let catalog = Catalog::new(&cfg.query_names, cfg.open_model).with_extras(extras);
+        let catalog = Catalog::new(&cfg.query_names, cfg.open_model, &[]).with_extras(extras);
+        Aggregator::build(cfg, catalog)
+    }
+
+    /// An aggregator of a multi-scenario run: each recorder's samples (tagged with its
+    /// scenario's index in `scenarios`) also count in that scenario's `{scenario:NAME}` metrics.
+    pub fn with_scenarios(cfg: AggregatorConfig, scenarios: &[String]) -> Aggregator {
+        let catalog = Catalog::new(&cfg.query_names, cfg.open_model, scenarios);
+        Aggregator::build(cfg, catalog)
+    }
+
+    fn build(cfg: AggregatorConfig, catalog: Catalog) -> Aggregator {
         let totals = Totals {
             trends: Trends::new(catalog.trends.len()),
             counters: vec![CounterStats::default(); catalog.counters.len()],
@@ -394,13 +448,15 @@ impl Aggregator {
     /// Takes every recorder's buffered samples; forgets buffers whose recorder is gone.
     fn drain(&mut self) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        self.buffers.retain(|b| {
+        let mut buffers = std::mem::take(&mut self.buffers);
+        buffers.retain(|b| {
             // Checked before draining: with no recorder left, nothing can follow the drain.
             let orphan = Arc::strong_count(b) == 1;
             b.drain_into(&mut scratch);
+            self.ingest_in(b.scenario(), scratch.drain(..));
             !orphan
         });
-        self.ingest(scratch.drain(..));
+        self.buffers = buffers;
         self.scratch = scratch;
     }
 
@@ -410,12 +466,18 @@ impl Aggregator {
 
     /// Merges samples into the intervals and totals.
     pub fn ingest(&mut self, batch: impl IntoIterator<Item = Sample>) {
+        self.ingest_in(None, batch);
+    }
+
+    /// [`Aggregator::ingest`] of samples from a VU of `scenario`.
+    fn ingest_in(&mut self, scenario: Option<u16>, batch: impl IntoIterator<Item = Sample>) {
         let iv = self.interval_us();
         for s in batch {
             let idx = s.at_us / iv;
             if idx < self.finalized_through {
                 self.late += 1;
                 record(&mut self.totals, None, &self.catalog, &s);
+                record_scenario(&mut self.totals, None, &self.catalog, scenario, &s);
                 // Keep the interval's counts right even though its percentiles are closed.
                 if let Some(point) = self.series.get_mut(idx as usize) {
                     match s.kind {
@@ -431,7 +493,8 @@ impl Aggregator {
                     .open
                     .entry(idx)
                     .or_insert_with(|| IntervalAcc::new(catalog));
-                record(&mut self.totals, Some(acc), catalog, &s);
+                record(&mut self.totals, Some(&mut *acc), catalog, &s);
+                record_scenario(&mut self.totals, Some(acc), catalog, scenario, &s);
             }
         }
     }
@@ -773,6 +836,37 @@ fn record(totals: &mut Totals, mut acc: Option<&mut IntervalAcc>, catalog: &Cata
     }
 }
 
+/// Adds a sample of a multi-scenario run to its scenario's `{scenario:NAME}` metrics.
+fn record_scenario(
+    totals: &mut Totals,
+    mut acc: Option<&mut IntervalAcc>,
+    catalog: &Catalog,
+    scenario: Option<u16>,
+    s: &Sample,
+) {
+    let Some(sc) = scenario.filter(|sc| usize::from(*sc) < catalog.scenarios) else {
+        return;
+    };
+    let acc = &mut acc;
+    let (k, us) = match &s.kind {
+        SampleKind::Query { response_us, .. } => (1, Some(*response_us)),
+        SampleKind::Error {
+            kind: ErrorKind::Connection,
+            response_us,
+            ..
+        } => (2, *response_us),
+        SampleKind::Error { response_us, .. } => (3, *response_us),
+        SampleKind::Iteration => (0, None),
+        SampleKind::Incomplete { waited_us, .. } => (4, Some(*waited_us)),
+        SampleKind::Dropped => (5, None),
+        _ => return,
+    };
+    count(totals, acc, catalog.scenario_counter(sc, k), None, 1);
+    if let Some(us) = us {
+        trend(totals, acc, catalog.scenario_duration(sc), us);
+    }
+}
+
 /// Adds `by` to extra counter `id`, in the totals and the open interval; an id that was not
 /// registered is ignored.
 fn count_extra(totals: &mut Totals, acc: &mut Option<&mut IntervalAcc>, id: usize, by: u64) {
@@ -839,7 +933,7 @@ fn close_interval(
         .iter()
         .enumerate()
         .filter(|(_, n)| **n > 0)
-        .map(|(id, n)| (counter::NAMES[id].to_owned(), *n))
+        .map(|(id, n)| (catalog.counters[id].clone(), *n))
         .collect();
     counters.extend(
         catalog

@@ -119,9 +119,14 @@ impl SetupStep {
 /// (a VU three seconds into a slow query cannot hand anything over itself), and VUs share no
 /// lock with each other.
 #[derive(Debug, Default)]
-pub struct SampleBuffer(Mutex<Vec<Sample>>);
+pub struct SampleBuffer(Mutex<Vec<Sample>>, Option<u16>);
 
 impl SampleBuffer {
+    /// The scenario (of a multi-scenario run) whose VU fills this buffer.
+    pub fn scenario(&self) -> Option<u16> {
+        self.1
+    }
+
     /// Moves every buffered sample to the end of `into`.
     pub fn drain_into(&self, into: &mut Vec<Sample>) {
         let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -147,7 +152,13 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder whose sample times count from `start`, its buffer registered on `tx`.
     pub fn new(start: Instant, tx: Samples) -> Recorder {
-        let buf = Arc::new(SampleBuffer::default());
+        Recorder::in_scenario(start, tx, None)
+    }
+
+    /// A recorder of a VU of scenario `scenario` (an index in a multi-scenario run), whose
+    /// samples also count in that scenario's `{scenario:NAME}` metrics.
+    pub fn in_scenario(start: Instant, tx: Samples, scenario: Option<u16>) -> Recorder {
+        let buf = Arc::new(SampleBuffer(Mutex::default(), scenario));
         // The aggregator outlives every recorder; if it is gone the run is over anyway.
         let _ = tx.send(buf.clone());
         Recorder {

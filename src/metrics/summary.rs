@@ -62,6 +62,26 @@ pub struct Summary {
     /// (`pg_stat_statements`), and what the server's backends waited on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<super::server::ServerBreakdown>,
+    /// The scenarios of a multi-scenario run (or of a scenario with a feeder), when each
+    /// started and ended and why; their numbers are the `{scenario:NAME}` metrics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scenarios: Vec<ScenarioRun>,
+}
+
+/// One scenario of a run, on the run's clock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ScenarioRun {
+    /// Its name (the `scenario` tag).
+    pub name: String,
+    /// Its executor, in k6's spelling.
+    pub executor: String,
+    /// Seconds after the run's start it started (it had not when `ending` is `not_started`).
+    pub start_s: f64,
+    /// Seconds after the run's start it ended.
+    pub end_s: f64,
+    /// `ran_to_plan`, `rows_ran_out` (its queue or shuffle feeder had no rows left: not an
+    /// error), `stopped` (the run was stopped: Ctrl-C, a threshold abort) or `not_started`.
+    pub ending: String,
 }
 
 /// One generator of a fleet run, as the fleet's report breaks it down: what it drove, how it
@@ -403,6 +423,7 @@ impl Summary {
             curves: Vec::new(),
             instances: Vec::new(),
             server: None,
+            scenarios: Vec::new(),
         }
     }
 }

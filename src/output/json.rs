@@ -107,7 +107,15 @@ impl LineWriter {
             .unwrap_or_default();
         let mut out = Vec::new();
         for (name, n) in &interval.counters {
-            self.point(&mut out, name, "counter", "default", &time, json!(n), None);
+            // A multi-scenario run's counts are written per scenario (tagged `scenario`), not
+            // also as their sum, so that adding every series up counts each once.
+            let split = interval
+                .counters
+                .keys()
+                .any(|k| k.starts_with(name.as_str()) && k[name.len()..].starts_with("{scenario:"));
+            if !split {
+                self.point(&mut out, name, "counter", "default", &time, json!(n), None);
+            }
         }
         self.point(
             &mut out,

@@ -56,6 +56,7 @@ struct Page<'a> {
     header: Header<'a>,
     tiles: Vec<Tile>,
     thresholds: Vec<ThresholdRow<'a>>,
+    scenarios: Vec<ScenarioRow<'a>>,
     queries: Vec<QueryRow>,
     trends: Vec<TrendRow<'a>>,
     instances: Instances<'a>,
@@ -74,6 +75,10 @@ impl<'a> Page<'a> {
             header: Header::new(s),
             tiles: tiles(s),
             thresholds: s.thresholds.iter().map(ThresholdRow::new).collect(),
+            scenarios: model::scenario_rows(s)
+                .into_iter()
+                .map(ScenarioRow::new)
+                .collect(),
             queries: model::query_rows(s)
                 .into_iter()
                 .map(QueryRow::new)
@@ -244,6 +249,35 @@ fn trend_cells(t: &TrendStats) -> Vec<NumberCell> {
         }),
     );
     cells
+}
+
+/// A row of `templates/scenarios.html`.
+struct ScenarioRow<'a> {
+    name: &'a str,
+    executor: &'a str,
+    start: String,
+    end: String,
+    ending: String,
+    iterations: NumberCell,
+    vus: String,
+    cells: Vec<NumberCell>,
+    errors: NumberCell,
+}
+
+impl<'a> ScenarioRow<'a> {
+    fn new(r: model::ScenarioRow<'a>) -> ScenarioRow<'a> {
+        ScenarioRow {
+            name: r.name,
+            executor: r.executor,
+            start: format!("{:.1}", r.start_s),
+            end: format!("{:.1}", r.end_s),
+            ending: r.ending,
+            iterations: NumberCell::count(r.iterations),
+            vus: model::maybe(r.vus_max),
+            cells: r.trend.map(trend_cells).unwrap_or_default(),
+            errors: NumberCell::count(r.errors),
+        }
+    }
 }
 
 /// A row of `templates/queries.html`.

@@ -74,6 +74,7 @@ pub fn render_markdown(s: &Summary) -> String {
     }
 
     thresholds_table(&mut md, s);
+    scenarios_table(&mut md, s);
     queries_table(&mut md, s);
     super::server::markdown(&mut md, s, escape);
     instances_table(&mut md, s);
@@ -86,6 +87,37 @@ pub fn render_markdown(s: &Summary) -> String {
         let _ = writeln!(md);
     }
     md
+}
+
+/// The scenarios of the run: when each ran, how it ended, its numbers.
+fn scenarios_table(md: &mut String, s: &Summary) {
+    let rows = model::scenario_rows(s);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| Scenario | Executor | Start s | End s | Ending | Iterations | VUs max | p50 ms | p99 ms | Errors |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let (p50, p99) = r.trend.map_or(("-".into(), "-".into()), |t| {
+            (model::ms(t.p50_us as f64), model::ms(t.p99_us as f64))
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.1} | {} | {} | {} | {p50} | {p99} | {} |",
+            escape(r.name),
+            escape(r.executor),
+            r.start_s,
+            r.end_s,
+            escape(&r.ending),
+            model::count(r.iterations),
+            model::maybe(r.vus_max),
+            model::count(r.errors),
+        );
+    }
+    let _ = writeln!(md);
 }
 
 /// Every threshold with its observed value and result.

@@ -111,6 +111,57 @@ pub(crate) fn query_rows(summary: &Summary) -> Vec<QueryRow<'_>> {
     rows
 }
 
+/// A row of the per-scenario table of a multi-scenario run (or a scenario with a feeder).
+pub(crate) struct ScenarioRow<'a> {
+    pub name: &'a str,
+    pub executor: &'a str,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub ending: String,
+    pub iterations: u64,
+    pub errors: u64,
+    pub vus_max: Option<f64>,
+    pub trend: Option<&'a TrendStats>,
+}
+
+/// One row per scenario: when it ran, how it ended and its `{scenario:NAME}` numbers.
+pub(crate) fn scenario_rows(summary: &Summary) -> Vec<ScenarioRow<'_>> {
+    let count = |m: &str, name: &str| {
+        summary
+            .counter(&format!("{m}{{scenario:{name}}}"))
+            .map_or(0, |c| c.count)
+    };
+    summary
+        .scenarios
+        .iter()
+        .map(|r| ScenarioRow {
+            name: &r.name,
+            executor: &r.executor,
+            start_s: r.start_s,
+            end_s: r.end_s,
+            ending: r.ending.replace('_', " "),
+            iterations: match count("iterations", &r.name) {
+                0 if summary.scenarios.len() == 1 => {
+                    summary.counter("iterations").map_or(0, |c| c.count)
+                }
+                n => n,
+            },
+            errors: count("query_errors", &r.name) + count("connection_errors", &r.name),
+            vus_max: match summary.metrics.get(&format!("vus{{scenario:{}}}", r.name)) {
+                Some(crate::metrics::summary::Metric::Gauge(g)) => Some(g.max),
+                _ => None,
+            },
+            trend: summary
+                .trend(&format!("query_duration{{scenario:{}}}", r.name))
+                .or_else(|| {
+                    (summary.scenarios.len() == 1)
+                        .then(|| summary.trend("query_duration"))
+                        .flatten()
+                }),
+        })
+        .collect()
+}
+
 /// A threshold expression taken apart: `p(99) < 10` → aggregation `p(99)`, value 10.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ThresholdLine {

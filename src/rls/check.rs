@@ -262,6 +262,8 @@ struct Params {
     profile: uuid::Uuid,
     discord_user: i64,
     wallet: String,
+    /// A feeder column has no value here: EXPLAIN it with NULL, its type left to the server.
+    column: Option<String>,
 }
 
 impl Params {
@@ -272,6 +274,7 @@ impl Params {
             profile: spec.profile_id(0, 0),
             discord_user: spec.discord_user_id(0, 0),
             wallet: spec.wallet(0, 0),
+            column: None,
         }
     }
 
@@ -282,6 +285,7 @@ impl Params {
             ParamKind::ProfileId => (&self.profile, Type::UUID),
             ParamKind::DiscordUserId => (&self.discord_user, Type::INT8),
             ParamKind::Wallet => (&self.wallet, Type::TEXT),
+            ParamKind::Column(_) => (&self.column, Type::UNKNOWN),
         }
     }
 }

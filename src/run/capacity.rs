@@ -96,6 +96,12 @@ pub async fn run(
     interrupt: CancellationToken,
 ) -> Result<RunResult, RunError> {
     let mut plan = run::load_plan(opts)?;
+    if !plan.scenarios.is_empty() || plan.feeder.is_some() {
+        return Err(RunError::BadInput(format!(
+            "{}: capacity searches one scenario's arrival rate; this file has several scenarios or a feeder. Give capacity a single-scenario file without [[feeders]]",
+            plan.file
+        )));
+    }
     let (pre, max) = match plan.load {
         LoadShape::Open {
             pre_allocated_vus,
@@ -113,7 +119,11 @@ pub async fn run(
     plan.thresholds.clear();
     plan.graceful_stop = Duration::from_secs(5);
     let (steps, last) = run::target::with_target(&plan.clone(), opts, async |target| {
-        search(&mut plan, opts, capacity, target, pre, max, &interrupt).await
+        let fixed = plan.clone();
+        run::scenarios::with_setup(&fixed, target, async || {
+            search(&mut plan, opts, capacity, target, pre, max, &interrupt).await
+        })
+        .await
     })
     .await?;
     let summary = capacity_summary(&plan, capacity, &steps, last, &interrupt);

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::finish::{ending_of, judged_summary, report_folder, Measured};
 use super::target::Target;
 use super::{RunError, RunOptions};
-use crate::executor::{self, Connector, RunContext};
+use crate::executor;
 use crate::gate::{self, Scope};
 use crate::metrics::aggregator::{Aggregated, Aggregator, AggregatorConfig, Watcher};
 use crate::metrics::recorder::Samples;
@@ -23,7 +23,7 @@ use crate::metrics::summary::{Metric, Summary};
 use crate::output::OutputOptions;
 use crate::redact::redact;
 use crate::report::console::{ProgressColumns, ProgressLine};
-use crate::scenario::{self, Plan, Segment};
+use crate::scenario::{Plan, Segment};
 use crate::workload::Workload;
 
 /// What measuring needs besides the plan and the target.
@@ -143,14 +143,12 @@ pub async fn measure(
             m.segment
         ));
     }
-    let workload = Workload::of_plan(plan, clients(plan)).map_err(RunError::BadInput)?;
-    let connector =
-        Connector::new(&target.url, plan).map_err(|e| RunError::BadInput(e.to_string()))?;
-    let (tx, rx) = mpsc::unbounded_channel();
     // Pre-allocated connections open before the clock: t = 0 is the schedule's first instant.
-    let warm = executor::warm_up(plan, &connector).await;
+    let parts = super::scenarios::prepare(plan, target, m.segment).await?;
+    let workloads: Vec<Arc<Workload>> = parts.iter().map(|p| p.workload.clone()).collect();
     // The server's statistics before the load: read before the clock starts too.
     let server = server_probe(plan, target, scope).await;
+    let (tx, rx) = mpsc::unbounded_channel();
     let start = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
     let vus = Arc::new(AtomicU64::new(0));
@@ -159,46 +157,26 @@ pub async fn measure(
     let mut watchers = watchers(plan, m.quiet, scope, ProgressColumns::DATABASE);
     watchers.extend(output_watchers);
     watchers.append(&mut m.watchers);
-    let extras = if plan.scripts.is_empty() {
-        Default::default()
-    } else {
-        executor::script_metrics(
-            &plan
-                .scripts
-                .iter()
-                .map(|s| s.name.clone())
-                .collect::<Vec<_>>(),
-        )
+    let config = AggregatorConfig {
+        start,
+        interval: Duration::from_secs(1),
+        planned: plan.load.duration(),
+        query_names: plan.query_names(),
+        open_model: plan.any_open(),
+        vus: vus.clone(),
+        watchers,
+        abort: abort.clone(),
     };
-    let aggregator = Aggregator::with_extras(
-        AggregatorConfig {
-            start,
-            interval: Duration::from_secs(1),
-            planned: plan.load.duration(),
-            query_names: plan.query_names(),
-            open_model: matches!(plan.load, scenario::LoadShape::Open { .. }),
-            vus: vus.clone(),
-            watchers,
-            abort: abort.clone(),
-        },
-        extras,
-    );
-    let aggregator = tokio::spawn(aggregator.run(rx));
+    let aggregator = tokio::spawn(aggregator_for(plan, config).run(rx));
     let gauges_stop = CancellationToken::new();
     let gauges = start_gauges(target, start, &tx, &gauges_stop);
     let server_sampler = server.as_ref().map(|p| p.sample(start, &tx, &gauges_stop));
-    let ctx = Arc::new(RunContext {
-        start,
-        workload: workload.clone(),
-        connector,
-        think_time: plan.think_time,
-        min_backoff: plan.min_backoff,
-        max_backoff: plan.max_backoff,
+    let drive = super::scenarios::Drive {
+        run_start: start,
         samples: tx,
+        vus,
         segment: m.segment,
-        warm,
-        iterations_per_vu: plan.iterations_per_vu,
-    });
+    };
     let stop = interrupt.child_token();
     let relay = tokio::spawn({
         let (abort, stop) = (abort.clone(), stop.clone());
@@ -207,7 +185,7 @@ pub async fn measure(
             stop.cancel();
         }
     });
-    executor::execute(plan, ctx, vus, stop).await;
+    let runs = super::scenarios::drive(parts, drive, stop).await;
     relay.abort();
     gauges_stop.cancel();
     for task in gauges {
@@ -229,11 +207,12 @@ pub async fn measure(
     }
     let duration_s = start.elapsed().as_secs_f64();
     m.notes
-        .extend(tenant_skew(&workload, &mut aggregated.metrics));
+        .extend(tenant_skew(&workloads, &mut aggregated.metrics));
     // The watchers are gone with the aggregator: the outputs deliver their last batch.
     let delivered = outputs.finish().await;
     m.notes.extend(delivered.notes);
     m.notes.extend(aggregation_notes(&aggregated));
+    m.notes.extend(super::scenarios::notes(plan, &runs));
     // `--out-required`: an output that could not deliver fails the run like a threshold.
     m.notes.extend(delivered.failure.clone());
     let interrupted = interrupt.is_cancelled();
@@ -257,16 +236,33 @@ pub async fn measure(
     };
     let mut summary = judged_summary(plan, redact(&target.url), started_at, measured);
     summary.server = breakdown;
+    if !plan.scenarios.is_empty() || plan.feeder.is_some() {
+        summary.scenarios = runs;
+    }
     Ok((summary, started_at))
+}
+
+/// The run's aggregator: with the scripts' transaction metrics when it runs scripts, with the
+/// `{scenario:NAME}` metrics when it runs several scenarios.
+fn aggregator_for(plan: &Plan, config: AggregatorConfig) -> Aggregator {
+    if !plan.scenarios.is_empty() {
+        let names: Vec<String> = plan.scenarios.iter().map(|p| p.name.clone()).collect();
+        return Aggregator::with_scenarios(config, &names);
+    }
+    if plan.scripts.is_empty() {
+        return Aggregator::new(config);
+    }
+    let names: Vec<String> = plan.scripts.iter().map(|s| s.name.clone()).collect();
+    Aggregator::with_extras(config, executor::script_metrics(&names))
 }
 
 /// How skewed the drawn tenants were, as two gauges (`tenant_share_top1pct`,
 /// `tenant_share_top10pct`) and a note that names the distribution.
 fn tenant_skew(
-    workload: &Workload,
+    workloads: &[Arc<Workload>],
     metrics: &mut std::collections::BTreeMap<String, Metric>,
 ) -> Option<String> {
-    let (top1, top10) = workload.tenant_skew()?;
+    let (top1, top10) = crate::workload::tenant_skew(workloads)?;
     for (name, value) in [
         ("tenant_share_top1pct", top1),
         ("tenant_share_top10pct", top10),
@@ -277,16 +273,8 @@ fn tenant_skew(
     }
     Some(format!(
         "tenants drawn {}: the busiest 1 % of communities took {top1:.1} % of the draws, the busiest 10 % took {top10:.1} %",
-        workload.tenant_choice().describe()
+        workloads.first()?.tenant_choice().describe()
     ))
-}
-
-/// The most VUs the plan can run: each may be a pgbench client with a session of its own.
-fn clients(plan: &Plan) -> usize {
-    match plan.load {
-        scenario::LoadShape::Closed { .. } => plan.load.peak() as usize,
-        scenario::LoadShape::Open { max_vus, .. } => max_vus as usize,
-    }
 }
 
 /// The server's side of the run (src/metrics/server.rs), read through the admin URL when there

@@ -6,6 +6,7 @@
 pub mod capacity;
 pub mod database;
 pub mod finish;
+pub mod scenarios;
 pub mod target;
 
 use std::path::PathBuf;
@@ -114,10 +115,18 @@ pub fn load_plan(opts: &RunOptions) -> Result<Plan, RunError> {
     Ok(plan)
 }
 
-/// Refuses `protocol = "prepared"` where it cannot work (through a transaction pooler, or
-/// with pooled topology), before any load.
+/// Refuses `protocol = "prepared"` where it cannot work, for every scenario of the plan.
 pub fn check_protocol(plan: &Plan, opts: &RunOptions) -> Result<(), RunError> {
-    if plan.protocol == Protocol::Prepared {
+    for part in plan.parts() {
+        check_prepared(plan, part, opts)?;
+    }
+    Ok(())
+}
+
+/// `protocol = "prepared"` where named statements can live: not through a transaction pooler,
+/// not from shared pools.
+fn check_prepared(plan: &Plan, part: &Plan, opts: &RunOptions) -> Result<(), RunError> {
+    if part.protocol == Protocol::Prepared {
         // The embedded stack's PgBouncer runs in the scenario's mode; another target is what
         // --pool-mode says it is.
         let pooling = if opts.target.is_none() && crate::stack::running().is_none() {
@@ -131,7 +140,7 @@ pub fn check_protocol(plan: &Plan, opts: &RunOptions) -> Result<(), RunError> {
                 plan.file
             )));
         }
-        if plan.connection.topology == Topology::Pooled {
+        if part.connection.topology == Topology::Pooled {
             return Err(RunError::BadInput(format!(
                 "{}: protocol = \"prepared\" is supported with topology = \"per-vu\" only",
                 plan.file
@@ -146,8 +155,11 @@ pub fn check_protocol(plan: &Plan, opts: &RunOptions) -> Result<(), RunError> {
 /// coordinator polls it).
 pub fn check_judgeable(plan: &Plan, opts: &RunOptions) -> Result<(), RunError> {
     let can = gate::Judgeable {
-        open_model: matches!(plan.load, scenario::LoadShape::Open { .. }),
-        pooled: plan.connection.topology == Topology::Pooled,
+        open_model: plan.any_open(),
+        pooled: plan
+            .parts()
+            .iter()
+            .any(|p| p.connection.topology == Topology::Pooled),
         pgbouncer_console: opts.target.is_none()
             || opts.pgbouncer_admin_url.is_some()
             || opts.fleet_nats.is_some(),

@@ -15,7 +15,8 @@ pub(crate) struct ScenarioFile {
     pub name: Spanned<String>,
     #[serde(default)]
     pub description: String,
-    pub executor: Spanned<String>,
+    /// Required without `[scenarios.*]`, refused with them (each scenario has its own).
+    pub executor: Option<Spanned<String>>,
     // Closed model.
     pub start_vus: Option<u32>,
     pub vus: Option<u32>,
@@ -33,8 +34,7 @@ pub(crate) struct ScenarioFile {
     pub stages: Vec<StageDef>,
     pub think_time: Option<Spanned<String>>,
     pub graceful_stop: Option<Spanned<String>>,
-    #[serde(default)]
-    pub protocol: Protocol,
+    pub protocol: Option<Spanned<Protocol>>,
     #[serde(default)]
     pub connection: ConnectionTable,
     #[serde(default)]
@@ -56,6 +56,94 @@ pub(crate) struct ScenarioFile {
     pub stack: Option<toml::Table>,
     /// The gateway workload (`[gateway]`), handed to the gateway harness as it is.
     pub gateway: Option<toml::Table>,
+    /// Several scenarios in one run (`[scenarios.NAME]`); without it the file is one scenario.
+    #[serde(default)]
+    pub scenarios: BTreeMap<Spanned<String>, ScenarioTable>,
+    /// Data feeders (`[[feeders]]`): rows whose columns are query parameters.
+    #[serde(default)]
+    pub feeders: Vec<FeederEntry>,
+    /// SQL run once before the load (`[setup] sql = "..."`).
+    pub setup: Option<SqlTable>,
+    /// SQL run once after the load, however it ended (`[teardown] sql = "..."`).
+    pub teardown: Option<SqlTable>,
+}
+
+/// One `[scenarios.NAME]` table: a load shape of its own, its queries and its start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScenarioTable {
+    pub executor: Option<Spanned<String>>,
+    // Closed model.
+    pub start_vus: Option<u32>,
+    pub vus: Option<u32>,
+    pub duration: Option<Spanned<String>>,
+    pub graceful_ramp_down: Option<Spanned<String>>,
+    // Open model.
+    pub rate: Option<Spanned<u32>>,
+    pub start_rate: Option<u32>,
+    pub time_unit: Option<Spanned<String>>,
+    pub pre_allocated_vus: Option<Spanned<u32>>,
+    pub max_vus: Option<Spanned<u32>>,
+    pub on_busy: Option<Spanned<super::plan::OnBusy>>,
+    // Both.
+    #[serde(default)]
+    pub stages: Vec<StageDef>,
+    pub think_time: Option<Spanned<String>>,
+    pub graceful_stop: Option<Spanned<String>>,
+    pub protocol: Option<Spanned<Protocol>>,
+    #[serde(default)]
+    pub connection: ConnectionTable,
+    /// Queries of its own (`[[scenarios.NAME.queries]]`).
+    #[serde(default)]
+    pub queries: Vec<QueryEntry>,
+    /// File-level `[[queries]]` it runs, by name.
+    pub use_queries: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Offset from the run's start (default 0s).
+    pub start_time: Option<Spanned<String>>,
+    /// Start when that scenario ends instead.
+    pub start_after: Option<Spanned<String>>,
+}
+
+/// `[setup]` / `[teardown]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SqlTable {
+    pub sql: Spanned<String>,
+}
+
+/// One `[[feeders]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FeederEntry {
+    pub name: Spanned<String>,
+    /// A CSV file with a header row, relative to the scenario file.
+    pub file: Option<Spanned<String>>,
+    /// Or the rows of a query, run once before the load (after `[setup]`).
+    pub sql: Option<Spanned<String>>,
+    #[serde(default)]
+    pub strategy: FeedStrategy,
+}
+
+/// How a feeder hands out its rows (Gatling's strategies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedStrategy {
+    /// Each row once, in order; the scenario ends when they run out. Split across a fleet.
+    #[default]
+    Queue,
+    /// Each row once, in a random order; ends like `queue`.
+    Shuffle,
+    /// A random row each iteration, for ever.
+    Random,
+    /// The rows in order, starting over at the end.
+    Circular,
+}
+
+impl FeedStrategy {
+    /// Whether each row is used once (and the scenario ends when they run out).
+    pub fn once(self) -> bool {
+        matches!(self, FeedStrategy::Queue | FeedStrategy::Shuffle)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,9 +227,39 @@ pub(crate) struct QueryEntry {
     pub name: Spanned<String>,
     pub sql: Spanned<String>,
     pub weight: Option<Spanned<u32>>,
-    pub params: Option<Spanned<Vec<ParamKind>>>,
+    pub params: Option<Spanned<Vec<ParamEntry>>>,
     #[serde(default)]
     pub tenant_scoped: bool,
+}
+
+/// A parameter as written: a dataset value (`wallet`) or a feeder column (`FEEDER.COLUMN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ParamEntry {
+    Kind(ParamKind),
+    Column { feeder: String, column: String },
+}
+
+impl<'de> Deserialize<'de> for ParamEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if let Some((feeder, column)) = text.split_once('.') {
+            return Ok(ParamEntry::Column {
+                feeder: feeder.trim().to_owned(),
+                column: column.trim().to_owned(),
+            });
+        }
+        let kind = match text.as_str() {
+            "community_id" => ParamKind::CommunityId,
+            "guild_id" => ParamKind::GuildId,
+            "profile_id" => ParamKind::ProfileId,
+            "discord_user_id" => ParamKind::DiscordUserId,
+            "wallet" => ParamKind::Wallet,
+            other => return Err(serde::de::Error::custom(format!(
+                "unknown variant `{other}`, expected one of `community_id`, `guild_id`, `profile_id`, `discord_user_id`, `wallet`, or a feeder column `FEEDER.COLUMN`"
+            ))),
+        };
+        Ok(ParamEntry::Kind(kind))
+    }
 }
 
 /// The wire protocol, as pgbench's `-M` offers it.
@@ -239,4 +357,8 @@ pub enum ParamKind {
     DiscordUserId,
     /// The profile's wallet address (text).
     Wallet,
+    /// Column `n` of the scenario's feeder row, sent as text for the server to parse as the
+    /// parameter's type.
+    #[serde(skip_deserializing)]
+    Column(u16),
 }

@@ -1,6 +1,7 @@
 //! The scenario model: what a `scenarios/*.toml` file says, validated into a [`Plan`] with
 //! errors that name the file, the line and the field.
 
+mod csv;
 pub mod duration;
 mod file;
 pub mod plan;
@@ -10,8 +11,8 @@ pub mod segment;
 
 use std::path::{Path, PathBuf};
 
-pub use file::{ConnectionDef, ParamKind, Protocol, QueryDef, Topology};
-pub use plan::{LoadShape, OnBusy, Plan, Stage};
+pub use file::{ConnectionDef, FeedStrategy, ParamKind, Protocol, QueryDef, Topology};
+pub use plan::{FeedSource, FeederDef, LoadShape, OnBusy, Plan, Stage, Start};
 pub use scripts::{Distribution, ScriptDef, TenantChoice};
 pub use segment::Segment;
 

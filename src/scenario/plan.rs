@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::duration;
 use super::file::{
-    ConnectionDef, ConnectionTable, DatasetTable, Protocol, QueryDef, QueryEntry, ScenarioFile,
-    StageDef, ThresholdDef,
+    ConnectionDef, ConnectionTable, DatasetTable, FeedStrategy, FeederEntry, ParamEntry, ParamKind,
+    Protocol, QueryDef, QueryEntry, ScenarioFile, ScenarioTable, SqlTable, StageDef, ThresholdDef,
 };
 use super::scripts::{self, ScriptDef, TenantChoice};
 use super::{line_at, ScenarioError};
@@ -157,7 +157,7 @@ pub struct Plan {
     pub dataset: DatasetSpec,
     /// The query mix.
     pub queries: Vec<QueryDef>,
-    /// pgbench scripts in the mix, after the queries.
+    /// pgbench scripts in the mix, after the queries (single-scenario files).
     pub scripts: Vec<ScriptDef>,
     /// What the scripts' sessions start with (`[pgbench]`: scale, seed, definitions).
     pub script_vars: SessionConfig,
@@ -172,13 +172,153 @@ pub struct Plan {
     pub stack: Option<toml::Table>,
     /// `[gateway]` table, for the gateway harness.
     pub gateway: Option<toml::Table>,
+    /// When this scenario starts (a single-scenario file starts at once).
+    pub start: Start,
+    /// The feeder each iteration takes a row from (an index in the run's `feeders`).
+    pub feeder: Option<usize>,
+    /// The feeder's columns this scenario's queries use; `ParamKind::Column(i)` is the i-th.
+    pub feed_columns: Vec<String>,
+    /// Id of this scenario's first query in the run's catalogue (0 for a single scenario).
+    pub query_offset: usize,
+    /// The scenarios of a `[scenarios.*]` file, each a plan of its own (its `queries` its own,
+    /// no thresholds); empty for a single-scenario file. The run's `queries` are theirs
+    /// concatenated, so a query id implies its scenario.
+    pub scenarios: Vec<Plan>,
+    /// `[[feeders]]`.
+    pub feeders: Vec<FeederDef>,
+    /// `[setup] sql`: run once before the load.
+    pub setup: Option<String>,
+    /// `[teardown] sql`: run once after the load, however it ended.
+    pub teardown: Option<String>,
+}
+
+/// When a scenario starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Start {
+    /// This long after the run's start.
+    At(Duration),
+    /// When the scenario at this index of `Plan::scenarios` ends.
+    After(usize),
+}
+
+/// A feeder: named rows whose columns are query parameters.
+#[derive(Debug, Clone)]
+pub struct FeederDef {
+    /// Its name (`params = ["NAME.COLUMN"]`).
+    pub name: String,
+    /// How rows are handed out.
+    pub strategy: FeedStrategy,
+    /// Where the rows come from.
+    pub source: FeedSource,
+}
+
+/// A feeder's rows.
+#[derive(Debug, Clone)]
+pub enum FeedSource {
+    /// A CSV file, read and checked when the scenario is loaded.
+    Csv {
+        /// The file, as resolved against the scenario's folder.
+        path: String,
+        /// The header row.
+        columns: Vec<String>,
+        /// The data rows, each as long as the header.
+        rows: std::sync::Arc<Vec<Vec<String>>>,
+    },
+    /// A query run once before the load (after `[setup]`); its columns are named by it.
+    Sql(String),
+}
+
+impl FeederDef {
+    /// The column names, when known before the run (a CSV's header).
+    pub fn columns(&self) -> Option<&[String]> {
+        match &self.source {
+            FeedSource::Csv { columns, .. } => Some(columns),
+            FeedSource::Sql(_) => None,
+        }
+    }
 }
 
 impl Plan {
+    /// The scenarios this plan runs: its `scenarios`, or itself for a single-scenario file.
+    pub fn parts(&self) -> Vec<&Plan> {
+        if self.scenarios.is_empty() {
+            vec![self]
+        } else {
+            self.scenarios.iter().collect()
+        }
+    }
+
+    /// The scenarios, mutably (see [`Plan::parts`]).
+    pub fn parts_mut(&mut self) -> Vec<&mut Plan> {
+        if self.scenarios.is_empty() {
+            vec![self]
+        } else {
+            self.scenarios.iter_mut().collect()
+        }
+    }
+
+    /// Planned start of each part: a `start_after` one when the other's stages end.
+    pub fn planned_starts(&self) -> Vec<Duration> {
+        let parts = self.parts();
+        let mut starts: Vec<Option<Duration>> = vec![None; parts.len()];
+        // Validation refused cycles: every pass settles at least one.
+        for _ in 0..parts.len() {
+            for (i, p) in parts.iter().enumerate() {
+                starts[i] = match p.start {
+                    Start::At(t) => Some(t),
+                    Start::After(j) => starts[j].map(|s| s + parts[j].load.duration()),
+                };
+            }
+        }
+        starts.into_iter().map(Option::unwrap_or_default).collect()
+    }
+
+    /// Whether any part runs the open model.
+    pub fn any_open(&self) -> bool {
+        self.parts()
+            .iter()
+            .any(|p| matches!(p.load, LoadShape::Open { .. }))
+    }
+
+    /// A multi-scenario plan's own load: one silent stage as long as the planned timeline, so
+    /// that `load.duration()` (progress, reports, a fleet's deadline) is the whole run's.
+    fn set_timeline(&mut self) {
+        if self.scenarios.is_empty() {
+            return;
+        }
+        let end = self
+            .planned_starts()
+            .into_iter()
+            .zip(&self.scenarios)
+            .map(|(s, p)| s + p.load.duration())
+            .max()
+            .unwrap_or_default();
+        self.load = LoadShape::Closed {
+            start_vus: 0,
+            stages: vec![Stage {
+                duration: end,
+                target: 0,
+            }],
+            graceful_ramp_down: Duration::ZERO,
+        };
+        self.graceful_stop = self
+            .scenarios
+            .iter()
+            .map(|p| p.graceful_stop)
+            .max()
+            .unwrap_or_default();
+    }
+
     /// Scales the timeline (stages, graceful periods, threshold abort delays) by `factor`.
     /// Think time is user behaviour, not timeline, and stays as written.
     pub fn scale_time(&mut self, factor: f64) {
+        for part in &mut self.scenarios {
+            part.scale_time(factor);
+        }
         let scale = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() * factor);
+        if let Start::At(t) = &mut self.start {
+            *t = scale(*t);
+        }
         for s in self.load.stages_mut() {
             s.duration = scale(s.duration);
         }
@@ -192,6 +332,7 @@ impl Plan {
         for t in &mut self.thresholds {
             t.delay_abort_eval = scale(t.delay_abort_eval);
         }
+        self.set_timeline();
     }
 
     /// The names the run's per-query metrics are tagged with (`query_duration{query:NAME}`): the
@@ -256,52 +397,477 @@ fn span<T>(value: &Option<Spanned<T>>) -> Option<Range<usize>> {
 
 /// Turns a parsed file into a [`Plan`], checking everything a run would trip over later, one
 /// concern at a time: a file with several mistakes hears of the first in this order.
-pub(crate) fn validate(raw: ScenarioFile, text: &str, path: &Path) -> Result<Plan, ScenarioError> {
+pub(crate) fn validate(
+    mut raw: ScenarioFile,
+    text: &str,
+    path: &Path,
+) -> Result<Plan, ScenarioError> {
     let src = Source { text, path };
     let name = name(&src, &raw.name)?;
-    let schedule = schedule(&src, &raw, raw.gateway.is_some())?;
-    let passthrough = passthrough(raw.stack, raw.gateway);
-    let connection = connection(&src, raw.connection)?;
     let invalid = |span, field: &str, message: String| src.invalid(span, field, message);
-    let scripts = scripts::scripts(raw.scripts, path, &invalid)?;
-    let script_vars = scripts::session_config(raw.pgbench, &invalid)?;
-    scripts::check_pipelines(&scripts, raw.protocol == Protocol::Simple, &invalid)?;
-    let tenants = scripts::tenants(raw.tenants, &invalid)?;
-    let needs_queries = !passthrough.is_gateway() && scripts.is_empty();
-    let queries = queries(&src, raw.queries, needs_queries)?;
-    if !scripts.is_empty() && weights(&queries, &scripts) == 0 {
-        return Err(src.invalid(
-            None,
-            "scripts.weight",
-            "at least one query or script needs a weight above 0",
-        ));
+    let scripts = scripts::scripts(std::mem::take(&mut raw.scripts), path, &invalid)?;
+    let script_vars = scripts::session_config(std::mem::take(&mut raw.pgbench), &invalid)?;
+    let tenants = scripts::tenants(std::mem::take(&mut raw.tenants), &invalid)?;
+    let top = top_table(&mut raw);
+    let scenarios = std::mem::take(&mut raw.scenarios);
+    let passthrough = passthrough(raw.stack.take(), raw.gateway.take());
+    let dataset = dataset(&src, std::mem::take(&mut raw.dataset))?;
+    let feeders = feeders(&src, std::mem::take(&mut raw.feeders))?;
+    let (setup, teardown) = (
+        sql_table(&src, raw.setup.take())?,
+        sql_table(&src, raw.teardown.take())?,
+    );
+    let mut plan = if scenarios.is_empty() {
+        let executor = top
+            .executor
+            .clone()
+            .ok_or_else(|| src.invalid(None, "executor", "missing field `executor`"))?;
+        let needs_queries = !passthrough.is_gateway() && scripts.is_empty();
+        let queries = queries(&src, std::mem::take(&mut raw.queries), needs_queries)?;
+        let mut plan = part(
+            &src,
+            &name,
+            &executor,
+            top,
+            queries,
+            &feeders,
+            dataset,
+            passthrough.is_gateway(),
+        )?;
+        plan.stack = passthrough.stack;
+        plan.gateway = passthrough.gateway;
+        scripts::check_pipelines(&scripts, plan.protocol == Protocol::Simple, &invalid)?;
+        if !scripts.is_empty() && weights(&plan.queries, &scripts) == 0 {
+            return Err(src.invalid(
+                None,
+                "scripts.weight",
+                "at least one query or script needs a weight above 0",
+            ));
+        }
+        plan.scripts = scripts;
+        plan.script_vars = script_vars;
+        plan
+    } else {
+        if !scripts.is_empty() {
+            return Err(src.invalid(
+                None,
+                "scripts",
+                "[[scripts]] in a file with [scenarios.NAME] tables is not supported yet: run the scripts from a single-scenario file",
+            ));
+        }
+        if let Some(at) = top_shape_span(&top) {
+            return Err(src.invalid(
+                Some(at),
+                "scenarios",
+                "with [scenarios.NAME] tables, the executor, stages, think time, protocol and [connection] belong in each scenario, not at the top of the file",
+            ));
+        }
+        let entries = std::mem::take(&mut raw.queries);
+        let file_queries = queries(&src, entries, false)?;
+        let mut plan = multi(&src, &name, scenarios, file_queries, &feeders, dataset)?;
+        plan.stack = passthrough.stack;
+        plan.gateway = passthrough.gateway;
+        plan
+    };
+    plan.description = raw.description;
+    plan.file = path.display().to_string();
+    for part in plan.parts_mut() {
+        part.tenants = tenants;
     }
-    let dataset = dataset(&src, raw.dataset)?;
-    let names = metric_query_names(&queries, &scripts);
-    let script_names: Vec<String> = scripts.iter().map(|s| s.name.clone()).collect();
-    let thresholds = thresholds(&src, &raw.thresholds, &names, &script_names)?;
+    plan.tenants = tenants;
+    plan.thresholds = thresholds(&src, &raw.thresholds, &plan)?;
+    plan.feeders = feeders;
+    plan.setup = setup;
+    plan.teardown = teardown;
+    plan.set_timeline();
+    Ok(plan)
+}
+
+/// The top of a single-scenario file as a scenario table, so one validation serves both.
+fn top_table(raw: &mut ScenarioFile) -> ScenarioTable {
+    ScenarioTable {
+        executor: raw.executor.take(),
+        start_vus: raw.start_vus.take(),
+        vus: raw.vus.take(),
+        duration: raw.duration.take(),
+        graceful_ramp_down: raw.graceful_ramp_down.take(),
+        rate: raw.rate.take(),
+        start_rate: raw.start_rate.take(),
+        time_unit: raw.time_unit.take(),
+        pre_allocated_vus: raw.pre_allocated_vus.take(),
+        max_vus: raw.max_vus.take(),
+        on_busy: raw.on_busy.take(),
+        stages: std::mem::take(&mut raw.stages),
+        think_time: raw.think_time.take(),
+        graceful_stop: raw.graceful_stop.take(),
+        protocol: raw.protocol.take(),
+        connection: std::mem::take(&mut raw.connection),
+        ..ScenarioTable::default()
+    }
+}
+
+/// The first load-shape setting written at the top of a file that has `[scenarios.*]`.
+fn top_shape_span(t: &ScenarioTable) -> Option<Range<usize>> {
+    [
+        span(&t.executor),
+        span(&t.duration),
+        span(&t.graceful_ramp_down),
+        span(&t.rate),
+        span(&t.time_unit),
+        span(&t.pre_allocated_vus),
+        span(&t.max_vus),
+        span(&t.think_time),
+        span(&t.graceful_stop),
+        span(&t.protocol),
+        t.stages.first().map(|s| s.duration.span()),
+    ]
+    .into_iter()
+    .flatten()
+    .min_by_key(|s| s.start)
+}
+
+fn sql_table(src: &Source, table: Option<SqlTable>) -> Result<Option<String>, ScenarioError> {
+    match table {
+        Some(t) if t.sql.get_ref().trim().is_empty() => {
+            Err(src.invalid(Some(t.sql.span()), "sql", "is empty"))
+        }
+        Some(t) => Ok(Some(t.sql.into_inner())),
+        None => Ok(None),
+    }
+}
+
+/// One scenario: its load shape, connection and queries (feeder columns resolved).
+#[allow(clippy::too_many_arguments)]
+fn part(
+    src: &Source,
+    name: &str,
+    executor: &Spanned<String>,
+    table: ScenarioTable,
+    mut queries: Vec<(QueryDef, Vec<ColumnRef>)>,
+    feeders: &[FeederDef],
+    dataset: DatasetSpec,
+    gateway: bool,
+) -> Result<Plan, ScenarioError> {
+    let schedule = schedule(src, executor, &table, gateway)?;
+    let connection = connection(src, table.connection)?;
+    let (feeder, feed_columns) = feed(src, &mut queries, feeders)?;
     Ok(Plan {
-        name,
-        description: raw.description,
-        file: path.display().to_string(),
-        executor: raw.executor.into_inner(),
+        name: name.to_owned(),
+        description: String::new(),
+        file: String::new(),
+        executor: executor.get_ref().clone(),
         load: schedule.load,
         think_time: schedule.think_time,
         graceful_stop: schedule.graceful_stop,
-        protocol: raw.protocol,
+        protocol: table.protocol.map(Spanned::into_inner).unwrap_or_default(),
         connection: connection.def,
         connect_timeout: connection.connect_timeout,
         min_backoff: connection.min_backoff,
         max_backoff: connection.max_backoff,
         dataset,
-        queries,
-        scripts,
-        script_vars,
-        tenants,
+        queries: queries.into_iter().map(|(q, _)| q).collect(),
+        scripts: Vec::new(),
+        script_vars: SessionConfig::default(),
+        tenants: TenantChoice::default(),
         iterations_per_vu: None,
-        thresholds,
-        stack: passthrough.stack,
-        gateway: passthrough.gateway,
+        thresholds: Vec::new(),
+        stack: None,
+        gateway: None,
+        start: Start::At(Duration::ZERO),
+        feeder,
+        feed_columns,
+        query_offset: 0,
+        scenarios: Vec::new(),
+        feeders: Vec::new(),
+        setup: None,
+        teardown: None,
+    })
+}
+
+/// A `FEEDER.COLUMN` parameter, where it is written.
+struct ColumnRef {
+    /// Index in the query's params.
+    param: usize,
+    feeder: String,
+    column: String,
+    span: Range<usize>,
+}
+
+/// The scenario's feeder (one per scenario: each iteration takes one row of it) and the columns
+/// its queries use, with each column parameter turned into `ParamKind::Column(i)`.
+fn feed(
+    src: &Source,
+    queries: &mut [(QueryDef, Vec<ColumnRef>)],
+    feeders: &[FeederDef],
+) -> Result<(Option<usize>, Vec<String>), ScenarioError> {
+    let mut feeder: Option<usize> = None;
+    let mut columns: Vec<String> = Vec::new();
+    for (q, refs) in queries.iter_mut() {
+        for r in refs.iter() {
+            let invalid = |m: String| src.invalid(Some(r.span.clone()), "queries.params", m);
+            let Some(f) = feeders.iter().position(|f| f.name == r.feeder) else {
+                let known: Vec<&str> = feeders.iter().map(|f| f.name.as_str()).collect();
+                return Err(invalid(format!(
+                    "no feeder is named \"{}\" (feeders: {})",
+                    r.feeder,
+                    if known.is_empty() {
+                        "none; add a [[feeders]] entry".into()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            };
+            if feeder.is_some_and(|g| g != f) {
+                return Err(invalid(format!(
+                    "a scenario takes its rows from one feeder; \"{}\" is not the feeder its other queries use",
+                    r.feeder
+                )));
+            }
+            feeder = Some(f);
+            if let Some(known) = feeders[f].columns() {
+                if !known.contains(&r.column) {
+                    return Err(invalid(format!(
+                        "feeder \"{}\" has no column \"{}\" (its columns: {})",
+                        r.feeder,
+                        r.column,
+                        known.join(", ")
+                    )));
+                }
+            }
+            let i = match columns.iter().position(|c| *c == r.column) {
+                Some(i) => i,
+                None => {
+                    columns.push(r.column.clone());
+                    columns.len() - 1
+                }
+            };
+            q.params[r.param] = ParamKind::Column(i as u16);
+        }
+    }
+    Ok((feeder, columns))
+}
+
+/// `[[feeders]]`: names unique, one source each, CSV files read and checked now.
+fn feeders(src: &Source, entries: Vec<FeederEntry>) -> Result<Vec<FeederDef>, ScenarioError> {
+    let mut out: Vec<FeederDef> = Vec::new();
+    for e in entries {
+        let name = e.name.get_ref();
+        if name.is_empty() || name.contains(['.', '{', '}', ':', ',']) {
+            return Err(src.invalid(
+                Some(e.name.span()),
+                "feeders.name",
+                "must be non-empty and free of . { } : , (params name a column as FEEDER.COLUMN)",
+            ));
+        }
+        if out.iter().any(|f| f.name == *name) {
+            return Err(src.invalid(
+                Some(e.name.span()),
+                "feeders.name",
+                format!("\"{name}\" is used twice; feeder names must be unique"),
+            ));
+        }
+        let source = match (e.file, e.sql) {
+            (Some(file), None) => {
+                let resolved = src
+                    .path
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(file.get_ref());
+                let text = std::fs::read_to_string(&resolved).map_err(|err| {
+                    src.invalid(
+                        Some(file.span()),
+                        "feeders.file",
+                        format!("cannot read {}: {err} (the path is relative to the scenario file)", resolved.display()),
+                    )
+                })?;
+                let (columns, rows) = super::csv::parse(&text).map_err(|(line, message)| {
+                    ScenarioError::Invalid {
+                        path: resolved.clone(),
+                        line,
+                        field: format!("feeder {name}"),
+                        message,
+                    }
+                })?;
+                FeedSource::Csv {
+                    path: resolved.display().to_string(),
+                    columns,
+                    rows: std::sync::Arc::new(rows),
+                }
+            }
+            (None, Some(sql)) if !sql.get_ref().trim().is_empty() => FeedSource::Sql(sql.into_inner()),
+            _ => {
+                return Err(src.invalid(
+                    Some(e.name.span()),
+                    "feeders",
+                    format!("feeder \"{name}\" needs exactly one of `file = \"rows.csv\"` or `sql = \"SELECT ...\"`"),
+                ))
+            }
+        };
+        out.push(FeederDef {
+            name: name.clone(),
+            strategy: e.strategy,
+            source,
+        });
+    }
+    Ok(out)
+}
+
+/// The scenarios of a `[scenarios.NAME]` file, in file order, with their starts resolved and
+/// their queries concatenated into the run's catalogue.
+fn multi(
+    src: &Source,
+    name: &str,
+    tables: BTreeMap<Spanned<String>, ScenarioTable>,
+    mut file_queries: Vec<(QueryDef, Vec<ColumnRef>)>,
+    feeders: &[FeederDef],
+    dataset: DatasetSpec,
+) -> Result<Plan, ScenarioError> {
+    let mut tables: Vec<(Spanned<String>, ScenarioTable)> = tables.into_iter().collect();
+    tables.sort_by_key(|(k, _)| k.span().start);
+    let names: Vec<String> = tables.iter().map(|(k, _)| k.get_ref().clone()).collect();
+    let mut parts: Vec<Plan> = Vec::new();
+    let mut afters: Vec<(usize, Spanned<String>)> = Vec::new();
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    for (key, mut table) in tables {
+        let sname = key.get_ref();
+        if sname.is_empty() || sname.contains(['{', '}', ':', ',']) {
+            return Err(src.invalid(
+                Some(key.span()),
+                "scenarios",
+                "a scenario name must be non-empty and free of { } : , (it becomes a metric tag)",
+            ));
+        }
+        let field = format!("scenarios.{sname}");
+        let executor = table
+            .executor
+            .clone()
+            .ok_or_else(|| src.invalid(Some(key.span()), &field, "missing field `executor`"))?;
+        let own = std::mem::take(&mut table.queries);
+        let mut queries = queries(src, own, false)?;
+        if let Some(list) = table.use_queries.take() {
+            for wanted in list.into_inner() {
+                let Some(i) = file_queries
+                    .iter()
+                    .position(|(q, _)| q.name == *wanted.get_ref())
+                else {
+                    let known: Vec<&str> =
+                        file_queries.iter().map(|(q, _)| q.name.as_str()).collect();
+                    return Err(src.invalid(
+                        Some(wanted.span()),
+                        &format!("{field}.use_queries"),
+                        format!(
+                            "no [[queries]] entry is named \"{}\" (file-level queries: {})",
+                            wanted.get_ref(),
+                            if known.is_empty() {
+                                "none".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                };
+                let q = &file_queries[i];
+                queries.push((
+                    q.0.clone(),
+                    q.1.iter()
+                        .map(|r| ColumnRef {
+                            param: r.param,
+                            feeder: r.feeder.clone(),
+                            column: r.column.clone(),
+                            span: r.span.clone(),
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        if queries.is_empty() || queries.iter().all(|(q, _)| q.weight == 0) {
+            return Err(src.invalid(Some(key.span()), &field, "a scenario needs queries: [[scenarios.NAME.queries]] entries of its own, or `use_queries = [\"NAME\", ...]` naming file-level [[queries]], with a weight above 0"));
+        }
+        for (q, _) in &queries {
+            if let Some(other) = owner.insert(q.name.clone(), sname.clone()) {
+                return Err(src.invalid(Some(key.span()), &field, format!(
+                    "query \"{}\" is in scenarios \"{other}\" and \"{sname}\"; a query belongs to one scenario (its `query` tag implies the scenario): give each scenario its own copy under another name",
+                    q.name
+                )));
+            }
+        }
+        let start_time = table.start_time.take();
+        let start_after = table.start_after.take();
+        let mut plan = part(
+            src, sname, &executor, table, queries, feeders, dataset, false,
+        )?;
+        plan.start = match (&start_time, start_after) {
+            (Some(_), Some(a)) => {
+                return Err(src.invalid(
+                    Some(a.span()),
+                    &field,
+                    "give start_time or start_after, not both",
+                ))
+            }
+            (Some(t), None) => Start::At(src.duration(t, "start_time")?),
+            (None, Some(a)) => {
+                afters.push((parts.len(), a));
+                Start::At(Duration::ZERO)
+            }
+            (None, None) => Start::At(Duration::ZERO),
+        };
+        parts.push(plan);
+    }
+    for (i, after) in &afters {
+        let Some(j) = names.iter().position(|n| n == after.get_ref()) else {
+            return Err(src.invalid(
+                Some(after.span()),
+                "start_after",
+                format!(
+                    "no scenario is named \"{}\" (scenarios: {})",
+                    after.get_ref(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        parts[*i].start = Start::After(j);
+    }
+    for (i, after) in &afters {
+        let mut seen = vec![*i];
+        let mut at = *i;
+        while let Start::After(j) = parts[at].start {
+            if seen.contains(&j) {
+                let cycle: Vec<&str> = seen
+                    .iter()
+                    .chain([&j])
+                    .map(|k| names[*k].as_str())
+                    .collect();
+                return Err(src.invalid(
+                    Some(after.span()),
+                    "start_after",
+                    format!(
+                        "start_after makes a cycle ({}): one of them must start at a time",
+                        cycle.join(" → ")
+                    ),
+                ));
+            }
+            seen.push(j);
+            at = j;
+        }
+    }
+    let mut offset = 0;
+    let mut all = Vec::new();
+    for p in &mut parts {
+        p.query_offset = offset;
+        offset += p.queries.len();
+        all.extend(p.queries.iter().cloned());
+    }
+    let _ = &mut file_queries;
+    let executors: Vec<&str> = parts.iter().map(|p| p.executor.as_str()).collect();
+    let first = parts[0].clone();
+    Ok(Plan {
+        name: name.to_owned(),
+        executor: executors.join(", "),
+        queries: all,
+        scenarios: parts,
+        feeder: None,
+        feed_columns: Vec::new(),
+        ..first
     })
 }
 
@@ -366,8 +932,12 @@ struct Schedule {
 /// Each executor is k6's: it says which settings the load shape needs, and compiles them to
 /// stages. Settings of the other model are refused rather than ignored, so a file that mixes the
 /// two does not run a shape its author did not write.
-fn schedule(src: &Source, raw: &ScenarioFile, gateway: bool) -> Result<Schedule, ScenarioError> {
-    let executor = &raw.executor;
+fn schedule(
+    src: &Source,
+    executor: &Spanned<String>,
+    raw: &ScenarioTable,
+    gateway: bool,
+) -> Result<Schedule, ScenarioError> {
     // Every stage is checked first, whatever the executor, so a bad one is named even when the
     // executor is wrong too.
     let stages = stages(src, &raw.stages)?;
@@ -432,7 +1002,7 @@ fn stages(src: &Source, defs: &[StageDef]) -> Result<Vec<Stage>, ScenarioError> 
 fn closed_load(
     src: &Source,
     executor: &Spanned<String>,
-    raw: &ScenarioFile,
+    raw: &ScenarioTable,
     stages: Vec<Stage>,
 ) -> Result<LoadShape, ScenarioError> {
     // A missing setting is named on the executor's line: the executor is what needs it.
@@ -484,7 +1054,7 @@ fn closed_load(
 fn open_load(
     src: &Source,
     executor: &Spanned<String>,
-    raw: &ScenarioFile,
+    raw: &ScenarioTable,
     stages: Vec<Stage>,
     gateway: bool,
 ) -> Result<LoadShape, ScenarioError> {
@@ -627,7 +1197,7 @@ fn queries(
     src: &Source,
     entries: Vec<QueryEntry>,
     needs_queries: bool,
-) -> Result<Vec<QueryDef>, ScenarioError> {
+) -> Result<Vec<(QueryDef, Vec<ColumnRef>)>, ScenarioError> {
     if needs_queries && entries.is_empty() {
         return Err(src.invalid(
             None,
@@ -682,12 +1252,41 @@ fn queries(
     }
     Ok(entries
         .into_iter()
-        .map(|q| QueryDef {
-            weight: weight(&q),
-            name: q.name.into_inner(),
-            sql: q.sql.into_inner(),
-            params: q.params.map(Spanned::into_inner).unwrap_or_default(),
-            tenant_scoped: q.tenant_scoped,
+        .map(|mut q| {
+            let (params, refs) = match q.params.take() {
+                None => (Vec::new(), Vec::new()),
+                Some(p) => {
+                    let at = p.span();
+                    let mut refs = Vec::new();
+                    let params = p
+                        .into_inner()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, e)| match e {
+                            ParamEntry::Kind(k) => k,
+                            ParamEntry::Column { feeder, column } => {
+                                refs.push(ColumnRef {
+                                    param: i,
+                                    feeder,
+                                    column,
+                                    span: at.clone(),
+                                });
+                                // Resolved to the scenario's column by `feed`.
+                                ParamKind::Column(0)
+                            }
+                        })
+                        .collect();
+                    (params, refs)
+                }
+            };
+            let def = QueryDef {
+                weight: q.weight.map_or(1, Spanned::into_inner),
+                name: q.name.into_inner(),
+                sql: q.sql.into_inner(),
+                params,
+                tenant_scoped: q.tenant_scoped,
+            };
+            (def, refs)
         })
         .collect())
 }
@@ -729,12 +1328,14 @@ fn dataset(src: &Source, table: DatasetTable) -> Result<DatasetSpec, ScenarioErr
 fn thresholds(
     src: &Source,
     table: &BTreeMap<Spanned<String>, Vec<Spanned<ThresholdDef>>>,
-    queries: &[String],
-    scripts: &[String],
+    plan: &Plan,
 ) -> Result<Vec<Threshold>, ScenarioError> {
     let mut thresholds = Vec::new();
+    let scenarios: Vec<&str> = plan.scenarios.iter().map(|p| p.name.as_str()).collect();
+    let queries = plan.query_names();
+    let scripts: Vec<String> = plan.scripts.iter().map(|s| s.name.clone()).collect();
     for (key, defs) in table {
-        let (canonical, kind) = threshold_metric(src, key, queries, scripts)?;
+        let (canonical, kind) = threshold_metric(src, key, &queries, &scenarios, &scripts)?;
         for def in defs {
             let invalid = |m: String| src.invalid(Some(def.span()), key.get_ref(), m);
             let (expression, abort_on_fail, delay) = match def.get_ref() {
@@ -774,6 +1375,7 @@ fn threshold_metric(
     src: &Source,
     key: &Spanned<String>,
     queries: &[String],
+    scenarios: &[&str],
     scripts: &[String],
 ) -> Result<(String, gate::MetricKind), ScenarioError> {
     let invalid = |m: String| src.invalid(Some(key.span()), key.get_ref(), m);
@@ -796,6 +1398,27 @@ fn threshold_metric(
         ))
     };
     let tags = canonical[name.len() + 1..canonical.len() - 1].split(',');
+    if let Some(scenario) = canonical[name.len() + 1..canonical.len() - 1].strip_prefix("scenario:")
+    {
+        if scenarios.is_empty() {
+            return Err(invalid(format!(
+                "\"{canonical}\": the scenario tag exists in files with [scenarios.NAME] tables; this file is one scenario, whose numbers are the run's"
+            )));
+        }
+        if scenario.contains(',') || !gate::TAGGED_BY_SCENARIO.contains(&name.as_str()) {
+            return Err(invalid(format!(
+                "\"{canonical}\": the scenario tag stands alone, on {}",
+                gate::TAGGED_BY_SCENARIO.join(", ")
+            )));
+        }
+        if !scenarios.contains(&scenario) {
+            return Err(invalid(format!(
+                "no scenario is named \"{scenario}\" (scenarios: {})",
+                scenarios.join(", ")
+            )));
+        }
+        return Ok((canonical, kind));
+    }
     let (mut query, mut expected) = (None, None);
     for tag in tags {
         match tag.split_once(':') {
@@ -1042,6 +1665,21 @@ queries = [{ name = "health", sql = "SELECT 1" }]
         ));
         assert!(e.starts_with("s.toml:9: `query_duration`"), "{e}");
         assert!(e.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_mixed_scenario_squeezes_its_start_times_with_its_stages() {
+        let mut plan = super::super::load(Path::new("scenarios/mixed.toml")).unwrap();
+        let names: Vec<&str> = plan.scenarios.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["reads", "writes"]);
+        assert_eq!(plan.scenarios[1].start, Start::At(Duration::from_secs(20)));
+        assert_eq!(plan.scenarios[1].query_offset, 2);
+        assert_eq!(plan.queries.len(), 4);
+        assert_eq!(plan.load.duration(), Duration::from_secs(60));
+        plan.scale_time(0.5);
+        assert_eq!(plan.scenarios[1].start, Start::At(Duration::from_secs(10)));
+        assert_eq!(plan.load.duration(), Duration::from_secs(30));
+        assert_eq!(plan.scenarios[0].think_time, Duration::from_millis(100));
     }
 
     #[test]

@@ -48,6 +48,12 @@ impl Segment {
 /// Gives instance `segment` its share of the plan's VUs. Arrival rates stay the scenario's: the
 /// open-model executor starts only the iterations the segment [owns](Segment::owns).
 pub fn apply(plan: &mut crate::scenario::Plan, segment: Segment) {
+    for part in plan.parts_mut() {
+        apply_one(part, segment);
+    }
+}
+
+fn apply_one(plan: &mut crate::scenario::Plan, segment: Segment) {
     use crate::scenario::LoadShape;
     match &mut plan.load {
         LoadShape::Closed {

@@ -1,6 +1,7 @@
 //! The query catalogue: the scenario's weighted query mix, parameters drawn from the dataset,
 //! execution in each wire protocol, error classification and the tenant check.
 
+pub mod feed;
 mod params;
 pub mod pgbench;
 pub mod script;
@@ -16,7 +17,7 @@ use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 use uuid::Uuid;
 
 pub use crate::db::{classify, describe, ErrorKind, QueryFailure};
-pub use params::Draw;
+pub use params::{Draw, FeedRow, FeedValue};
 pub use tenant::check_tenant_columns;
 
 use crate::dataset::DatasetSpec;
@@ -64,6 +65,31 @@ pub struct Workload {
     drawn: Vec<AtomicU32>,
     /// The scripts' sessions (variables, random state) by client number, as pgbench seeds them.
     sessions: Vec<pgbench::Session>,
+}
+
+/// How skewed the drawn tenants were over the workloads of a run: the percentage of draws
+/// that went to the busiest 1 % and the busiest 10 % of the communities (at least one each);
+/// `None` before any draw.
+pub fn tenant_skew(workloads: &[Arc<Workload>]) -> Option<(f64, f64)> {
+    let mut counts: Vec<u64> = Vec::new();
+    for w in workloads {
+        for (i, c) in w.tenant_counts().enumerate() {
+            match counts.get_mut(i) {
+                Some(n) => *n += c,
+                None => counts.push(c),
+            }
+        }
+    }
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let share = |fraction: f64| {
+        let n = ((counts.len() as f64 * fraction).ceil() as usize).max(1);
+        100.0 * counts[..n.min(counts.len())].iter().sum::<u64>() as f64 / total as f64
+    };
+    Some((share(0.01), share(0.10)))
 }
 
 /// A pgbench script of the mix, with the query ids its SQL commands are recorded under.
@@ -195,24 +221,11 @@ impl Workload {
         }
     }
 
-    /// How skewed the drawn tenants were: the percentage of draws that went to the busiest 1 %
-    /// and the busiest 10 % of the communities (at least one each); `None` before any draw.
-    pub fn tenant_skew(&self) -> Option<(f64, f64)> {
-        let mut counts: Vec<u64> = self
-            .drawn
+    /// How many draws each community got.
+    fn tenant_counts(&self) -> impl Iterator<Item = u64> + '_ {
+        self.drawn
             .iter()
             .map(|c| u64::from(c.load(Ordering::Relaxed)))
-            .collect();
-        counts.sort_unstable_by(|a, b| b.cmp(a));
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let share = |fraction: f64| {
-            let n = ((counts.len() as f64 * fraction).ceil() as usize).max(1);
-            100.0 * counts[..n.min(counts.len())].iter().sum::<u64>() as f64 / total as f64
-        };
-        Some((share(0.01), share(0.10)))
     }
 
     /// The tenant choice, for the report.
@@ -254,6 +267,7 @@ impl Workload {
         Draw {
             community,
             profile: rng.random_range(0..self.dataset.profiles_per_community),
+            row: None,
         }
     }
 

@@ -1,19 +1,54 @@
 //! Query parameters drawn from the dataset: all parameters of one execution describe the same
 //! random profile, so `community_id` + `wallet` find a row that exists.
 
-use tokio_postgres::types::{ToSql, Type};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use uuid::Uuid;
 
 use crate::dataset::DatasetSpec;
 use crate::scenario::ParamKind;
 
-/// A random profile: community index and profile index within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A random profile: community index and profile index within it, and the feeder row the
+/// iteration took, if its scenario has a feeder.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draw {
     /// Community index, `0..communities`.
     pub community: u32,
     /// Profile index within the community, `0..profiles_per_community`.
     pub profile: u32,
+    /// The scenario's feeder columns of this iteration's row.
+    pub row: Option<FeedRow>,
+}
+
+/// A feeder value: sent as text, which the server parses as whatever type the parameter has
+/// (`uuid`, `bigint`, `text`, ...), as it would a literal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FeedValue(pub String);
+
+/// One feeder row, projected onto the columns a scenario uses.
+pub type FeedRow = Arc<[FeedValue]>;
+
+impl ToSql for FeedValue {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _ty: &Type) -> Format {
+        Format::Text
+    }
+
+    to_sql_checked!();
 }
 
 /// The SQL type a parameter is sent as.
@@ -22,6 +57,8 @@ pub fn sql_type(kind: ParamKind) -> Type {
         ParamKind::CommunityId | ParamKind::ProfileId => Type::UUID,
         ParamKind::GuildId | ParamKind::DiscordUserId => Type::INT8,
         ParamKind::Wallet => Type::TEXT,
+        // Unknown: the server infers it from where the parameter stands.
+        ParamKind::Column(_) => Type::UNKNOWN,
     }
 }
 
@@ -32,6 +69,8 @@ pub(crate) struct Values<'a> {
     profile: Uuid,
     discord_user: i64,
     wallet: &'a String,
+    row: Option<FeedRow>,
+    missing: FeedValue,
 }
 
 impl<'a> Values<'a> {
@@ -43,6 +82,8 @@ impl<'a> Values<'a> {
             profile: spec.profile_id(draw.community, draw.profile),
             discord_user: spec.discord_user_id(draw.community, draw.profile),
             wallet: wallet_buf,
+            row: draw.row,
+            missing: FeedValue::default(),
         }
     }
 
@@ -58,6 +99,7 @@ impl<'a> Values<'a> {
             ParamKind::ProfileId => &self.profile,
             ParamKind::DiscordUserId => &self.discord_user,
             ParamKind::Wallet => self.wallet,
+            ParamKind::Column(i) => self.column(i),
         }
     }
 
@@ -82,6 +124,14 @@ impl<'a> Values<'a> {
                 write!(out, "'{}'", self.wallet.replace('\'', "''"))
             }
             ParamKind::Wallet => write!(out, "'{}'", self.wallet),
+            ParamKind::Column(i) => write!(out, "'{}'", self.column(i).0.replace('\'', "''")),
         };
+    }
+
+    fn column(&self, i: u16) -> &FeedValue {
+        self.row
+            .as_ref()
+            .and_then(|r| r.get(usize::from(i)))
+            .unwrap_or(&self.missing)
     }
 }
