@@ -22,6 +22,8 @@ const COMMAND_LINE: &str = "thumper pgbench";
 /// The options, checked: what the run is made of.
 pub struct PgbenchOptions {
     initialize: bool,
+    /// `-P`: seconds between progress lines.
+    progress: Option<u64>,
     no_vacuum: bool,
     scale: Option<i64>,
     facts: RunFacts,
@@ -105,9 +107,8 @@ pub fn options(args: PgbenchArgs) -> Result<PgbenchOptions, RunError> {
     if target.is_some() {
         run.target = target;
     }
-    if args.progress.is_none() {
-        run.quiet = true;
-    }
+    // pgbench's own progress lines (-P) stand in for thumper's progress line.
+    run.quiet = true;
     run::check_protocol(&plan, &run)?;
     run::check_judgeable(&plan, &run)?;
     let facts = RunFacts {
@@ -137,6 +138,7 @@ pub fn options(args: PgbenchArgs) -> Result<PgbenchOptions, RunError> {
     };
     Ok(PgbenchOptions {
         initialize: args.initialize,
+        progress: args.progress,
         no_vacuum: args.no_vacuum,
         scale: args.scale,
         facts,
@@ -464,8 +466,12 @@ async fn run(
             }
         }
         let notes = preflight(&target.url, &plan).await?;
-        let (summary, started_at) =
-            measure(&plan, target, Measure::of(&o.run, notes), interrupt).await?;
+        let mut m = Measure::of(&o.run, notes);
+        if let Some(every) = o.progress {
+            m.watchers
+                .push(Box::new(summary_text::Progress::new(every, o.facts.rate.is_some())));
+        }
+        let (summary, started_at) = measure(&plan, target, m, interrupt).await?;
         let result = run::finish(summary, o.run.report_to(&plan.name), started_at)?;
         Ok((result, plan.script_vars.scale))
     })

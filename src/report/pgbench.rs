@@ -219,3 +219,91 @@ fn statements(out: &mut String, summary: &Summary, script: &str, texts: &[(usize
         );
     }
 }
+
+/// pgbench's `-P SEC`: every SEC seconds, a line on stderr about the transactions of those
+/// seconds, in pgbench's words (`progress: 5.0 s, 1234.5 tps, lat 0.812 ms stddev 0.120, 0
+/// failed`, and `, lag ...` under `-R`).
+pub struct Progress {
+    every_s: f64,
+    printed_s: f64,
+    seen: usize,
+    rate: bool,
+}
+
+impl Progress {
+    /// A line every `every_s` seconds; `rate` adds the schedule lag (`-R`).
+    pub fn new(every_s: u64, rate: bool) -> Progress {
+        Progress {
+            every_s: every_s.max(1) as f64,
+            printed_s: 0.0,
+            seen: 0,
+            rate,
+        }
+    }
+
+    /// The line for the intervals since the last one.
+    fn line(&self, intervals: &[crate::metrics::summary::Interval]) -> Option<String> {
+        let last = intervals.last()?;
+        let mut latency = codec::new_latency_histogram();
+        let mut lag = codec::new_latency_histogram();
+        let mut failed = 0;
+        for i in intervals {
+            for (name, into) in [("iteration_duration", &mut latency), ("scheduling_lag", &mut lag)] {
+                if let Some(h) = i.trends.get(name).and_then(|t| codec::decode(&t.histogram).ok()) {
+                    let _ = into.add(&h);
+                }
+            }
+            failed += i.counters.get("failed_iterations").copied().unwrap_or(0);
+        }
+        let span = last.t_s - self.printed_s;
+        let done = latency.len().saturating_sub(failed);
+        let mut line = format!(
+            "progress: {:.1} s, {:.1} tps, lat {:.3} ms stddev {:.3}, {failed} failed",
+            last.t_s,
+            done as f64 / span.max(1e-9),
+            ms(latency.mean()),
+            ms(latency.stdev())
+        );
+        if self.rate {
+            let _ = write!(line, ", lag {:.3} ms", ms(lag.mean()));
+        }
+        Some(line)
+    }
+}
+
+impl crate::metrics::aggregator::Watcher for Progress {
+    fn tick(&mut self, run: &crate::metrics::aggregator::RunView<'_>) -> Option<String> {
+        let intervals = run.intervals();
+        let due = intervals
+            .last()
+            .is_some_and(|i| i.t_s - self.printed_s >= self.every_s - 1e-6);
+        if due {
+            if let Some(line) = self.line(&intervals[self.seen..]) {
+                eprintln!("{line}");
+            }
+            self.seen = intervals.len();
+            self.printed_s = intervals.last().map_or(0.0, |i| i.t_s);
+        }
+        None
+    }
+
+    fn finish(&mut self, run: &crate::metrics::aggregator::RunView<'_>) {
+        // The intervals closed at the end: their seconds get their line too.
+        let intervals = run.intervals();
+        while self.seen < intervals.len() {
+            let upto = intervals[self.seen..]
+                .iter()
+                .position(|i| i.t_s - self.printed_s >= self.every_s - 1e-6)
+                .map_or(intervals.len(), |p| self.seen + p + 1);
+            if intervals[upto - 1].t_s - self.printed_s < self.every_s / 2.0 {
+                // The run's last fraction of a second: not a progress period of its own.
+                break;
+            }
+            if let Some(line) = self.line(&intervals[self.seen..upto]) {
+                eprintln!("{line}");
+            }
+            self.printed_s = intervals[upto - 1].t_s;
+            self.seen = upto;
+        }
+    }
+}
