@@ -259,3 +259,65 @@ fn a_bad_script_is_refused_before_any_load_with_its_file_line_and_column() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected simple, extended or prepared"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zipfian_tenant_choice_makes_a_few_communities_carry_the_load_and_says_how_much() {
+    let stack = common::start_default().await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = |tenants: &str| {
+        format!(
+            r#"
+name = "skew"
+executor = "constant-vus"
+vus = 4
+duration = "3s"
+think_time = "0s"
+{tenants}
+[dataset]
+communities = 100
+profiles_per_community = 5
+[[queries]]
+name = "tenant"
+sql = "SELECT community_id FROM profiles WHERE community_id = $1 LIMIT 5"
+params = ["community_id"]
+tenant_scoped = true
+"#
+        )
+    };
+    let mut shares = Vec::new();
+    for (name, tenants) in [
+        ("uniform", ""),
+        (
+            "zipfian",
+            "[tenants]\ndistribution = \"zipfian\"\nparameter = 1.5\nseed = 3",
+        ),
+    ] {
+        let file = common::cli::scenario_file(dir.path(), name, &scenario(tenants));
+        let reports = dir.path().join(format!("r-{name}"));
+        let o = output(common::cli::run_against(&stack, &file, &reports, &[]));
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o));
+        let (_, s) = summary(&reports);
+        assert_eq!(common::cli::count(&s, "tenant_violations"), 0);
+        let gauge = |metric: &str| match s.metrics.get(metric) {
+            Some(thumper::metrics::summary::Metric::Gauge(g)) => g.last,
+            other => panic!("{metric}: {other:?}"),
+        };
+        let (top1, top10) = (
+            gauge("tenant_share_top1pct"),
+            gauge("tenant_share_top10pct"),
+        );
+        assert!(top10 >= top1, "{name}: {top1} {top10}");
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.starts_with(&format!("tenants drawn {name}"))),
+            "{:?}",
+            s.notes
+        );
+        shares.push(top1);
+    }
+    // Uniform over 100 communities: the busiest one has a few percent of the draws. Zipfian
+    // with s = 1.5: the first has 1/ζ(1.5) over 100 terms, about 41 %.
+    assert!(shares[0] < 10.0, "uniform: {shares:?}");
+    assert!((30.0..55.0).contains(&shares[1]), "zipfian: {shares:?}");
+}

@@ -248,8 +248,15 @@ impl Progress {
         let mut lag = codec::new_latency_histogram();
         let mut failed = 0;
         for i in intervals {
-            for (name, into) in [("iteration_duration", &mut latency), ("scheduling_lag", &mut lag)] {
-                if let Some(h) = i.trends.get(name).and_then(|t| codec::decode(&t.histogram).ok()) {
+            for (name, into) in [
+                ("iteration_duration", &mut latency),
+                ("scheduling_lag", &mut lag),
+            ] {
+                if let Some(h) = i
+                    .trends
+                    .get(name)
+                    .and_then(|t| codec::decode(&t.histogram).ok())
+                {
                     let _ = into.add(&h);
                 }
             }
