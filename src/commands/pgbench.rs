@@ -403,6 +403,7 @@ async fn initialize(o: &PgbenchOptions) -> Result<(), RunError> {
 async fn init_tables(target: &Target, scale: i64) -> Result<(), RunError> {
     let url = target.admin_url.as_deref().unwrap_or(&target.url);
     let client = connect(url).await?;
+    // The application role may use what the owner makes.
     let app_role = target
         .admin_url
         .as_ref()
@@ -428,19 +429,12 @@ async fn run(
 ) -> Result<(RunResult, i64), RunError> {
     let mut plan = o.plan.clone();
     with_target(&o.plan, &o.run, async |target| {
+        if let Some(admin) = &target.admin_url {
+            let scale = o.scale.unwrap_or(1);
+            crate::run::target::pgbench_tables(admin, &target.url, scale).await?;
+        }
         let admin = connect(target.admin_url.as_deref().unwrap_or(&target.url)).await?;
-        let scale = match init::scale_of(&admin).await {
-            Some(n) => Some(n),
-            None if target.admin_url.is_some() => {
-                eprintln!(
-                    "thumper: no pgbench tables on this stack: initializing at scale {}",
-                    o.scale.unwrap_or(1)
-                );
-                init_tables(target, o.scale.unwrap_or(1)).await?;
-                init::scale_of(&admin).await
-            }
-            None => None,
-        };
+        let scale = init::scale_of(&admin).await;
         let builtins = o.facts.scripts.iter().any(|s| s.starts_with("<builtin"));
         match scale {
             None if builtins => {

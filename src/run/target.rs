@@ -213,6 +213,30 @@ async fn migrate_and_seed(plan: &Plan, opts: &RunOptions, target: &Target) -> Re
             .await
             .map_err(|e| RunError::Failed(format!("seeding the dataset: {e}")))?;
         tracing::info!(elapsed = ?started.elapsed(), "dataset ready");
+        if !plan.scripts.is_empty() {
+            pgbench_tables(admin, &target.url, plan.script_vars.scale).await?;
+        }
     }
     Ok(())
+}
+
+/// The pgbench tables a scenario's scripts read, made at the scenario's `[pgbench] scale`
+/// when they are missing (pgbench's `-i`), usable by the application role.
+pub async fn pgbench_tables(admin: &str, app_url: &str, scale: i64) -> Result<(), RunError> {
+    use crate::workload::pgbench::init;
+    let client = crate::db::connect(admin, Duration::from_secs(10))
+        .await
+        .map_err(|e| RunError::Failed(e.to_string()))?;
+    if init::scale_of(&client).await.is_some() {
+        return Ok(());
+    }
+    eprintln!("thumper: no pgbench tables on this target: initializing at scale {scale}");
+    let role = app_url
+        .parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|c| c.get_user().map(str::to_owned));
+    init::initialize(&client, scale, role.as_deref())
+        .await
+        .map(drop)
+        .map_err(|e| RunError::Failed(format!("initializing: {}", crate::db::describe(&e))))
 }
