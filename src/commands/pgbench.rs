@@ -330,7 +330,8 @@ fn scenario_document(
             doc.insert("duration".into(), format!("{seconds}s").into());
         }
     }
-    doc.insert("graceful_stop".into(), "0s".into());
+    // pgbench lets a transaction in progress at the end finish (and counts it).
+    doc.insert("graceful_stop".into(), "30s".into());
     // A pgbench client starts its next transaction at once.
     doc.insert("think_time".into(), "0s".into());
     doc.insert("protocol".into(), protocol.into());
