@@ -679,7 +679,7 @@ impl Probe {
         let n = self.source.queries.len();
         let deltas = by_index(&mut matcher, &self.before, &after, n);
         let (rows, extra) = self.rows(metrics, &deltas, breakdown.pgbouncer_wait_us);
-        notes.extend(call_notes(&rows, &self.source.app_role));
+        notes.extend(call_notes(&rows, &self.source));
         breakdown.queries = rows;
         (extra, Some(breakdown), notes)
     }
@@ -770,10 +770,22 @@ fn split_sample_count(mut waits: Vec<WaitCount>) -> (u64, Vec<WaitCount>) {
 }
 
 /// Where the server's count of a query differs from thumper's, and why that can be.
-fn call_notes(rows: &[QueryServerTime], role: &str) -> Vec<String> {
+fn call_notes(rows: &[QueryServerTime], source: &ServerSource) -> Vec<String> {
+    let role = &source.app_role;
     let mut notes = Vec::new();
-    for r in rows {
+    for (r, q) in rows.iter().zip(&source.queries) {
         if r.server_calls == r.client_calls {
+            continue;
+        }
+        let control = normalise(&q.sql);
+        if r.server_calls < r.client_calls
+            && ["begin", "end", "commit", "rollback", "start transaction"]
+                .contains(&control.as_str())
+        {
+            notes.push(format!(
+                "query {}: the server counted {} calls, thumper {}: PostgreSQL 15's pg_stat_statements counts a transaction-control statement sent as a named prepared statement (protocol prepared) once per connection",
+                r.query, r.server_calls, r.client_calls
+            ));
             continue;
         }
         notes.push(if r.server_calls == 0 {
