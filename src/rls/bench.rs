@@ -805,7 +805,7 @@ fn merge_server(total: &mut Option<ServerBreakdown>, notes: &mut Vec<String>, r:
             None => t.waits.push(w.clone()),
         }
     }
-    t.waits.sort_by(|a, b| b.samples.cmp(&a.samples));
+    t.waits.sort_by_key(|w| std::cmp::Reverse(w.samples));
     let (d, p) = (&mut t.database, &part.database);
     d.commits += p.commits;
     d.rollbacks += p.rollbacks;
