@@ -93,6 +93,42 @@ async fn builtin_transactions_equal_the_rows_added_to_the_history_on_every_proto
         let update = s.trend("query_duration{query:tpcb-like/6}").unwrap();
         assert_eq!(update.count, 60, "{protocol}");
         assert_eq!(common::cli::count(&s, "queries"), 60 * 7);
+        // The server's account of every statement matches thumper's: pgbench's `:var` as `$n`
+        // (or as literals under the simple protocol; the server normalises both) finds it.
+        let server = s.server.as_ref().expect("a server section");
+        let counts: Vec<(&str, u64, u64)> = server
+            .queries
+            .iter()
+            .map(|q| (q.query.as_str(), q.server_calls, q.client_calls))
+            .collect();
+        assert_eq!(counts.len(), 7, "{protocol}: {counts:?}");
+        for (query, server_calls, client_calls) in &counts {
+            // BEGIN (line 5) and END (line 11) as named prepared statements: PostgreSQL 15
+            // counts them once per connection, and a note says so.
+            let control = ["tpcb-like/5", "tpcb-like/11"].contains(query);
+            let expected = if protocol == "prepared" && control {
+                3
+            } else {
+                60
+            };
+            assert_eq!(
+                (*server_calls, *client_calls),
+                (expected, 60),
+                "{protocol} {query}: {counts:?}"
+            );
+        }
+        let control_notes = s
+            .notes
+            .iter()
+            .filter(|n| n.contains("counts a transaction-control statement"))
+            .count();
+        assert_eq!(
+            control_notes,
+            if protocol == "prepared" { 2 } else { 0 },
+            "{:#?}",
+            s.notes
+        );
+        assert!(s.trend("server_time{query:tpcb-like/6}").is_some());
     }
 }
 

@@ -46,6 +46,11 @@ fn measures_every_query_each_way_and_gates_on_the_figures() {
         stdout.contains("lookup at 1k profiles, shipped policy: server"),
         "{stdout}"
     );
+    // Beside the EXPLAIN ANALYZE figures: the server's own time per call under load.
+    assert!(
+        stdout.contains("per call over ") && stdout.contains("under load (pg_stat_statements)"),
+        "{stdout}"
+    );
 
     let (dir, s) = summary(&reports);
     let results: Vec<(&str, bool)> = s
@@ -91,10 +96,22 @@ fn measures_every_query_each_way_and_gates_on_the_figures() {
         "seed-or {seed_or} vs shipped {shipped} buffers"
     );
     assert_eq!(s.counter("tenant_violations").map(|c| c.count), Some(0));
+    // Every latency phase's decomposition, its rows named as the latency trends are, the
+    // server's calls those thumper counted.
+    let server = s.server.as_ref().expect("a server section");
+    for row in &server.queries {
+        assert!(row.server_calls > 0, "{row:?}");
+        assert_eq!(row.server_calls, row.client_calls, "{row:?}");
+    }
+    let names: Vec<&str> = server.queries.iter().map(|q| q.query.as_str()).collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(names.contains(&"write/1k/bypass"), "{names:?}");
+    assert!(s.trend("server_time{query:lookup/1k/rls}").is_some());
 
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("RLS overhead by table size, shipped policy"));
     assert!(html.contains("data-query=\"lookup/1k/rls\""));
+    assert!(html.contains("id=\"server\""), "no server section");
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     assert!(md.contains("lookup/1k/bypass"), "{md}");
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();

@@ -29,6 +29,11 @@ async fn shipped_policies_pass_and_the_seed_or_policy_is_flagged() {
         stdout.contains("2 tenant-scoped queries explained (tenant, lookup)"),
         "{stdout}"
     );
+    // Nothing has run yet: the server's figures are of the load that ran, not the check's.
+    assert!(
+        stdout.contains("server time per query (pg_stat_statements, since its last reset):\n  tenant: no calls by this role"),
+        "{stdout}"
+    );
 
     // The seed's shape: the admin bypass OR-ed into the one tenant policy.
     let owner = common::connect(&stack.urls().admin_database_url).await;
@@ -90,6 +95,38 @@ async fn shipped_policies_pass_and_the_seed_or_policy_is_flagged() {
                 && n.contains("Filter: ((community_id = $0) OR $1)")),
         "{:#?}",
         summary.notes
+    );
+
+    // After the load, the check shows what each checked statement cost the server beside its
+    // finding: the run's calls (the check's own EXPLAINs are other statements).
+    let calls = summary.trend("query_duration{query:tenant}").unwrap().count;
+    let mut after = check();
+    after.arg(&scenario);
+    let o = output(after);
+    assert_eq!(o.status.code(), Some(99), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains(" ms planning (+ "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("per call over {calls} calls\n"))
+            && stdout.contains("\n        server time: tenant: "),
+        "{stdout}"
+    );
+
+    // Without the extension the check still runs and says why the server time is missing.
+    let su = stack.superuser_url().replace("/postgres", "/arrakis");
+    common::connect(&su)
+        .await
+        .batch_execute("DROP EXTENSION pg_stat_statements")
+        .await
+        .expect("drop the extension");
+    let o = output(check());
+    assert_eq!(o.status.code(), Some(99), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(
+            "server time per query not shown: the pg_stat_statements extension is not created"
+        ),
+        "{stdout}"
     );
 
     stack.stop().await.expect("stack stops");

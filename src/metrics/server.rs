@@ -457,6 +457,58 @@ pub async fn statements(client: &Client, role: &str) -> Result<Statements, Strin
         .collect())
 }
 
+/// One query's statement statistics as the server holds them since its last reset (no diff):
+/// what `rls-check` shows beside its findings, the figures of the load that already ran.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CumulativeTime {
+    /// The query's name.
+    pub query: String,
+    /// Calls of its statement (0: the role has not run it since the last reset).
+    pub calls: u64,
+    /// Mean execution time per call, µs.
+    pub exec_mean_us: f64,
+    /// Mean planning time per call, µs.
+    pub plan_mean_us: f64,
+    /// The tenant statement's mean time (tenant-scoped queries; 0 otherwise), µs.
+    pub tenant_context_us: f64,
+}
+
+/// Each query's cumulative statistics for `role`, or why they cannot be read through `client`.
+pub async fn cumulative(
+    client: &Client,
+    role: &str,
+    queries: &[ServerQuery],
+    tenant_sql: &str,
+) -> Result<Vec<CumulativeTime>, String> {
+    if let Some(why) = statements_unusable(client, role).await {
+        return Err(why);
+    }
+    let all = statements(client, role).await?;
+    let mut matcher = Matcher::new(queries, tenant_sql);
+    let deltas = by_index(&mut matcher, &Statements::new(), &all, queries.len());
+    let tenant_us = deltas[queries.len()].0.mean_ms() * 1e3;
+    Ok(queries
+        .iter()
+        .zip(&deltas)
+        .map(|(q, (d, _))| {
+            let per_call = |v: f64| {
+                if d.calls > 0.0 {
+                    v / d.calls * 1e3
+                } else {
+                    0.0
+                }
+            };
+            CumulativeTime {
+                query: q.name.clone(),
+                calls: d.calls as u64,
+                exec_mean_us: per_call(d.exec_ms),
+                plan_mean_us: per_call(d.plan_ms),
+                tenant_context_us: if q.tenant_scoped { tenant_us } else { 0.0 },
+            }
+        })
+        .collect())
+}
+
 /// Why the statement statistics cannot be read through `client`, if they cannot.
 async fn statements_unusable(client: &Client, role: &str) -> Option<String> {
     let probe = client
@@ -627,7 +679,7 @@ impl Probe {
         let n = self.source.queries.len();
         let deltas = by_index(&mut matcher, &self.before, &after, n);
         let (rows, extra) = self.rows(metrics, &deltas, breakdown.pgbouncer_wait_us);
-        notes.extend(call_notes(&rows, &self.source.app_role));
+        notes.extend(call_notes(&rows, &self.source));
         breakdown.queries = rows;
         (extra, Some(breakdown), notes)
     }
@@ -718,10 +770,22 @@ fn split_sample_count(mut waits: Vec<WaitCount>) -> (u64, Vec<WaitCount>) {
 }
 
 /// Where the server's count of a query differs from thumper's, and why that can be.
-fn call_notes(rows: &[QueryServerTime], role: &str) -> Vec<String> {
+fn call_notes(rows: &[QueryServerTime], source: &ServerSource) -> Vec<String> {
+    let role = &source.app_role;
     let mut notes = Vec::new();
-    for r in rows {
+    for (r, q) in rows.iter().zip(&source.queries) {
         if r.server_calls == r.client_calls {
+            continue;
+        }
+        let control = normalise(&q.sql);
+        if r.server_calls < r.client_calls
+            && ["begin", "end", "commit", "rollback", "start transaction"]
+                .contains(&control.as_str())
+        {
+            notes.push(format!(
+                "query {}: the server counted {} calls, thumper {}: PostgreSQL 15's pg_stat_statements counts a transaction-control statement sent as a named prepared statement (protocol prepared) once per connection",
+                r.query, r.server_calls, r.client_calls
+            ));
             continue;
         }
         notes.push(if r.server_calls == 0 {

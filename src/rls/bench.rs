@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dataset::DatasetSpec;
 use crate::gate::{self, MetricKind, Threshold};
+use crate::metrics::server::ServerBreakdown;
 use crate::metrics::summary::{
     CounterStats, Curve, Ending, GaugeStats, Metric, ScenarioInfo, Summary,
 };
@@ -176,7 +177,7 @@ pub fn parse_threshold(text: &str, sizes: &[u64], seed_or: bool) -> Result<Thres
             let (k, v) = tag.split_once(':').unwrap_or((tag, ""));
             let (k, v) = (k.trim(), v.trim());
             let (rank, known): (usize, Vec<String>) = match (k, name.as_str()) {
-                ("query", "query_duration" | "query_errors") => {
+                ("query", "query_duration" | "query_errors" | "server_time") => {
                     let mut names = Vec::new();
                     for s in &labels {
                         for q in QUERIES {
@@ -515,6 +516,12 @@ type Curves = BTreeMap<&'static str, BTreeMap<String, Vec<(f64, f64)>>>;
 struct WayResult {
     latency_p50_us: BTreeMap<&'static str, f64>,
     server_us: BTreeMap<&'static str, f64>,
+    /// `pg_stat_statements` over the latency phase: execution + planning µs per call, calls.
+    stat_us: BTreeMap<&'static str, (f64, u64)>,
+    /// The phase's decomposition, its rows named `QUERY/SIZE/WAY`.
+    server: Option<ServerBreakdown>,
+    /// The phase's notes on the server's statistics (why they are missing, call mismatches).
+    server_notes: Vec<String>,
     /// The latency phase's planned length, in seconds.
     planned_s: f64,
 }
@@ -560,6 +567,7 @@ async fn run_on_stack(
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut curves = Curves::new();
+    let mut server: Option<ServerBreakdown> = None;
     let mut planned_s = 0.0;
     'sizes: for &size in &opts.sizes {
         let label = size_label(size);
@@ -594,6 +602,7 @@ async fn run_on_stack(
                 break 'sizes;
             };
             planned_s += result.planned_s;
+            merge_server(&mut server, &mut notes, &result);
             results.insert(way.as_str(), result);
         }
         record_overheads(&results, size, &mut metrics, &mut curves, &mut notes);
@@ -608,6 +617,7 @@ async fn run_on_stack(
         interrupted,
     };
     let mut summary = bench_summary(opts, measured, metrics, notes, curves);
+    summary.server = server;
     summary.ending = if interrupted {
         Ending::Interrupted
     } else {
@@ -701,6 +711,13 @@ async fn measure_way(
     };
     let (phase, _) = run::database::measure(&plan, &target, quiet, interrupt.clone()).await?;
     let latency_p50_us = record_phase(&phase, way, label, metrics);
+    let (stat_us, breakdown) = phase_server(&phase, way, label);
+    let server_notes = phase
+        .notes
+        .iter()
+        .filter(|n| n.contains("server"))
+        .map(|n| format!("{label}/{}: {n}", way.as_str()))
+        .collect();
     if interrupt.is_cancelled() {
         return Ok(None);
     }
@@ -730,8 +747,71 @@ async fn measure_way(
     Ok(Some(WayResult {
         latency_p50_us,
         server_us,
+        stat_us,
+        server: breakdown,
+        server_notes,
         planned_s: plan.load.duration().as_secs_f64(),
     }))
+}
+
+/// The latency phase's server time per call from `pg_stat_statements` (execution + planning,
+/// as `EXPLAIN ANALYZE` counts, the tenant statement apart) and its decomposition, renamed.
+fn phase_server(
+    phase: &Summary,
+    way: Way,
+    label: &str,
+) -> (BTreeMap<&'static str, (f64, u64)>, Option<ServerBreakdown>) {
+    let mut stat_us = BTreeMap::new();
+    let Some(mut server) = phase.server.clone() else {
+        return (stat_us, None);
+    };
+    for row in &mut server.queries {
+        if let Some(q) = QUERIES.iter().find(|q| **q == row.query) {
+            if row.server_calls > 0 {
+                stat_us.insert(*q, (row.exec_mean_us + row.plan_mean_us, row.server_calls));
+            }
+            row.query = format!("{q}/{label}/{}", way.as_str());
+        }
+    }
+    (stat_us, Some(server))
+}
+
+/// Adds a phase's decomposition to the bench's: its rows, its waits and database counters
+/// summed; its notes once each.
+fn merge_server(total: &mut Option<ServerBreakdown>, notes: &mut Vec<String>, r: &WayResult) {
+    const MISSING: &str = "no server-side decomposition";
+    for n in &r.server_notes {
+        // Why the statistics are missing is the same for every phase: said once.
+        if !n.contains(MISSING) || !notes.iter().any(|m| m.contains(MISSING)) {
+            notes.push(n.clone());
+        }
+    }
+    let Some(part) = &r.server else {
+        return;
+    };
+    let Some(t) = total else {
+        *total = Some(part.clone());
+        return;
+    };
+    t.queries.extend(part.queries.iter().cloned());
+    t.samples += part.samples;
+    for w in &part.waits {
+        match t
+            .waits
+            .iter_mut()
+            .find(|x| x.wait_event_type == w.wait_event_type && x.wait_event == w.wait_event)
+        {
+            Some(x) => x.samples += w.samples,
+            None => t.waits.push(w.clone()),
+        }
+    }
+    t.waits.sort_by_key(|w| std::cmp::Reverse(w.samples));
+    let (d, p) = (&mut t.database, &part.database);
+    d.commits += p.commits;
+    d.rollbacks += p.rollbacks;
+    d.deadlocks += p.deadlocks;
+    d.temp_bytes += p.temp_bytes;
+    d.blocks_read += p.blocks_read;
 }
 
 /// The latency phase's numbers under the way's and size's tags; each query's p50.
@@ -748,6 +828,12 @@ fn record_phase(
             latency_p50_us.insert(q.name, t.p50_us as f64);
             metrics.insert(
                 format!("query_duration{{query:{tag}}}"),
+                Metric::Trend(t.clone()),
+            );
+        }
+        if let Some(t) = phase.trend(&format!("server_time{{query:{}}}", q.name)) {
+            metrics.insert(
+                format!("server_time{{query:{tag}}}"),
                 Metric::Trend(t.clone()),
             );
         }
@@ -830,8 +916,14 @@ fn record_overheads(
                 .entry(q.to_owned())
                 .or_default()
                 .push((x, us));
+            let stat = match (base.stat_us.get(q), r.stat_us.get(q)) {
+                (Some((b, _)), Some((v, calls))) => format!(
+                    "; under load (pg_stat_statements) {v:.1} µs vs {b:.1} µs per call over {calls} calls"
+                ),
+                _ => "; no pg_stat_statements figures".to_owned(),
+            };
             notes.push(format!(
-                "{q} at {label} profiles, {}: server {:.1} µs vs {:.1} µs without RLS: {:+.1} µs ({:+.1} %); p50 latency {:+.0} µs",
+                "{q} at {label} profiles, {}: server {:.1} µs vs {:.1} µs without RLS: {:+.1} µs ({:+.1} %); p50 latency {:+.0} µs{stat}",
                 if way == Way::Rls { "shipped policy" } else { "seed's OR policy" },
                 v,
                 b,
@@ -846,7 +938,7 @@ fn record_overheads(
 /// The overhead table for the terminal: one line per query and size.
 pub fn table(summary: &Summary) -> String {
     let mut out =
-        String::from("\n  RLS overhead per statement (server time, planning + execution)\n");
+        String::from("\n  RLS overhead per statement (server time, planning + execution: EXPLAIN ANALYZE samples; under load: pg_stat_statements over the latency phase)\n");
     for n in &summary.notes {
         let _ = writeln!(out, "    {n}");
     }
@@ -891,6 +983,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.metric, "query_duration{query:tenant/100k/rls}");
+        let t = parse_threshold(
+            "server_time{query:lookup/10k/bypass}: avg < 5",
+            &sizes,
+            false,
+        )
+        .unwrap();
+        assert_eq!(t.metric, "server_time{query:lookup/10k/bypass}");
         for (bad, why) in [
             ("rls_overhead_pct{query:nope}: max < 20", "not measured"),
             ("rls_overhead_pct{size:1m}: max < 20", "not measured"),

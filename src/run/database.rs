@@ -306,6 +306,14 @@ async fn server_probe(
                 sql: q.sql.clone(),
                 tenant_scoped: q.tenant_scoped,
             })
+            // pgbench scripts' statements, `:var` as `$n`: the server's text either way.
+            .chain(plan.scripts.iter().flat_map(|s| {
+                s.sql_commands().map(|(name, sql)| ServerQuery {
+                    name,
+                    sql: sql.parameterized.clone(),
+                    tenant_scoped: false,
+                })
+            }))
             .collect(),
         tenant_sql: crate::workload::SET_TENANT_SQL.to_owned(),
     };

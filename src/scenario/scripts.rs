@@ -30,6 +30,14 @@ impl ScriptDef {
         format!("{}/{line}", self.name)
     }
 
+    /// The script's SQL commands with their metric names, in script order.
+    pub fn sql_commands(&self) -> impl Iterator<Item = (String, &pgbench::SqlCommand)> + '_ {
+        self.script.commands.iter().filter_map(|c| match &c.kind {
+            pgbench::CommandKind::Sql(sql) => Some((self.statement_name(c.line), sql)),
+            _ => None,
+        })
+    }
+
     /// The metric names of the script's SQL commands, in script order.
     pub fn statement_names(&self) -> impl Iterator<Item = String> + '_ {
         self.script.commands.iter().filter_map(|c| match c.kind {
