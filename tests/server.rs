@@ -42,10 +42,8 @@ async fn a_five_millisecond_sleep_is_five_milliseconds_of_server_time() {
     assert!(q.client_mean_us >= q.server_us, "{q:?}");
     assert!(q.client_p50_us >= 5_000.0, "{q:?}");
     assert_eq!(q.server_calls, q.client_calls, "{q:?}");
-    assert!(
-        server.waits.iter().any(|w| w.wait_event == "PgSleep"),
-        "{server:?}"
-    );
+    // (Whether a once-a-second sample catches a backend in `PgSleep` is chance: the wait
+    // events are judged by the lock test below, where the wait lasts.)
     // The statistic is judged like any metric, and every report shows the section.
     assert!(
         s.thresholds.iter().all(|t| t.ok && t.observed.is_some()),
