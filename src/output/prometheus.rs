@@ -372,9 +372,19 @@ impl Series {
     ) {
         for (name, m) in totals {
             let (base, tags) = split_name(name);
+            // A multi-scenario run's counts go per scenario (its `scenario` label in place of
+            // the run's), not also as their sum: adding the series up counts each once.
+            let per_scenario = totals
+                .keys()
+                .any(|k| k.starts_with(base) && k[base.len()..].starts_with("{scenario:"));
             match m {
+                Metric::Counter(c) if matches!(tags.as_slice(), [("scenario", _)]) => {
+                    let name = format!("k6_{base}_total");
+                    series.push(self.sample(&name, &tags, c.count as f64, ts));
+                }
                 // Errors by class over all queries; the per-query counters would sum twice.
                 Metric::Counter(_) if !tags.is_empty() => {}
+                Metric::Counter(_) if per_scenario => {}
                 Metric::Counter(c) if c.by_class.is_empty() => {
                     series.push(self.sample(&format!("k6_{base}_total"), &[], c.count as f64, ts));
                 }
@@ -707,6 +717,39 @@ mod tests {
             prompb::WriteRequest::decode(raw.as_slice()).unwrap(),
             second
         );
+    }
+
+    #[test]
+    fn a_multi_scenario_run_counts_per_scenario_not_also_the_sum() {
+        let mut series = Series::new(labels(), TrendStats(Vec::new()));
+        let count = |n| {
+            Metric::Counter(CounterStats {
+                count: n,
+                ..Default::default()
+            })
+        };
+        let totals: BTreeMap<String, Metric> = [
+            ("iterations".to_owned(), count(9)),
+            ("iterations{scenario:reads}".to_owned(), count(5)),
+            ("iterations{scenario:writes}".to_owned(), count(4)),
+            ("queries".to_owned(), count(7)),
+        ]
+        .into();
+        let r = series.request(&Batch {
+            intervals: vec![interval(1.0, &[1_000])],
+            totals: Some(totals),
+            at_us: 1_000_000,
+        });
+        let mut got: Vec<(Option<&str>, f64)> = find(&r, "k6_iterations_total")
+            .into_iter()
+            .map(|s| (label(s, "scenario"), s.samples[0].value))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, [(Some("reads"), 5.0), (Some("writes"), 4.0)]);
+        // A counter with no split keeps the run's own scenario label.
+        let queries = find(&r, "k6_queries_total");
+        assert_eq!(label(queries[0], "scenario"), Some("steady"));
+        assert_eq!(queries[0].samples[0].value, 7.0);
     }
 
     #[test]
