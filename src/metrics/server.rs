@@ -420,18 +420,36 @@ fn intern(name: String) -> &'static str {
         .or_insert_with_key(|k| Box::leak(k.clone().into_boxed_str()))
 }
 
+/// The statement statistics of the role `$1` in this database; `{view}` is the view, qualified
+/// with the extension's schema.
 const STATEMENTS_SQL: &str = "SELECT queryid, query, calls, total_exec_time, total_plan_time, \
      max_exec_time, max_plan_time, stddev_exec_time, rows, shared_blks_hit, shared_blks_read, \
      temp_blks_read + temp_blks_written \
-     FROM pg_stat_statements \
+     FROM {view} \
      WHERE toplevel AND queryid IS NOT NULL \
        AND userid = (SELECT oid FROM pg_roles WHERE rolname = $1) \
        AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
+/// The schema the extension was created in, quoted: the embedded stack keeps it out of
+/// `public` (`thumper_stats`), another server has it wherever its DBA put it.
+async fn extension_schema(client: &Client) -> Result<String, String> {
+    let row = client
+        .query_opt(
+            "SELECT quote_ident(n.nspname) FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'",
+            &[],
+        )
+        .await
+        .map_err(|e| crate::db::describe(&e))?;
+    row.map(|r| r.get(0))
+        .ok_or_else(|| "the pg_stat_statements extension is not created".to_owned())
+}
+
 /// The application role's top-level statements in this database.
 pub async fn statements(client: &Client, role: &str) -> Result<Statements, String> {
+    let view = format!("{}.pg_stat_statements", extension_schema(client).await?);
     let rows = client
-        .query(STATEMENTS_SQL, &[&role])
+        .query(&STATEMENTS_SQL.replace("{view}", &view), &[&role])
         .await
         .map_err(|e| crate::db::describe(&e))?;
     let f = |row: &tokio_postgres::Row, i: usize| row.get::<_, f64>(i);

@@ -172,7 +172,13 @@ pub(crate) async fn bootstrap(
         connect(&in_database)
             .await
             .map_err(sql("connect to the database as the superuser"))?
-            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            // In a schema of its own: the application's schema (`public`) holds the
+            // application's objects only (tests/migrate.rs, tests/rls.rs check it does).
+            .batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS thumper_stats; \
+                 GRANT USAGE ON SCHEMA thumper_stats TO PUBLIC; \
+                 CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA thumper_stats",
+            )
             .await
             .map_err(sql("create the pg_stat_statements extension"))?;
     }
