@@ -269,6 +269,25 @@ impl Watcher for ProgressLine {
     }
 }
 
+/// A multi-scenario run's scenarios, one line each: when it ran, how it ended, its numbers.
+fn scenarios(out: &mut String, summary: &Summary) {
+    let rows = super::model::scenario_rows(summary);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n  scenarios");
+    for r in rows {
+        let p99 = r.trend.map_or("-".to_owned(), |t| {
+            format!("{:.2}ms", t.p99_us as f64 / 1e3)
+        });
+        let _ = writeln!(
+            out,
+            "    {:<16} {:<22} {:>6.1}s–{:<6.1}s {:<12} iterations={} errors={} p99={p99}",
+            r.name, r.executor, r.start_s, r.end_s, r.ending, r.iterations, r.errors
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,24 +340,5 @@ mod tests {
         assert!(lines[1].ends_with("saturated"), "{out}");
         assert!(lines[2].contains("LOST"), "{out}");
         assert!(!render(&Summary::empty(), std::path::Path::new("r")).contains("instances"));
-    }
-}
-
-/// A multi-scenario run's scenarios, one line each: when it ran, how it ended, its numbers.
-fn scenarios(out: &mut String, summary: &Summary) {
-    let rows = super::model::scenario_rows(summary);
-    if rows.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "\n  scenarios");
-    for r in rows {
-        let p99 = r.trend.map_or("-".to_owned(), |t| {
-            format!("{:.2}ms", t.p99_us as f64 / 1e3)
-        });
-        let _ = writeln!(
-            out,
-            "    {:<16} {:<22} {:>6.1}s–{:<6.1}s {:<12} iterations={} errors={} p99={p99}",
-            r.name, r.executor, r.start_s, r.end_s, r.ending, r.iterations, r.errors
-        );
     }
 }
