@@ -103,6 +103,8 @@ pub fn options(args: PgbenchArgs) -> Result<PgbenchOptions, RunError> {
     })?;
     let transactions = args.transactions.or(args.time.is_none().then_some(10));
     plan.iterations_per_vu = transactions;
+    // pgbench -R schedules a Poisson process (exponential gaps), not evenly spaced starts.
+    plan.poisson_arrivals = args.rate.map(|_| seed);
     let mut run = args.args.into_options(PathBuf::from(COMMAND_LINE));
     if target.is_some() {
         run.target = target;

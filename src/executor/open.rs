@@ -70,8 +70,16 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
     let planned_end = ctx.start + plan.load.duration();
     let sched_stop = stop.clone();
     let sched_vus = vus.clone();
+    let poisson = plan.poisson_arrivals;
     let scheduled = tokio::task::spawn_blocking(move || {
-        schedule(&timetable, &mut pool, &mut idle_rx, &sched_stop, &sched_vus);
+        // In a fleet, iteration k of the scenario's timetable is instance k mod N's.
+        let segment = pool.ctx.segment;
+        let (first, step) = (u64::from(segment.index), u64::from(segment.count));
+        let due_times: Box<dyn Iterator<Item = Duration>> = match poisson {
+            Some(seed) => Box::new(timetable.poisson_arrivals(seed, first, step)),
+            None => Box::new(timetable.arrivals_from(first, step)),
+        };
+        schedule(due_times, &mut pool, &mut idle_rx, &sched_stop, &sched_vus);
         // Queued iterations may still start until the planned end, not after it.
         let exhausted = pool.ctx.exhausted.clone();
         while !pool.backlog.is_empty()
@@ -121,16 +129,13 @@ fn serve_idle(pool: &mut VuPool, idle_rx: &mut mpsc::UnboundedReceiver<usize>) {
 
 /// Issues tickets at the timetable's due times until it ends or `stop` is cancelled.
 fn schedule(
-    timetable: &RateSchedule,
+    due_times: impl Iterator<Item = Duration>,
     pool: &mut VuPool,
     idle_rx: &mut mpsc::UnboundedReceiver<usize>,
     stop: &CancellationToken,
     vus: &AtomicU64,
 ) {
     let start = pool.ctx.start;
-    let segment = pool.ctx.segment;
-    // In a fleet, iteration k of the scenario's timetable is instance k mod N's.
-    let due_times = timetable.arrivals_from(u64::from(segment.index), u64::from(segment.count));
     for due in due_times {
         let intended = start + due;
         // Wait for the ticket's time, serving VUs that become free meanwhile: often while

@@ -163,6 +163,9 @@ pub struct Plan {
     pub script_vars: SessionConfig,
     /// How the community of each query's draw is chosen (`[tenants]`).
     pub tenants: TenantChoice,
+    /// Open model: iterations evenly spaced (k6), or a Poisson process of this seed (pgbench
+    /// `-R`: exponential gaps at the same mean rate).
+    pub poisson_arrivals: Option<u64>,
     /// Closed model: each VU stops after this many iterations, and the run when every VU has
     /// (pgbench's `-t`, k6's `per-vu-iterations`); the stages bound how long it may take.
     pub iterations_per_vu: Option<u64>,
@@ -570,6 +573,7 @@ fn part(
         script_vars: SessionConfig::default(),
         tenants: TenantChoice::default(),
         iterations_per_vu: None,
+        poisson_arrivals: None,
         thresholds: Vec::new(),
         stack: None,
         gateway: None,

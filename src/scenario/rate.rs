@@ -166,6 +166,21 @@ impl RateSchedule {
         }
     }
 
+    /// Poisson arrivals at the schedule's rate (pgbench `-R`: exponential gaps, mean 1/rate),
+    /// iterations `first`, `first + step`, ...: the unit-rate Poisson process of seed `seed`
+    /// mapped through the due count, so a ramp is followed too and every instance of a fleet
+    /// draws the same process and takes its share of it.
+    pub fn poisson_arrivals(&self, seed: u64, first: u64, step: u64) -> PoissonArrivals<'_> {
+        PoissonArrivals {
+            schedule: self,
+            rng: crate::workload::pgbench::Prng::seed(seed),
+            due: 0.0,
+            index: 0,
+            first,
+            step: step.max(1),
+        }
+    }
+
     fn segment_at_time(&self, t: f64) -> Option<&Segment> {
         if t < 0.0 {
             return None;
@@ -200,6 +215,36 @@ impl Iterator for Arrivals<'_> {
     }
 }
 
+/// See [`RateSchedule::poisson_arrivals`].
+pub struct PoissonArrivals<'a> {
+    schedule: &'a RateSchedule,
+    rng: crate::workload::pgbench::Prng,
+    /// Iterations due so far on the unit-rate process.
+    due: f64,
+    index: u64,
+    first: u64,
+    step: u64,
+}
+
+impl Iterator for PoissonArrivals<'_> {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        loop {
+            // pgbench's getPoissonRand: -ln(u), u uniform in (0, 1].
+            self.due += -(1.0 - self.rng.double()).ln();
+            let index = self.index;
+            self.index += 1;
+            if self.due >= self.schedule.total() {
+                return None;
+            }
+            if index >= self.first && (index - self.first) % self.step == 0 {
+                return self.schedule.due_time(self.due);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +254,32 @@ mod tests {
             duration: Duration::from_secs(secs),
             target,
         }
+    }
+
+    #[test]
+    fn poisson_arrivals_keep_the_rate_with_exponential_gaps() {
+        let schedule = RateSchedule::new(100, &[stage(200, 100)], Duration::from_secs(1));
+        let times: Vec<f64> = schedule
+            .poisson_arrivals(7, 0, 1)
+            .map(|d| d.as_secs_f64())
+            .collect();
+        // 20,000 expected, standard deviation √20,000 ≈ 141.
+        assert!((19_500..=20_500).contains(&times.len()), "{}", times.len());
+        let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+        // Exponential gaps: the standard deviation equals the mean (evenly spaced: zero).
+        assert!((0.0095..0.0105).contains(&mean), "{mean}");
+        assert!(
+            (0.9..1.1).contains(&(var.sqrt() / mean)),
+            "{}",
+            var.sqrt() / mean
+        );
+        // Two instances of a fleet take every other arrival of the same process.
+        let even: Vec<_> = schedule.poisson_arrivals(7, 0, 2).collect();
+        let odd: Vec<_> = schedule.poisson_arrivals(7, 1, 2).collect();
+        assert_eq!(even.len() + odd.len(), times.len());
+        assert!((even[1].as_secs_f64() - times[2]).abs() < 1e-9);
     }
 
     /// Iterations due in each whole second of the timetable.
