@@ -168,16 +168,24 @@ async fn login(t: &Target) -> Result<TcpStream, Error> {
         let len = u32::from_be_bytes(head[1..5].try_into()?) as usize;
         let mut msg = vec![0u8; len - 4];
         stream.read_exact(&mut msg).await?;
-        match (head[0], msg.get(..4).map(|c| u32::from_be_bytes(c.try_into().unwrap()))) {
+        match (
+            head[0],
+            msg.get(..4)
+                .map(|c| u32::from_be_bytes(c.try_into().unwrap())),
+        ) {
             (b'R', Some(0)) => {}
             (b'R', Some(3)) => password(&mut stream, t.password.as_bytes()).await?,
             (b'R', Some(5)) => {
-                let inner = hex(&Md5::digest([t.password.as_bytes(), t.user.as_bytes()].concat()));
+                let inner = hex(&Md5::digest(
+                    [t.password.as_bytes(), t.user.as_bytes()].concat(),
+                ));
                 let outer = hex(&Md5::digest([inner.as_bytes(), &msg[4..8]].concat()));
                 password(&mut stream, format!("md5{outer}").as_bytes()).await?;
             }
             (b'R', code) => return Err(format!("unsupported authentication {code:?}").into()),
-            (b'E', _) => return Err(format!("login refused: {}", String::from_utf8_lossy(&msg)).into()),
+            (b'E', _) => {
+                return Err(format!("login refused: {}", String::from_utf8_lossy(&msg)).into())
+            }
             (b'Z', _) => return Ok(stream),
             _ => {}
         }
