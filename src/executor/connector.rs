@@ -1,14 +1,10 @@
 //! How a virtual user gets a database client: its own connection (k6's model, and what puts
 //! many clients on PgBouncer), or a checkout from one of N shared application-side pools.
 
-use std::future::Future;
-use std::pin::{pin, Pin};
-use std::task::Poll;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
+use tokio_postgres::{Client, Config, NoTls};
 
 use crate::scenario::{Plan, Topology};
 use crate::workload::{classify, ErrorKind, QueryFailure};
@@ -80,14 +76,17 @@ impl Connector {
         })
     }
 
-    /// Opens a dedicated connection (per-VU topology): the client and the I/O half the VU
-    /// polls itself while it waits for a reply.
-    pub async fn connect(
-        config: &Config,
-        timeout: Duration,
-    ) -> Result<(Client, Driver), QueryFailure> {
+    /// Opens a dedicated connection (per-VU topology).
+    pub async fn connect(config: &Config, timeout: Duration) -> Result<Client, QueryFailure> {
         match tokio::time::timeout(timeout, config.connect(NoTls)).await {
-            Ok(Ok((client, connection))) => Ok((client, Driver(Some(connection)))),
+            Ok(Ok((client, connection))) => {
+                tokio::spawn(async move {
+                    // The connection ends when the client is dropped or the server goes away;
+                    // the VU sees the error on its next query.
+                    let _ = connection.await;
+                });
+                Ok(client)
+            }
             Ok(Err(e)) => {
                 let mut f = classify(&e);
                 f.kind = ErrorKind::Connection;
@@ -126,47 +125,5 @@ impl Connector {
                 broken: true,
             }
         })
-    }
-}
-
-/// The I/O half of a VU's own connection, polled inside the VU's task while it waits for a
-/// reply rather than in a task of its own: a query then crosses no task (or worker) boundary,
-/// and the socket's readiness wakes the VU itself. Between queries nothing is expected from the
-/// server; what comes (an error, a close) is read with the next query, which then fails.
-pub struct Driver(Option<Connection<Socket, NoTlsStream>>);
-
-impl Driver {
-    /// Runs `work` (queries on this connection's client) while driving the connection.
-    pub async fn run<F: Future>(&mut self, work: F) -> F::Output {
-        let mut work = pin!(work);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                return Poll::Ready(out);
-            }
-            let Some(connection) = self.0.as_mut() else {
-                return Poll::Pending;
-            };
-            // Sends what `work` queued, reads what arrived and hands it to `work`; ended (the
-            // server went away), the client's requests fail and `work` sees it.
-            if Pin::new(connection).poll(cx).is_ready() {
-                self.0 = None;
-            }
-            work.as_mut().poll(cx)
-        })
-        .await
-    }
-}
-
-impl Drop for Driver {
-    /// A connection left behind still says goodbye (`Terminate`) once its client is gone, as
-    /// a spawned one would.
-    fn drop(&mut self) {
-        if let (Some(connection), Ok(runtime)) =
-            (self.0.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(async move {
-                let _ = connection.await;
-            });
-        }
     }
 }

@@ -71,23 +71,23 @@ impl VirtualUser {
             .take()
             .unwrap_or_else(|| ctx.workload.session(self.id));
         let protocol = ctx.workload.protocol();
-        let (client, state, driver) = match &pooled {
-            Some(c) => (&***c, &mut self.pooled_state, None),
-            None => {
-                let conn = self.conn.as_mut().expect("acquired");
-                (&conn.client, &mut conn.state, Some(&mut conn.driver))
-            }
-        };
-        let mut run = ScriptRun {
-            recorder: &mut self.recorder,
-            client,
-            statements: &mut state.scripts,
-            protocol,
-            script: index,
-            ids: &work.statement_ids,
-            lag: intended.map(|i| began.saturating_duration_since(i).as_micros() as u64),
-        };
-        let work = async {
+        let outcome = {
+            let (client, state) = match &pooled {
+                Some(c) => (&***c, &mut self.pooled_state),
+                None => {
+                    let conn = self.conn.as_mut().expect("acquired");
+                    (&conn.client, &mut conn.state)
+                }
+            };
+            let mut run = ScriptRun {
+                recorder: &mut self.recorder,
+                client,
+                statements: &mut state.scripts,
+                protocol,
+                script: index,
+                ids: &work.statement_ids,
+                lag: intended.map(|i| began.saturating_duration_since(i).as_micros() as u64),
+            };
             let outcome = run.run(Run::new(&work.def.script), &mut session).await;
             if matches!(outcome, Outcome::Failed { broken: false }) {
                 // pgbench ends a failed transaction; an open one is rolled back (a warning
@@ -95,11 +95,6 @@ impl VirtualUser {
                 let _ = client.batch_execute("ROLLBACK").await;
             }
             outcome
-        };
-        // The VU's own connection is driven by the VU's task while the script runs.
-        let outcome = match driver {
-            Some(driver) => driver.run(work).await,
-            None => work.await,
         };
         self.session = Some(session);
         let broken = matches!(outcome, Outcome::Failed { broken: true });

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use tokio_postgres::Client;
 
-use super::connector::Driver;
 use super::{Connector, RunContext};
 use crate::metrics::recorder::{Recorder, SampleKind, SetupStep};
 use crate::workload::pgbench::{Prng, Session};
@@ -16,17 +15,16 @@ use crate::workload::{ConnectionState, Item, QueryFailure};
 pub struct OwnConnection {
     pub(super) client: Client,
     pub(super) state: ConnectionState,
-    pub(super) driver: Driver,
 }
 
 /// A connection opened for a VU before the run's clock started, and how long opening it took.
-pub type Warmed = Result<(Client, Driver, Duration), QueryFailure>;
+pub type Warmed = Result<(Client, Duration), QueryFailure>;
 
 /// Opens one connection for a pre-allocated VU (see [`super::warm_up`]).
 pub async fn open_ahead(config: &tokio_postgres::Config, timeout: Duration) -> Warmed {
     let began = Instant::now();
-    let (client, driver) = Connector::connect(config, timeout).await?;
-    Ok((client, driver, began.elapsed()))
+    let client = Connector::connect(config, timeout).await?;
+    Ok((client, began.elapsed()))
 }
 
 /// How an iteration ended, for the VU's reconnect backoff.
@@ -88,12 +86,11 @@ impl VirtualUser {
     /// iteration connects again.
     pub fn adopt(&mut self, warm: Warmed) {
         match warm {
-            Ok((client, driver, took)) => {
+            Ok((client, took)) => {
                 self.record_setup(Instant::now(), SetupStep::Connect, took);
                 self.conn = Some(OwnConnection {
                     client,
                     state: ConnectionState::default(),
-                    driver,
                 });
             }
             Err(f) => self.record_failure(None, f, None),
@@ -107,13 +104,12 @@ impl VirtualUser {
         timeout: Duration,
     ) -> Result<(), QueryFailure> {
         let began = Instant::now();
-        let (client, driver) = Connector::connect(config, timeout).await?;
+        let client = Connector::connect(config, timeout).await?;
         let now = Instant::now();
         self.record_setup(now, SetupStep::Connect, now - began);
         self.conn = Some(OwnConnection {
             client,
             state: ConnectionState::default(),
-            driver,
         });
         Ok(())
     }
@@ -181,13 +177,9 @@ impl VirtualUser {
         };
         let sent = Instant::now();
         self.recorder.begin(query, intended.unwrap_or(sent));
-        let outcome = match &pooled {
-            Some(c) => workload.execute(c, &mut self.pooled_state, index, draw).await,
-            None => {
-                let own = self.conn.as_mut().expect("acquired");
-                let work = workload.execute(&own.client, &mut own.state, index, draw);
-                own.driver.run(work).await
-            }
+        let outcome = {
+            let (client, state) = self.client(&pooled);
+            workload.execute(client, state, index, draw).await
         };
         self.release(pooled, outcome.as_ref().is_err_and(|f| f.broken));
         let done = Instant::now();
@@ -242,6 +234,20 @@ impl VirtualUser {
         // until now, and counts in the latency.
         self.record_failure(intended.map(|_| query), failed, intended.map(|i| (i, None)));
         Err(IterationEnd::ConnectionFailed)
+    }
+
+    /// The client [`Self::acquire`] got, with its connection state.
+    pub(super) fn client<'a>(
+        &'a mut self,
+        pooled: &'a Option<deadpool_postgres::Object>,
+    ) -> (&'a Client, &'a mut ConnectionState) {
+        match pooled {
+            Some(c) => (c, &mut self.pooled_state),
+            None => {
+                let conn = self.conn.as_mut().expect("acquired");
+                (&conn.client, &mut conn.state)
+            }
+        }
     }
 
     /// Hands the client back: a broken one is dropped (the VU's own is reopened next time; a
