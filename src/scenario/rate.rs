@@ -238,7 +238,7 @@ impl Iterator for PoissonArrivals<'_> {
             if self.due >= self.schedule.total() {
                 return None;
             }
-            if index >= self.first && (index - self.first) % self.step == 0 {
+            if index >= self.first && (index - self.first).is_multiple_of(self.step) {
                 return self.schedule.due_time(self.due);
             }
         }
