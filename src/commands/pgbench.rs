@@ -4,14 +4,13 @@
 //! creates and fills the builtins' tables instead.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PgbenchArgs;
 use crate::report::pgbench::{self as summary_text, RunFacts};
 use crate::run::database::{measure, Measure};
-use crate::run::target::{preflight, with_target, Target};
+use crate::run::target::{connect_owner, make_pgbench_tables, preflight, with_target, Target};
 use crate::run::{self, RunError, RunOptions, RunResult};
 use crate::scenario::{self, Plan};
 use crate::workload::pgbench::init;
@@ -405,23 +404,10 @@ async fn initialize(o: &PgbenchOptions) -> Result<(), RunError> {
 
 async fn init_tables(target: &Target, scale: i64) -> Result<(), RunError> {
     let url = target.admin_url.as_deref().unwrap_or(&target.url);
-    let client = connect(url).await?;
+    let client = connect_owner(url).await?;
     // The application role may use what the owner makes.
-    let app_role = target
-        .admin_url
-        .as_ref()
-        .and_then(|_| target.url.parse::<tokio_postgres::Config>().ok())
-        .and_then(|c| c.get_user().map(str::to_owned));
-    init::initialize(&client, scale, app_role.as_deref())
-        .await
-        .map_err(|e| RunError::Failed(format!("initializing: {}", crate::db::describe(&e))))?;
-    Ok(())
-}
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client, RunError> {
-    crate::db::connect(url, Duration::from_secs(10))
-        .await
-        .map_err(|e| RunError::Failed(e.to_string()))
+    let app = target.admin_url.as_ref().map(|_| target.url.as_str());
+    make_pgbench_tables(&client, app, scale).await
 }
 
 /// The run: the builtins' tables checked (and made, at -s, on a stack thumper started), the
@@ -436,7 +422,7 @@ async fn run(
             let scale = o.scale.unwrap_or(1);
             crate::run::target::pgbench_tables(admin, &target.url, scale).await?;
         }
-        let admin = connect(target.admin_url.as_deref().unwrap_or(&target.url)).await?;
+        let admin = connect_owner(target.admin_url.as_deref().unwrap_or(&target.url)).await?;
         let scale = init::scale_of(&admin).await;
         let builtins = o.facts.scripts.iter().any(|s| s.starts_with("<builtin"));
         match scale {

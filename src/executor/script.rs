@@ -72,13 +72,7 @@ impl VirtualUser {
             .unwrap_or_else(|| ctx.workload.session(self.id));
         let protocol = ctx.workload.protocol();
         let outcome = {
-            let (client, state) = match &pooled {
-                Some(c) => (&***c, &mut self.pooled_state),
-                None => {
-                    let conn = self.conn.as_mut().expect("acquired");
-                    (&conn.client, &mut conn.state)
-                }
-            };
+            let (client, state) = super::vu::held(&mut self.conn, &mut self.pooled_state, &pooled);
             let mut run = ScriptRun {
                 recorder: &mut self.recorder,
                 client,

@@ -241,13 +241,7 @@ impl VirtualUser {
         &'a mut self,
         pooled: &'a Option<deadpool_postgres::Object>,
     ) -> (&'a Client, &'a mut ConnectionState) {
-        match pooled {
-            Some(c) => (c, &mut self.pooled_state),
-            None => {
-                let conn = self.conn.as_mut().expect("acquired");
-                (&conn.client, &mut conn.state)
-            }
-        }
+        held(&mut self.conn, &mut self.pooled_state, pooled)
     }
 
     /// Hands the client back: a broken one is dropped (the VU's own is reopened next time; a
@@ -276,6 +270,22 @@ impl VirtualUser {
                 self.backoff = (self.backoff * 2).min(ctx.max_backoff);
                 Some(wait)
             }
+        }
+    }
+}
+
+/// The held client and its state, from the VU's fields (so a caller can borrow its recorder
+/// beside them).
+pub(super) fn held<'a>(
+    conn: &'a mut Option<OwnConnection>,
+    pooled_state: &'a mut ConnectionState,
+    pooled: &'a Option<deadpool_postgres::Object>,
+) -> (&'a Client, &'a mut ConnectionState) {
+    match pooled {
+        Some(c) => (c, pooled_state),
+        None => {
+            let conn = conn.as_mut().expect("acquired");
+            (&conn.client, &mut conn.state)
         }
     }
 }

@@ -223,20 +223,36 @@ async fn migrate_and_seed(plan: &Plan, opts: &RunOptions, target: &Target) -> Re
 /// The pgbench tables a scenario's scripts read, made at the scenario's `[pgbench] scale`
 /// when they are missing (pgbench's `-i`), usable by the application role.
 pub async fn pgbench_tables(admin: &str, app_url: &str, scale: i64) -> Result<(), RunError> {
-    use crate::workload::pgbench::init;
-    let client = crate::db::connect(admin, Duration::from_secs(10))
+    let client = connect_owner(admin).await?;
+    if crate::workload::pgbench::init::scale_of(&client)
         .await
-        .map_err(|e| RunError::Failed(e.to_string()))?;
-    if init::scale_of(&client).await.is_some() {
+        .is_some()
+    {
         return Ok(());
     }
     eprintln!("thumper: no pgbench tables on this target: initializing at scale {scale}");
+    make_pgbench_tables(&client, Some(app_url), scale).await
+}
+
+/// pgbench's `-i` through `client`; `app_url`'s role (the application's, when `client` is
+/// the owner) is granted the use of the tables.
+pub async fn make_pgbench_tables(
+    client: &tokio_postgres::Client,
+    app_url: Option<&str>,
+    scale: i64,
+) -> Result<(), RunError> {
     let role = app_url
-        .parse::<tokio_postgres::Config>()
-        .ok()
+        .and_then(|u| u.parse::<tokio_postgres::Config>().ok())
         .and_then(|c| c.get_user().map(str::to_owned));
-    init::initialize(&client, scale, role.as_deref())
+    crate::workload::pgbench::init::initialize(client, scale, role.as_deref())
         .await
         .map(drop)
         .map_err(|e| RunError::Failed(format!("initializing: {}", crate::db::describe(&e))))
+}
+
+/// A connection for set-up steps, its failure the run's.
+pub async fn connect_owner(url: &str) -> Result<tokio_postgres::Client, RunError> {
+    crate::db::connect(url, Duration::from_secs(10))
+        .await
+        .map_err(|e| RunError::Failed(e.to_string()))
 }

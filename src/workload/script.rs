@@ -81,9 +81,16 @@ pub async fn execute(
             Err(e) => Err(e),
         },
     };
-    Answer {
-        done: Instant::now(),
-        results: results.map_err(|e| classify(&e)),
+    Answer::now(results)
+}
+
+impl Answer {
+    /// The answer that arrived just now.
+    fn now(results: Result<Vec<ResultSet>, tokio_postgres::Error>) -> Answer {
+        Answer {
+            done: Instant::now(),
+            results: results.map_err(|e| classify(&e)),
+        }
     }
 }
 
@@ -101,14 +108,10 @@ pub async fn pipeline(
         prepared.push(statement(client, statements, protocol, ready).await);
     }
     let runs = batch.iter().zip(prepared).map(|(ready, s)| async move {
-        let results = match s {
+        Answer::now(match s {
             Ok(s) => extended(client, s.as_ref(), ready).await,
             Err(e) => Err(e),
-        };
-        Answer {
-            done: Instant::now(),
-            results: results.map_err(|e| classify(&e)),
-        }
+        })
     });
     join_all(runs).await
 }
