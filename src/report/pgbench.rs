@@ -127,6 +127,14 @@ pub fn render(summary: &Summary, facts: &RunFacts) -> String {
     if let Some(c) = summary.trend("connect_duration") {
         let _ = writeln!(out, "initial connection time = {:.3} ms", ms(c.mean_us));
     }
+    if let Some(reason) = &summary.stop_reason {
+        // pgbench has no such line: a run it did not finish prints nothing at all.
+        let _ = writeln!(
+            out,
+            "run stopped after {:.1} s: {reason}",
+            summary.duration_s
+        );
+    }
     let tps = done as f64 / summary.duration_s.max(1e-9);
     let _ = writeln!(out, "tps = {tps:.6} (without initial connection time)");
     if facts.scripts.len() > 1 || facts.per_command {
@@ -312,5 +320,28 @@ impl crate::metrics::aggregator::Watcher for Progress {
             self.printed_s = intervals[upto - 1].t_s;
             self.seen = upto;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_run_says_so_beside_pgbench_lines() {
+        let mut s = Summary::empty();
+        s.duration_s = 8.0;
+        let facts = RunFacts {
+            duration_s: Some(20),
+            ..RunFacts::default()
+        };
+        assert!(!render(&s, &facts).contains("run stopped"));
+        s.stop_reason = Some("interrupted by Ctrl-C".into());
+        let text = render(&s, &facts);
+        assert!(text.contains("duration: 20 s"), "{text}");
+        assert!(
+            text.contains("run stopped after 8.0 s: interrupted by Ctrl-C"),
+            "{text}"
+        );
     }
 }
