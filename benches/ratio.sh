@@ -10,6 +10,14 @@
 #   benches/ratio.sh                                  # 20 s per run, 5 rounds, 2,000/s, 10,000/s, flat out
 #   SECONDS_PER_RUN=3 REPEATS=1 benches/ratio.sh      # smoke test (about 30 s after the build)
 #   RATES="10000" CLIENTS=100 THUMPER=path FLOOR=path benches/ratio.sh
+#   BASELINE=path-to-another-thumper benches/ratio.sh # alternates a second build too: before/after
+#   LADDER=1 RATES=10000 benches/ratio.sh             # adds the floor's rungs: what each layer costs
+#
+# The ladder (LADDER=1) runs the floor again with one more of thumper's layers each time:
+#   floor-precise    each query started at its own due time on a timerfd (the floor uses tokio's
+#                    1 ms timer, which starts a millisecond's queries with one wake-up)
+#   floor-precise-mt the same on tokio's multi-threaded runtime (two workers, as thumper)
+#   floor-precise-mt-driver  the same through tokio-postgres's client instead of the raw socket
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${SECONDS_PER_RUN:-20}"
@@ -26,6 +34,9 @@ THUMPER="${THUMPER:-$PWD/target/release/thumper}"
 FLOOR="${FLOOR:-$PWD/target/release/floor}"
 thumper="$THUMPER"
 floor="$FLOOR"
+baseline="${BASELINE:-}"
+generators="thumper pgbench floor${baseline:+ baseline}"
+[ -n "${LADDER:-}" ] && generators="$generators floor-precise floor-precise-mt floor-precise-mt-driver"
 export THUMPER_STACK_STATE="$work/stack.json"
 
 cat > "$work/stack.toml" <<EOF
@@ -78,12 +89,15 @@ EOF
 }
 
 run_one() { # generator rate → appends "rate generator cpu queries" to $work/results
-  local q
+  local q lag=""
   case "$1" in
-    thumper)
+    thumper | baseline)
+      local build="$thumper"
+      [ "$1" = baseline ] && build="$baseline"
       rm -rf "$work/r"
-      measure "$thumper" run "$work/thumper-$2.toml" --quiet --report-dir "$work/r"
+      measure "$build" run "$work/thumper-$2.toml" --quiet --report-dir "$work/r"
       q=$(python3 -c 'import json,sys,glob; print(json.load(open(glob.glob(sys.argv[1]+"/*/summary.json")[0]))["metrics"]["queries"]["count"])' "$work/r")
+      lag=$(python3 -c 'import json,sys,glob; m=json.load(open(glob.glob(sys.argv[1]+"/*/summary.json")[0]))["metrics"].get("scheduling_lag"); print("" if not m else "scheduling lag p50 %.3f p99 %.3f ms" % (m["p50"], m["p99"]))' "$work/r" 2>/dev/null || true)
       ;;
     pgbench)
       local limit=()
@@ -91,21 +105,25 @@ run_one() { # generator rate → appends "rate generator cpu queries" to $work/r
       measure pgbench -n -M simple -c "$clients" -j 2 -T "$secs" "${limit[@]}" -f "$work/select1.sql" "$DATABASE_URL"
       q=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/out")
       ;;
-    floor)
-      measure "$floor" "$DATABASE_URL" "$clients" "$2" "$secs"
+    floor*)
+      local env=()
+      case "$1" in *precise*) env+=(FLOOR_TIMER=precise) ;; esac
+      case "$1" in *-mt*) env+=(FLOOR_RUNTIME=multi) ;; esac
+      case "$1" in *driver) env+=(FLOOR_DRIVER=tokio-postgres) ;; esac
+      measure env "${env[@]}" "$floor" "$DATABASE_URL" "$clients" "$2" "$secs"
       q=$(sed -n 's/^queries \([0-9]*\)$/\1/p' "$work/out")
       ;;
   esac
   echo "$2 $1 $cpu $q" >> "$work/results"
-  printf '  %-8s %6s/s round %s: %8s queries, %6.1f µs/query\n' "$1" "$2" "$3" "$q" \
-    "$(echo "$cpu * 1000000 / $q" | bc -l)" >&2
+  printf '  %-8s %6s/s round %s: %8s queries, %6.1f µs/query %s\n' "$1" "$2" "$3" "$q" \
+    "$(echo "$cpu * 1000000 / $q" | bc -l)" "$lag" >&2
 }
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for rate in $rates; do
   thumper_scenario "$rate"
   for round in $(seq 1 "$repeats"); do
-    for generator in thumper pgbench floor; do
+    for generator in $generators; do
       run_one "$generator" "$rate" "$round"
     done
   done
@@ -134,4 +152,25 @@ for rate in sorted({r for r, _ in runs}, key=lambda r: r or 1e12):
     print(f"| {name} | {spread(us['floor'])} | {spread(us['pgbench'])} | {spread(us['thumper'])} "
           f"| {statistics.median(us['pgbench']) / f:.2f}× | {statistics.median(us['thumper']) / f:.2f}× "
           f"| {spread(per_round, '{:.2f}')}× | {qps['floor']:,.0f}, {qps['pgbench']:,.0f}, {qps['thumper']:,.0f} |")
+rungs = ["floor", "floor-precise", "floor-precise-mt", "floor-precise-mt-driver", "thumper", "pgbench"]
+if any(g == "floor-precise" for _, g in runs):
+    print("\nThe ladder: the floor with one more of thumper's layers per rung (see the script's header)\n")
+    print("| rate | " + " | ".join(rungs) + " |")
+    print("|---|" + "---|" * len(rungs))
+    for rate in sorted({r for r, _ in runs}, key=lambda r: r or 1e12):
+        f = statistics.median(u for u, _ in runs[(rate, "floor")])
+        cells = []
+        for g in rungs:
+            us = [u for u, _ in runs[(rate, g)]]
+            cells.append(f"{spread(us)} µs, {statistics.median(us) / f:.2f}×")
+        name = "flat out" if rate == 0 else f"{rate:,}/s"
+        print(f"| {name} | " + " | ".join(cells) + " |")
+if any(g == "baseline" for _, g in runs):
+    print("\n| rate | baseline µs | thumper µs | thumper ÷ baseline, per round |")
+    print("|---|---|---|---|")
+    for rate in sorted({r for r, _ in runs}, key=lambda r: r or 1e12):
+        t = [u for u, _ in runs[(rate, "thumper")]]
+        b = [u for u, _ in runs[(rate, "baseline")]]
+        name = "flat out" if rate == 0 else f"{rate:,}/s"
+        print(f"| {name} | {spread(b)} | {spread(t)} | {spread([x / y for x, y in zip(t, b)], '{:.2f}')}× |")
 EOF

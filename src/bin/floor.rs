@@ -8,10 +8,17 @@
 //! here rebuilds every dependency (14 minutes on 2 cores); this one file reuses the release build.
 //!
 //!   floor URL CONNECTIONS RATE SECONDS     # RATE queries/s over all connections; 0 = flat out
+//!   FLOOR_DRIVER=tokio-postgres floor ...  # the same loop through tokio-postgres's client
+//!
+//! The second form keeps everything but the driver (one task per connection, the same
+//! timetable, one thread) and sends each query with `Client::simple_query_raw`, as thumper's
+//! simple protocol does: what it costs over the first is the driver's share of thumper's cost.
 //!
 //! Prints `queries N` (queries completed) on stdout; any failure exits 1.
 
 use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
 
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +31,7 @@ const SELECT1: &[u8] = b"Q\0\0\0\x0dSELECT 1\0";
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 struct Target {
+    url: String,
     addr: String,
     user: String,
     password: String,
@@ -39,9 +47,15 @@ fn main() -> Result<(), Error> {
     let connections: usize = connections.parse()?;
     let rate: f64 = rate.parse()?;
     let seconds: f64 = seconds.parse()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = if std::env::var("FLOOR_RUNTIME").is_ok_and(|r| r == "multi") {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     let queries = runtime.block_on(run(target, connections, rate, seconds))?;
     println!("queries {queries}");
     Ok(())
@@ -57,6 +71,7 @@ fn target(url: &str) -> Result<Target, Error> {
     let user = config.get_user().ok_or("the URL needs a user")?.to_owned();
     let password = config.get_password().unwrap_or_default();
     Ok(Target {
+        url: url.to_owned(),
         addr: format!("{host}:{port}"),
         dbname: config.get_dbname().unwrap_or(&user).to_owned(),
         password: String::from_utf8(password.to_vec())?,
@@ -66,9 +81,17 @@ fn target(url: &str) -> Result<Target, Error> {
 
 /// Logs every connection in first, then starts the clock; returns the queries completed.
 async fn run(target: Target, connections: usize, rate: f64, seconds: f64) -> Result<u64, Error> {
+    let through_driver = std::env::var("FLOOR_DRIVER").is_ok_and(|d| d == "tokio-postgres");
     let mut streams = Vec::with_capacity(connections);
     for _ in 0..connections {
-        streams.push(login(&target).await?);
+        streams.push(if through_driver {
+            let (client, connection) =
+                tokio_postgres::connect(&target.url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            Conn::Driver(client)
+        } else {
+            Conn::Raw(login(&target).await?)
+        });
     }
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
@@ -91,27 +114,48 @@ async fn run(target: Target, connections: usize, rate: f64, seconds: f64) -> Res
     Ok(total)
 }
 
+/// A logged-in connection: the socket itself, or tokio-postgres's client of it.
+enum Conn {
+    Raw(TcpStream),
+    Driver(tokio_postgres::Client),
+}
+
 /// One connection's loop: wait for its next due time (none: flat out), send, read the reply.
 async fn drive(
-    mut stream: TcpStream,
+    mut conn: Conn,
     schedule: Option<(Instant, Duration)>,
     end: Instant,
 ) -> Result<u64, Error> {
     let mut buf = [0u8; 512];
     let mut done = 0;
     let mut due = schedule.map(|(first, _)| first);
+    let mut timer = std::env::var("FLOOR_TIMER")
+        .is_ok_and(|t| t == "precise")
+        .then(thumper::executor::timer::PreciseTimer::new);
     loop {
         if let (Some(at), Some((_, every))) = (due.as_mut(), schedule) {
             if *at >= end {
                 break;
             }
-            tokio::time::sleep_until((*at).into()).await;
+            match timer.as_mut() {
+                Some(t) => t.sleep_until(*at).await,
+                None => tokio::time::sleep_until((*at).into()).await,
+            }
             *at += every;
         } else if Instant::now() >= end {
             break;
         }
-        stream.write_all(SELECT1).await?;
-        read_until_ready(&mut stream, &mut buf).await?;
+        match &mut conn {
+            Conn::Raw(stream) => {
+                stream.write_all(SELECT1).await?;
+                read_until_ready(stream, &mut buf).await?;
+            }
+            Conn::Driver(client) => {
+                let replies = client.simple_query_raw("SELECT 1").await?;
+                futures_util::pin_mut!(replies);
+                while replies.try_next().await?.is_some() {}
+            }
+        }
         done += 1;
     }
     Ok(done)

@@ -6,6 +6,7 @@ mod closed;
 mod connector;
 mod open;
 mod script;
+pub mod timer;
 mod vu;
 
 use std::sync::atomic::AtomicU64;

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::closed::finish;
+use super::timer::PreciseTimer;
 use super::vu::{VirtualUser, Warmed};
 use super::RunContext;
 use crate::metrics::recorder::{Recorder, SampleKind};
@@ -63,33 +64,43 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
         let id = pool.spawn(warmed.next());
         pool.idle.push(id);
     }
-    // The schedule runs on a thread of its own: tokio's timer rounds sleeps up to the next
-    // millisecond, which would start every iteration up to 1 ms late; a thread sleeping with
-    // the OS timer starts them within tens of microseconds.
+    // The schedule runs as a task on tokio's workers, sleeping on a timerfd (see
+    // `super::timer`): tokio's own timer would start every iteration up to 1 ms late.
     let timetable = RateSchedule::new(start_rate, &stages, time_unit);
     let planned_end = ctx.start + plan.load.duration();
     let sched_stop = stop.clone();
     let sched_vus = vus.clone();
     let poisson = plan.poisson_arrivals;
-    let scheduled = tokio::task::spawn_blocking(move || {
+    let scheduled = tokio::spawn(async move {
+        let mut timer = PreciseTimer::new();
         // In a fleet, iteration k of the scenario's timetable is instance k mod N's.
         let segment = pool.ctx.segment;
         let (first, step) = (u64::from(segment.index), u64::from(segment.count));
-        let due_times: Box<dyn Iterator<Item = Duration>> = match poisson {
+        let due_times: Box<dyn Iterator<Item = Duration> + Send> = match poisson {
             Some(seed) => Box::new(timetable.poisson_arrivals(seed, first, step)),
             None => Box::new(timetable.arrivals_from(first, step)),
         };
-        schedule(due_times, &mut pool, &mut idle_rx, &sched_stop, &sched_vus);
+        let mut clock = Clock {
+            timer: &mut timer,
+            idle_rx: &mut idle_rx,
+        };
+        schedule(due_times, &mut pool, &mut clock, &sched_stop, &sched_vus).await;
         // Queued iterations may still start until the planned end, not after it.
         let exhausted = pool.ctx.exhausted.clone();
-        while !pool.backlog.is_empty()
-            && !sched_stop.is_cancelled()
-            && !exhausted.is_cancelled()
-            && Instant::now() < planned_end
-        {
-            serve_idle(&mut pool, &mut idle_rx);
+        loop {
+            serve_idle(&mut pool, clock.idle_rx);
             sched_vus.store(pool.busy() as u64, Ordering::Relaxed);
-            std::thread::sleep(Duration::from_micros(500));
+            let now = Instant::now();
+            if pool.backlog.is_empty()
+                || sched_stop.is_cancelled()
+                || exhausted.is_cancelled()
+                || now >= planned_end
+            {
+                break;
+            }
+            clock
+                .nap(&mut pool, planned_end.min(now + CHECK_STOP))
+                .await;
         }
         pool
     });
@@ -127,33 +138,51 @@ fn serve_idle(pool: &mut VuPool, idle_rx: &mut mpsc::UnboundedReceiver<usize>) {
     }
 }
 
+/// How often a waiting scheduler looks at the stop token at least.
+const CHECK_STOP: Duration = Duration::from_millis(10);
+
+/// What the scheduler waits on: the next due time, or a VU becoming free.
+struct Clock<'a> {
+    timer: &'a mut PreciseTimer,
+    idle_rx: &'a mut mpsc::UnboundedReceiver<usize>,
+}
+
+impl Clock<'_> {
+    /// Sleeps until `until`; while tickets are queued, a VU that becomes free ends the nap and
+    /// takes one at once.
+    async fn nap(&mut self, pool: &mut VuPool, until: Instant) {
+        if pool.backlog.is_empty() {
+            self.timer.sleep_until(until).await;
+            return;
+        }
+        tokio::select! {
+            () = self.timer.sleep_until(until) => {}
+            Some(id) = self.idle_rx.recv() => pool.on_idle(id),
+        }
+    }
+}
+
 /// Issues tickets at the timetable's due times until it ends or `stop` is cancelled.
-fn schedule(
+async fn schedule(
     due_times: impl Iterator<Item = Duration>,
     pool: &mut VuPool,
-    idle_rx: &mut mpsc::UnboundedReceiver<usize>,
+    clock: &mut Clock<'_>,
     stop: &CancellationToken,
     vus: &AtomicU64,
 ) {
     let start = pool.ctx.start;
     for due in due_times {
         let intended = start + due;
-        // Wait for the ticket's time, serving VUs that become free meanwhile: often while
-        // tickets are queued, at least every 10 ms to notice a stop.
         loop {
             if stop.is_cancelled() || pool.ctx.exhausted.is_cancelled() {
                 return;
             }
-            serve_idle(pool, idle_rx);
+            serve_idle(pool, clock.idle_rx);
             let now = Instant::now();
             if now >= intended {
                 break;
             }
-            let mut nap = (intended - now).min(Duration::from_millis(10));
-            if !pool.backlog.is_empty() {
-                nap = nap.min(Duration::from_micros(200));
-            }
-            std::thread::sleep(nap);
+            clock.nap(pool, intended.min(now + CHECK_STOP)).await;
         }
         pool.dispatch(Ticket { intended });
         vus.store(pool.busy() as u64, Ordering::Relaxed);
