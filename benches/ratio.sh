@@ -97,7 +97,7 @@ run_one() { # generator rate → appends "rate generator cpu queries" to $work/r
       rm -rf "$work/r"
       measure "$build" run "$work/thumper-$2.toml" --quiet --report-dir "$work/r"
       q=$(python3 -c 'import json,sys,glob; print(json.load(open(glob.glob(sys.argv[1]+"/*/summary.json")[0]))["metrics"]["queries"]["count"])' "$work/r")
-      lag=$(python3 -c 'import json,sys,glob; m=json.load(open(glob.glob(sys.argv[1]+"/*/summary.json")[0]))["metrics"].get("scheduling_lag"); print("" if not m else "scheduling lag p50 %.3f p99 %.3f ms" % (m["p50"], m["p99"]))' "$work/r" 2>/dev/null || true)
+      lag=$(python3 -c 'import json,sys,glob; m=json.load(open(glob.glob(sys.argv[1]+"/*/summary.json")[0]))["metrics"].get("scheduling_lag"); print("" if not m else "scheduling lag p50 %d p99 %d µs" % (m["p50_us"], m["p99_us"]))' "$work/r" 2>/dev/null || true)
       ;;
     pgbench)
       local limit=()

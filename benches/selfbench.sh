@@ -7,6 +7,7 @@
 #   benches/selfbench.sh            # 20 s per workload
 #   SECONDS_PER_RUN=5 CLIENTS=20 benches/selfbench.sh    # a quick look
 #   THUMPER=target/debug/thumper SKIP_GATEWAY=1 ...       # another build, no gateway part
+#   PARTS=memory SECONDS_PER_RUN=10 benches/selfbench.sh   # only some of: cpu memory gateway
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${SECONDS_PER_RUN:-20}"
@@ -96,6 +97,9 @@ $tenant_sql;
 COMMIT;
 EOF
 
+parts="${PARTS:-cpu memory gateway}"
+[ -n "${SKIP_GATEWAY:-}" ] && parts="${parts/gateway/}"
+if [[ " $parts " == *" cpu "* ]]; then
 printf '\n%-34s %12s %12s %12s %8s\n' "workload ($clients connections, ${secs} s)" "pgbench" "thumper" "µs/query" "ratio"
 for workload in select1 tenant; do
   for protocol in simple extended; do
@@ -115,15 +119,24 @@ for workload in select1 tenant; do
   done
 done
 echo "(µs/query: pgbench/thumper CPU time of the generator process; a tenant transaction is four statements and counts as one)"
+fi
 
+if [[ " $parts " == *" memory "* ]]; then
 printf '\n%-34s %12s %12s\n' "memory (1 s think time, ${secs} s)" "queries" "max RSS"
-for vus in 1000 10000; do
+rss_of=()
+for vus in 1000 5000 10000; do
   scenario "vus$vus" extended "SELECT 1" false "$vus" 1s
   measure "$thumper" run "$work/vus$vus.toml" --quiet --report-dir "$work/r-vus$vus"
   printf '%-34s %12s %9.1f MB\n' "$vus VUs" "$(queries_of "$work/r-vus$vus")" "$(echo "$rss / 1024" | bc -l)"
+  rss_of+=("$rss")
 done
+# The fixed cost and the cost of one more VU, from the 1,000- and 10,000-VU runs.
+per_vu=$(echo "(${rss_of[2]} - ${rss_of[0]}) / 9000" | bc -l)
+printf '%-34s %9.1f MB fixed + %.1f KiB per VU\n' "slope (1,000 → 10,000 VUs)" \
+  "$(echo "(${rss_of[0]} - 1000 * $per_vu) / 1024" | bc -l)" "$per_vu"
+fi
 
-[ -n "${SKIP_GATEWAY:-}" ] && exit 0
+[[ " $parts " == *" gateway "* ]] || exit 0
 echo
 echo "gateway (cargo test --release --test gateway_measure -- --ignored --nocapture):"
 cargo test --release --quiet --test gateway_measure -- --ignored --nocapture --test-threads 1 2>&1 |
