@@ -12,6 +12,8 @@
 #   RATES="10000" CLIENTS=100 THUMPER=path FLOOR=path benches/ratio.sh
 #   BASELINE=path-to-another-thumper benches/ratio.sh # alternates a second build too: before/after
 #   LADDER=1 RATES=10000 benches/ratio.sh             # adds the floor's rungs: what each layer costs
+#   PERF=1 benches/ratio.sh                           # also system calls and context switches per
+#                                                     # query (perf stat; its counting adds a little CPU)
 #
 # The ladder (LADDER=1) runs the floor again with one more of thumper's layers each time:
 #   floor-precise    each query started at its own due time on a timerfd (the floor uses tokio's
@@ -56,13 +58,20 @@ printf 'SELECT 1;\n' > "$work/select1.sql"
 
 # One run of `$@`: its CPU seconds (user + system) into $cpu, its output in $work/out.
 measure() {
-  /usr/bin/time -f '%U %S' -o "$work/time" "$@" >"$work/out" 2>&1 || {
+  local counted=()
+  [ -n "${PERF:-}" ] && counted=(perf stat -x, -o "$work/perf" -e raw_syscalls:sys_enter,context-switches --)
+  /usr/bin/time -f '%U %S' -o "$work/time" "${counted[@]}" "$@" >"$work/out" 2>&1 || {
     cat "$work/out" >&2
     echo "ratio: a run failed: $*" >&2
     exit 1
   }
   read -r user sys <"$work/time"
   cpu=$(echo "$user + $sys" | bc -l)
+  syscalls=- switches=-
+  if [ -n "${PERF:-}" ]; then
+    syscalls=$(awk -F, '$3 == "raw_syscalls:sys_enter" { print $1 }' "$work/perf")
+    switches=$(awk -F, '$3 == "context-switches" { print $1 }' "$work/perf")
+  fi
 }
 
 thumper_scenario() { # rate → $work/thumper-RATE.toml
@@ -114,7 +123,7 @@ run_one() { # generator rate → appends "rate generator cpu queries" to $work/r
       q=$(sed -n 's/^queries \([0-9]*\)$/\1/p' "$work/out")
       ;;
   esac
-  echo "$2 $1 $cpu $q" >> "$work/results"
+  echo "$2 $1 $cpu $q $syscalls $switches" >> "$work/results"
   printf '  %-8s %6s/s round %s: %8s queries, %6.1f µs/query %s\n' "$1" "$2" "$3" "$q" \
     "$(echo "$cpu * 1000000 / $q" | bc -l)" "$lag" >&2
 }
@@ -134,9 +143,12 @@ python3 - "$work/results" "$clients" "$secs" "$repeats" "$load" <<'EOF'
 import statistics, sys
 path, clients, secs, repeats, load = sys.argv[1:]
 runs = {}  # (rate, generator) → [(µs per query, queries per second)]
+counts = {}  # (rate, generator) → [(system calls per query, context switches per query)]
 for line in open(path):
-    rate, gen, cpu, q = line.split()
+    rate, gen, cpu, q, calls, switches = line.split()
     runs.setdefault((int(rate), gen), []).append((float(cpu) * 1e6 / int(q), int(q) / float(secs)))
+    if calls != "-":
+        counts.setdefault((int(rate), gen), []).append((int(calls) / int(q), int(switches) / int(q)))
 def spread(xs, fmt="{:.1f}"):
     return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
 print(f"\n{clients} connections, `SELECT 1`, simple protocol, {secs} s per run, {repeats} alternated rounds; "
@@ -163,6 +175,16 @@ if any(g == "floor-precise" for _, g in runs):
         for g in rungs:
             us = [u for u, _ in runs[(rate, g)]]
             cells.append(f"{spread(us)} µs, {statistics.median(us) / f:.2f}×")
+        name = "flat out" if rate == 0 else f"{rate:,}/s"
+        print(f"| {name} | " + " | ".join(cells) + " |")
+if counts:
+    gens = [g for g in rungs + ["baseline"] if any(k[1] == g for k in counts)]
+    print("\nSystem calls and context switches per query (perf stat), median\n")
+    print("| rate | " + " | ".join(gens) + " |")
+    print("|---|" + "---|" * len(gens))
+    for rate in sorted({r for r, _ in counts}, key=lambda r: r or 1e12):
+        cells = [f"{statistics.median(c for c, _ in counts[(rate, g)]):.2f} calls, "
+                 f"{statistics.median(w for _, w in counts[(rate, g)]):.2f} switches" for g in gens]
         name = "flat out" if rate == 0 else f"{rate:,}/s"
         print(f"| {name} | " + " | ".join(cells) + " |")
 if any(g == "baseline" for _, g in runs):
