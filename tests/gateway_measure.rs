@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use thumper::gateway::CacheMode;
-use thumper::gateway_load::{self, GatewayRunConfig, GatewayRunOutcome, GatewayWorkload};
+use thumper::gateway_load::{self, Forwarder, GatewayRunConfig, GatewayRunOutcome, GatewayWorkload};
 use thumper::metrics::summary::Metric;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,7 @@ async fn measure(
         workload,
         rate_stages: stages,
         nats_url: None,
-        gateway_bin: PathBuf::from(env!("CARGO_BIN_EXE_gateway")),
+        forwarder: Forwarder::Gateway(PathBuf::from(env!("CARGO_BIN_EXE_gateway"))),
         cancel: CancellationToken::new(),
         quiet: true,
         watchers: Vec::new(),
