@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use thumper::gateway_load::fake_discord::Fault;
-use thumper::gateway_load::{self, Forwarder, FaultAt, GatewayRunConfig, GatewayRunOutcome, GatewayWorkload};
+use thumper::gateway_load::{
+    self, FaultAt, Forwarder, GatewayRunConfig, GatewayRunOutcome, GatewayWorkload,
+};
 use thumper::metrics::summary::Metric;
 use tokio_util::sync::CancellationToken;
 

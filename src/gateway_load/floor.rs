@@ -5,16 +5,20 @@
 //! from /proc exactly as the gateway's is. Each shard's events are paced by the fake's own
 //! [`pace`] loop and built by its own [`MemberEvents`] and payload writer, on a thread per shard
 //! as in the fake; each event's `d` is wrapped by the gateway's own envelope writer
-//! ([`write_envelope`]) and published through the gateway's own [`Publisher`] (same client
-//! settings) on the subject the gateway would use. What the floor does not pay: the WebSocket
-//! write and read, routing the dispatch (one JSON pass), Twilight's shard. What it pays that the
-//! gateway does not: building the event's JSON (the fake's share, about 1 µs).
+//! ([`write_envelope`]) and published on the subject the gateway would use, by the least client
+//! that can (the NATS text protocol on a blocking socket: what fell due together leaves in one
+//! write). So the floor is the tightest path from the fake's pacing to the recorder, as
+//! `src/bin/floor.rs` is for a query. What the floor does not pay: the WebSocket write and read,
+//! routing the dispatch (one JSON pass), Twilight's shard, async-nats and tokio (a channel and a
+//! task wake-up per publish). What it pays that the gateway does not: building the event's JSON
+//! and pacing it (the fake's share), about 1 µs per event plus a wake-up per 250 µs.
 //!
 //! The harness side ([`FloorDrive`]) starts the publishing with a NATS request once the process
 //! is subscribed, and counts the events sent from the same schedule the publisher follows.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -28,7 +32,6 @@ use super::fake_discord::pace::{
 use super::fake_discord::payload::{write_member_data, MemberEventKind};
 use super::fake_discord::{FakeStats, MemberMix, World};
 use crate::gateway::envelope::{write_envelope, EnvelopeHead};
-use crate::gateway::publish::Publisher;
 
 /// What the floor publisher needs, passed to its process as environment variables.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +67,10 @@ impl FloorConfig {
                 "FLOOR_MEMBERS_PER_GUILD",
                 self.world.members_per_guild.to_string(),
             ),
-            ("FLOOR_MEMBER_MIX", format!("{}:{}:{}", m.add, m.update, m.remove)),
+            (
+                "FLOOR_MEMBER_MIX",
+                format!("{}:{}:{}", m.add, m.update, m.remove),
+            ),
             ("FLOOR_STAGES", stages.join(",")),
         ]
         .into_iter()
@@ -125,93 +131,172 @@ fn start_subject(prefix: &str) -> String {
     format!("{prefix}_floor.start")
 }
 
-/// The floor publisher's life: connect, wait for the harness's start request, publish every
-/// shard's events along the stages, then idle until `cancel` (the harness stops it as it stops
-/// the gateway). Returns the events published.
-pub async fn serve(config: FloorConfig, cancel: CancellationToken) -> anyhow::Result<u64> {
-    let publisher = Publisher::connect(Some(&config.nats_url)).await?;
-    let Publisher::Nats(client) = &publisher else {
-        unreachable!("a URL was given")
-    };
-    let mut starts = client
-        .subscribe(start_subject(&config.subject_prefix))
-        .await
-        .context("subscribing to the start subject")?;
-    client.flush().await.context("flushing the subscription")?;
-    let request = tokio::select! {
-        _ = cancel.cancelled() => return Ok(0),
-        request = futures_util::StreamExt::next(&mut starts) => {
-            request.context("the start subscription ended")?
-        }
-    };
+/// The floor publisher's life: connect (one connection per shard and one to wait on), wait for
+/// the harness's start request, publish every shard's events along the stages on a thread per
+/// shard. Returns the events published; the caller idles until it is stopped.
+pub fn serve(config: FloorConfig) -> anyhow::Result<u64> {
+    let addr = nats_addr(&config.nats_url)?;
+    let mut control = NatsConn::connect(&addr)?;
+    let shards: Vec<NatsConn> = (0..config.world.total_shards)
+        .map(|_| NatsConn::connect(&addr))
+        .collect::<anyhow::Result<_>>()?;
+    let reply = control.wait_for_request(&start_subject(&config.subject_prefix))?;
     let start = Instant::now();
     let start_unix = unix_micros();
-    if let Some(reply) = request.reply {
-        client.publish(reply, Bytes::new()).await?;
-    }
-    let config = Arc::new(config);
-    let drivers: Vec<_> = (0..config.world.total_shards)
-        .map(|shard| {
-            let (config, publisher) = (Arc::clone(&config), publisher.clone());
-            let (handle, stop) = (tokio::runtime::Handle::current(), cancel.clone());
-            tokio::task::spawn_blocking(move || {
-                publish_shard(&config, shard, &publisher, &handle, start, start_unix, &stop)
+    control.publish(&reply, b"")?;
+    control.flush()?;
+    let config = &config;
+    std::thread::scope(|scope| {
+        let drivers: Vec<_> = shards
+            .into_iter()
+            .enumerate()
+            .map(|(shard, conn)| {
+                scope.spawn(move || publish_shard(config, shard as u32, conn, start, start_unix))
             })
-        })
-        .collect();
-    let mut published = 0;
-    for driver in drivers {
-        published += driver.await.context("a floor driver panicked")??;
-    }
-    publisher.flush().await;
-    cancel.cancelled().await;
-    Ok(published)
+            .collect();
+        drivers
+            .into_iter()
+            .map(|d| d.join().expect("a floor driver panicked"))
+            .sum()
+    })
 }
 
-/// One shard's events along the schedule, each published as the gateway would publish it.
-/// Blocks: a thread of its own, as the fake's driver.
+/// `host:port` of a `nats://host:port` URL.
+fn nats_addr(url: &str) -> anyhow::Result<String> {
+    let rest = url.strip_prefix("nats://").unwrap_or(url);
+    let hostport = rest
+        .rsplit('@')
+        .next()
+        .unwrap_or(rest)
+        .trim_end_matches('/');
+    if hostport.is_empty() {
+        bail!("NATS_URL {url:?} names no server");
+    }
+    Ok(if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:4222")
+    })
+}
+
+/// The least NATS client that can publish: the text protocol over a blocking socket, written
+/// by hand (as `src/bin/floor.rs` speaks PostgreSQL's), so the floor pays for no client library,
+/// runtime or thread hand-off. Nothing is read after the handshake but a start request; a run
+/// is shorter than the server's ping interval (2 minutes), so its pings need no answer.
+struct NatsConn {
+    reader: BufReader<TcpStream>,
+    out: Vec<u8>,
+}
+
+impl NatsConn {
+    fn connect(addr: &str) -> anyhow::Result<NatsConn> {
+        let tcp =
+            TcpStream::connect(addr).with_context(|| format!("connecting to NATS at {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let mut conn = NatsConn {
+            reader: BufReader::new(tcp),
+            out: Vec::with_capacity(1 << 16),
+        };
+        let info = conn.line()?;
+        if !info.starts_with("INFO ") {
+            bail!("NATS at {addr} did not greet with INFO: {info:?}");
+        }
+        conn.out.extend_from_slice(
+            b"CONNECT {\"verbose\":false,\"pedantic\":false,\"name\":\"gateway-floor\"}\r\nPING\r\n",
+        );
+        conn.flush()?;
+        match conn.line()?.as_str() {
+            "PONG" => Ok(conn),
+            other => bail!("NATS at {addr} refused the connection: {other:?}"),
+        }
+    }
+
+    fn line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            bail!("NATS closed the connection");
+        }
+        Ok(line.trim_end().to_owned())
+    }
+
+    /// Subscribes to `subject` and waits for one message; returns its reply subject.
+    fn wait_for_request(&mut self, subject: &str) -> anyhow::Result<String> {
+        self.out
+            .extend_from_slice(format!("SUB {subject} 1\r\n").as_bytes());
+        self.flush()?;
+        loop {
+            let line = self.line()?;
+            if line == "PING" {
+                self.out.extend_from_slice(b"PONG\r\n");
+                self.flush()?;
+                continue;
+            }
+            // MSG <subject> <sid> [reply-to] <#bytes>
+            let parts: Vec<&str> = line.split(' ').collect();
+            if parts[0] != "MSG" || parts.len() < 4 {
+                continue;
+            }
+            let len: usize = parts[parts.len() - 1].parse()?;
+            let mut body = vec![0; len + 2];
+            self.reader.read_exact(&mut body)?;
+            if parts.len() == 5 {
+                return Ok(parts[3].to_owned());
+            }
+        }
+    }
+
+    /// Queues one `PUB` (written by the next [`NatsConn::flush`]).
+    fn publish(&mut self, subject: &str, payload: &[u8]) -> anyhow::Result<()> {
+        let _ = write!(self.out, "PUB {subject} {}\r\n", payload.len());
+        self.out.extend_from_slice(payload);
+        self.out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.reader.get_mut().write_all(&self.out)?;
+        self.out.clear();
+        Ok(())
+    }
+}
+
+/// One shard's events along the schedule, each published as the gateway would publish it; what
+/// fell due together leaves in one write. Blocks: a thread of its own, as the fake's driver.
 fn publish_shard(
     config: &FloorConfig,
     shard: u32,
-    publisher: &Publisher,
-    handle: &tokio::runtime::Handle,
+    mut conn: NatsConn,
     start: Instant,
     start_unix: u64,
-    stop: &CancellationToken,
 ) -> anyhow::Result<u64> {
     let world = config.world;
     let Some(events) = MemberEvents::new(world, shard, config.mix) else {
         return Ok(0);
     };
     let schedule = config.schedule();
-    let prefix = format!("{}.{shard}.", config.subject_prefix);
     let subjects = [
         MemberEventKind::Add,
         MemberEventKind::Update,
         MemberEventKind::Remove,
     ]
-    .map(|k| async_nats::Subject::from(format!("{prefix}{}", k.event_name())));
+    .map(|k| format!("{}.{shard}.{}", config.subject_prefix, k.event_name()));
     let mut published = 0u64;
     let mut failure = None;
     let mut writer = EnvelopeWriter::default();
-    pace(&schedule, start, stop, |due| {
+    pace(&schedule, start, &CancellationToken::new(), |due| {
         if failure.is_some() {
             return;
         }
-        let result = handle.block_on(async {
-            for k in due {
-                let e = events.event(k, due_unix(&schedule, start_unix, k));
-                let envelope = writer.write(&world, shard, k + 1, &e, unix_micros());
-                let subject = subjects[e.kind as usize].clone();
-                publisher.publish(subject, Bytes::from(envelope)).await?;
-                published += 1;
-            }
-            Ok::<_, crate::gateway::publish::PublishError>(())
-        });
-        failure = result.err();
+        for k in due {
+            let e = events.event(k, due_unix(&schedule, start_unix, k));
+            let envelope = writer.write(&world, shard, k + 1, &e, unix_micros());
+            let _ = conn.publish(&subjects[e.kind as usize], &envelope);
+            published += 1;
+        }
+        failure = conn.flush().err();
     });
     match failure {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e.context(format!("publishing shard {shard}'s events"))),
         None => Ok(published),
     }
 }
@@ -333,7 +418,10 @@ mod tests {
             let mut gateway = Vec::new();
             Envelope::new(1, &route(&dispatch).unwrap().unwrap(), 42).write_to(&mut gateway);
             let floor = writer.write(&world, 1, id + 9, &e, 42);
-            assert_eq!(String::from_utf8(floor).unwrap(), String::from_utf8(gateway).unwrap());
+            assert_eq!(
+                String::from_utf8(floor).unwrap(),
+                String::from_utf8(gateway).unwrap()
+            );
         }
     }
 

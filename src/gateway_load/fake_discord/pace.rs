@@ -117,7 +117,9 @@ impl MemberEvents {
         };
         MemberEvent {
             kind,
-            guild_index: self.world.guild_index(self.shard, (id % self.guilds) as u32),
+            guild_index: self
+                .world
+                .guild_index(self.shard, (id % self.guilds) as u32),
             member,
             mark: EventMark { id, sent_us },
         }
