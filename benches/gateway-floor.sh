@@ -14,6 +14,7 @@
 #   RATES=20000 ROUNDS=5 SECONDS_PER_RUN=10 benches/gateway-floor.sh
 #   MEMORY_CACHES=guilds,none,members MEMORY_ROUNDS=3 benches/gateway-floor.sh
 #   SKIP_MEMORY=1 benches/gateway-floor.sh         # the floor comparison only
+#   SKIP_FLOOR=1 MEMORY_GUILDS=5000,10000 MEMORY_ROUNDS=2 benches/gateway-floor.sh   # memory only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${QUICK:-}" ]; then
@@ -26,7 +27,8 @@ export THUMPER_FLOOR_SECONDS="${SECONDS_PER_RUN:-8}"
 export THUMPER_MEMORY_CACHES="${MEMORY_CACHES:-guilds}"
 export THUMPER_MEMORY_ROUNDS="${MEMORY_ROUNDS:-3}"
 export THUMPER_MEMORY_GUILDS="${MEMORY_GUILDS:-1000,5000}"
-tests="gateway_against_floor"
+tests=""
+[ -z "${SKIP_FLOOR:-}" ] && tests="gateway_against_floor"
 [ -z "${SKIP_MEMORY:-}" ] && tests="$tests memory_slope"
 echo "$(date -u +%FT%TZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for t in $tests; do

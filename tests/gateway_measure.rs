@@ -185,7 +185,8 @@ impl std::fmt::Display for Spread {
 
 /// The gateway's memory at 1,000 and 5,000 guilds × 100 members (4 shards), several rounds
 /// each: the fixed cost (the line's value at 0 guilds) and the slope per 1,000 guilds, from
-/// the medians. RSS per 1,000 guilds at one size mixes the two. Cache modes:
+/// the medians. RSS per 1,000 guilds at one size mixes the two. The line holds between these
+/// two sizes only (docs/figures.md, "Memory is not a line in guilds"). Cache modes:
 /// `THUMPER_MEMORY_CACHES` (default `guilds,none,members`), rounds: `THUMPER_MEMORY_ROUNDS`
 /// (default 3), sizes: `THUMPER_MEMORY_GUILDS` (default `1000,5000`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
