@@ -2,7 +2,7 @@
 # thumper's own cost, side by side with pgbench on one stack, in one run: CPU time per query of
 # each generator process (user + system, from getrusage via GNU time; not wall time), the
 # ratio, the maximum resident memory of thumper at 1,000 and 10,000 VUs, and the gateway
-# figures. A benchmark, not a test: it asserts nothing about speed, but stops on a failed run.
+# figures (benches/gateway-floor.sh: the gateway against its floor, its memory slope). A benchmark, not a test: it asserts nothing about speed, but stops on a failed run.
 #
 #   benches/selfbench.sh            # 20 s per workload
 #   SECONDS_PER_RUN=5 CLIENTS=20 benches/selfbench.sh    # a quick look
@@ -138,6 +138,5 @@ fi
 
 [[ " $parts " == *" gateway "* ]] || exit 0
 echo
-echo "gateway (cargo test --release --test gateway_measure -- --ignored --nocapture):"
-cargo test --release --quiet --test gateway_measure -- --ignored --nocapture --test-threads 1 2>&1 |
-  grep -Ev '^(running|test result|$)' || true
+echo "gateway against its floor, and its memory (benches/gateway-floor.sh):"
+benches/gateway-floor.sh

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use thumper::gateway_load::fake_discord::Fault;
-use thumper::gateway_load::{self, FaultAt, GatewayRunConfig, GatewayRunOutcome, GatewayWorkload};
+use thumper::gateway_load::{
+    self, FaultAt, Forwarder, GatewayRunConfig, GatewayRunOutcome, GatewayWorkload,
+};
 use thumper::metrics::summary::Metric;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +25,7 @@ async fn run(workload: GatewayWorkload, stages: Vec<(Duration, u32)>) -> Gateway
         workload,
         rate_stages: stages,
         nats_url: None,
-        gateway_bin: PathBuf::from(env!("CARGO_BIN_EXE_gateway")),
+        forwarder: Forwarder::Gateway(PathBuf::from(env!("CARGO_BIN_EXE_gateway"))),
         cancel: CancellationToken::new(),
         quiet: true,
         watchers: Vec::new(),
@@ -123,4 +125,48 @@ async fn faults_end_in_resumes_without_losing_events() {
     assert_eq!(count(&outcome, "events_delivered"), sent, "{notes}");
     assert_eq!(count(&outcome, "events_duplicated"), 0, "{notes}");
     assert!(notes.contains("fault drop on shard 0"), "{notes}");
+}
+
+/// The floor the gateway is measured against (`gateway-floor`): the fake's events published
+/// straight to NATS reach the same recorder, every one once, in the gateway's envelope, and the
+/// publisher's process is sampled where the gateway's would be. Without this the floor could
+/// measure nothing and still print a figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_publishes_every_event_once() {
+    let workload = GatewayWorkload {
+        guilds: 30,
+        members_per_guild: 20,
+        shards: 3,
+        ..GatewayWorkload::default()
+    };
+    let outcome = gateway_load::run(GatewayRunConfig {
+        workload,
+        // 150 events while ramping, 1,200 at 600/s: 450 per shard.
+        rate_stages: vec![
+            (Duration::from_millis(500), 600),
+            (Duration::from_secs(2), 600),
+        ],
+        nats_url: None,
+        forwarder: Forwarder::Floor(PathBuf::from(env!("CARGO_BIN_EXE_gateway-floor"))),
+        cancel: CancellationToken::new(),
+        quiet: true,
+        watchers: Vec::new(),
+    })
+    .await
+    .expect("the floor run completes");
+    let notes = format!("{:#?}", outcome.notes);
+    assert_eq!(outcome.stop_reason, None, "{notes}");
+    assert_eq!(count(&outcome, "events_sent"), 1350, "{notes}");
+    assert_eq!(count(&outcome, "events_delivered"), 1350, "{notes}");
+    assert_eq!(count(&outcome, "events_lost"), 0, "{notes}");
+    assert_eq!(count(&outcome, "events_duplicated"), 0, "{notes}");
+    assert!(!notes.contains("not envelopes"), "{notes}");
+    let Some(Metric::Trend(latency)) = outcome.metrics.get("event_latency") else {
+        panic!("no event_latency trend")
+    };
+    assert_eq!(latency.count, 1350);
+    let Some(Metric::Gauge(cpu)) = outcome.metrics.get("gateway_cpu_percent") else {
+        panic!("the floor publisher's CPU was not sampled: {notes}")
+    };
+    assert!(cpu.samples > 0);
 }

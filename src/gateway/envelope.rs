@@ -186,25 +186,58 @@ impl<'a> Envelope<'a> {
     /// written directly. `kind` and `guild_id` borrow unescaped JSON strings (routing rejects
     /// escaped ones), so they are written between quotes as they are.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.reserve(self.payload.get().len() + self.kind.len() + 128);
-        out.extend_from_slice(b"{\"v\":");
-        write_u64(out, u64::from(self.v));
-        out.extend_from_slice(b",\"shard\":");
-        write_u64(out, u64::from(self.shard));
-        out.extend_from_slice(b",\"seq\":");
-        write_u64(out, self.seq);
-        out.extend_from_slice(b",\"type\":");
-        write_str(out, self.kind);
-        if let Some(guild) = self.guild_id {
-            out.extend_from_slice(b",\"guild_id\":");
-            write_str(out, guild);
-        }
-        out.extend_from_slice(b",\"received_at_us\":");
-        write_u64(out, self.received_at_us);
-        out.extend_from_slice(b",\"payload\":");
-        out.extend_from_slice(self.payload.get().as_bytes());
-        out.push(b'}');
+        write_envelope(
+            out,
+            EnvelopeHead {
+                shard: self.shard,
+                seq: self.seq,
+                kind: self.kind,
+                guild_id: self.guild_id,
+                received_at_us: self.received_at_us,
+            },
+            self.payload.get(),
+        );
     }
+}
+
+/// An envelope's fields but the payload, for [`write_envelope`].
+#[derive(Debug, Clone, Copy)]
+pub struct EnvelopeHead<'a> {
+    /// The shard that received the event.
+    pub shard: u32,
+    /// Discord's dispatch sequence number.
+    pub seq: u64,
+    /// Discord's event name (no escapes needed).
+    pub kind: &'a str,
+    /// The event's guild, if any.
+    pub guild_id: Option<&'a str>,
+    /// When the event was read, Unix microseconds.
+    pub received_at_us: u64,
+}
+
+/// Appends a version-[`ENVELOPE_VERSION`] envelope around `payload` (JSON the caller vouches
+/// for). The gateway's [`Envelope::write_to`] and the floor publisher of the test equipment
+/// (which builds `d` itself and so has nothing to route) write through this one function, so
+/// their bytes cannot drift apart.
+pub fn write_envelope(out: &mut Vec<u8>, head: EnvelopeHead<'_>, payload: &str) {
+    out.reserve(payload.len() + head.kind.len() + 128);
+    out.extend_from_slice(b"{\"v\":");
+    write_u64(out, u64::from(ENVELOPE_VERSION));
+    out.extend_from_slice(b",\"shard\":");
+    write_u64(out, u64::from(head.shard));
+    out.extend_from_slice(b",\"seq\":");
+    write_u64(out, head.seq);
+    out.extend_from_slice(b",\"type\":");
+    write_str(out, head.kind);
+    if let Some(guild) = head.guild_id {
+        out.extend_from_slice(b",\"guild_id\":");
+        write_str(out, guild);
+    }
+    out.extend_from_slice(b",\"received_at_us\":");
+    write_u64(out, head.received_at_us);
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(payload.as_bytes());
+    out.push(b'}');
 }
 
 /// Writes `n` in decimal.

@@ -1,6 +1,7 @@
 //! What one gateway run has running: NATS (its own or the given one), the fake Discord,
 //! thumper's subscription and the gateway under test, started in that order and stopped in
-//! reverse.
+//! reverse; or, for the floor, NATS, the subscription and the floor publisher in the gateway's
+//! place (no fake: the publisher makes the fake's events itself).
 
 use std::time::Duration;
 
@@ -8,9 +9,12 @@ use anyhow::Context;
 use futures_util::stream::ReadyChunks;
 use futures_util::StreamExt;
 
+use tokio::time::Instant;
+
 use super::fake_discord::pace::unix_micros;
-use super::fake_discord::{FakeConfig, FakeDiscord};
-use super::{GatewayProcess, GatewayRunConfig, GatewayWorkload, NatsServer};
+use super::fake_discord::{FakeConfig, FakeDiscord, FakeStats, Fault};
+use super::floor::{FloorConfig, FloorDrive};
+use super::{Forwarder, GatewayProcess, GatewayRunConfig, GatewayWorkload, NatsServer};
 use crate::gateway::config::{CacheMode, IdentifyConcurrency};
 
 /// The token the fake accepts and the gateway is given.
@@ -19,12 +23,66 @@ const TOKEN: &str = "thumper-fake-token";
 /// The running parts of one gateway run.
 pub(super) struct Harness {
     own_nats: Option<NatsServer>,
-    pub fake: FakeDiscord,
+    pub source: Source,
     client: async_nats::Client,
     /// Whatever has arrived is taken in one go, so a select runs once per burst rather than
     /// once per message.
     pub subscription: ReadyChunks<async_nats::Subscriber>,
+    /// The gateway, or the floor publisher in its place.
     pub gateway: GatewayProcess,
+}
+
+/// Where the member events come from: the fake Discord (to the gateway), or the floor publisher
+/// (straight to NATS).
+pub(super) enum Source {
+    Fake(FakeDiscord),
+    Floor(FloorDrive),
+}
+
+impl Source {
+    /// Starts the member events along `stages`; returns the instant they count from.
+    pub async fn start_events(
+        &mut self,
+        stages: &[(Duration, u32)],
+        timeout: Duration,
+    ) -> anyhow::Result<Instant> {
+        match self {
+            Source::Fake(fake) => Ok(fake.start_events(stages).await),
+            Source::Floor(floor) => floor.start(timeout).await,
+        }
+    }
+
+    /// Waits until the last event of the stages was sent.
+    pub async fn finish_events(&mut self) {
+        match self {
+            Source::Fake(fake) => fake.finish_events().await,
+            Source::Floor(floor) => floor.stop(),
+        }
+    }
+
+    /// Stops the member events now.
+    pub async fn stop_events(&mut self) {
+        match self {
+            Source::Fake(fake) => fake.stop_events().await,
+            Source::Floor(floor) => floor.stop(),
+        }
+    }
+
+    /// Injects a fault; false where nothing serves the shard (always, for the floor).
+    pub fn inject(&self, shard: u32, fault: Fault) -> bool {
+        match self {
+            Source::Fake(fake) => fake.inject(shard, fault),
+            Source::Floor(_) => false,
+        }
+    }
+
+    /// The events sent so far and the sessions' counters.
+    pub fn stats(&self) -> FakeStats {
+        match self {
+            Source::Fake(fake) => fake.stats(),
+            Source::Floor(floor) => floor.stats(),
+        }
+    }
 }
 
 impl Harness {
@@ -41,15 +99,6 @@ impl Harness {
             (None, None) => unreachable!("a NATS server was started"),
         };
         let prefix = subject_prefix(own_nats.is_some());
-
-        let mut fake_config = FakeConfig::new(workload.world());
-        fake_config.heartbeat_interval = workload.heartbeat_interval;
-        fake_config.member_mix = workload.member_events;
-        fake_config.token = Some(TOKEN.to_owned());
-        let fake = FakeDiscord::start(fake_config)
-            .await
-            .context("starting the fake Discord gateway")?;
-
         let client = async_nats::ConnectOptions::new()
             .name("thumper-gateway-subscriber")
             // Member events arrive in bursts; a full subscription buffer would look like loss.
@@ -63,11 +112,37 @@ impl Harness {
             .context("subscribing to the gateway's subjects")?;
         client.flush().await.context("flushing the subscription")?;
 
-        let env = gateway_env(workload, fake.url(), &nats_url, &prefix);
-        let gateway = GatewayProcess::spawn(&cfg.gateway_bin, &env, cfg.quiet)?;
+        let (source, gateway) = match &cfg.forwarder {
+            Forwarder::Gateway(bin) => {
+                let mut fake_config = FakeConfig::new(workload.world());
+                fake_config.heartbeat_interval = workload.heartbeat_interval;
+                fake_config.member_mix = workload.member_events;
+                fake_config.token = Some(TOKEN.to_owned());
+                let fake = FakeDiscord::start(fake_config)
+                    .await
+                    .context("starting the fake Discord gateway")?;
+                let env = gateway_env(workload, fake.url(), &nats_url, &prefix);
+                let gateway = GatewayProcess::spawn(bin, &env, cfg.quiet)?;
+                (Source::Fake(fake), gateway)
+            }
+            Forwarder::Floor(bin) => {
+                let config = FloorConfig {
+                    nats_url: nats_url.clone(),
+                    subject_prefix: prefix.clone(),
+                    world: workload.world(),
+                    mix: workload.member_events,
+                    stages: cfg.rate_stages.clone(),
+                };
+                let publisher = GatewayProcess::spawn(bin, &config.to_env(), cfg.quiet)?;
+                (
+                    Source::Floor(FloorDrive::new(client.clone(), &config)),
+                    publisher,
+                )
+            }
+        };
         Ok(Harness {
             own_nats,
-            fake,
+            source,
             client,
             subscription: subscription.ready_chunks(4096),
             gateway,
@@ -85,7 +160,9 @@ impl Harness {
         }
         drop(self.subscription);
         drop(self.client);
-        self.fake.shutdown().await;
+        if let Source::Fake(fake) = self.source {
+            fake.shutdown().await;
+        }
         if let Some(server) = self.own_nats {
             server.stop().await;
         }

@@ -21,6 +21,7 @@
 //! reports work on the returned metrics like on any scenario's.
 
 pub mod fake_discord;
+pub mod floor;
 
 mod harness;
 mod meter;
@@ -217,8 +218,8 @@ pub struct GatewayRunConfig {
     pub rate_stages: Vec<(Duration, u32)>,
     /// `None`: start a nats-server of our own.
     pub nats_url: Option<String>,
-    /// The gateway binary to start.
-    pub gateway_bin: PathBuf,
+    /// What carries the member events to NATS: the gateway, or the floor publisher.
+    pub forwarder: Forwarder,
     /// Cancelled to stop the run early (Ctrl-C); what was measured is still reported.
     pub cancel: CancellationToken,
     /// Don't echo the gateway's log lines.
@@ -226,6 +227,19 @@ pub struct GatewayRunConfig {
     /// Told at every interval tick, as in every run: the progress line, the live
     /// `abort_on_fail` check, the `--out` outputs. The first to ask for a stop stops the run.
     pub watchers: Vec<Box<dyn Watcher>>,
+}
+
+/// What carries the fake's member events to NATS in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forwarder {
+    /// The gateway binary at this path, fed by the fake Discord over WebSockets: the system
+    /// under test.
+    Gateway(PathBuf),
+    /// The floor publisher binary (`gateway-floor`) at this path: the same events published
+    /// straight to NATS, what the gateway is measured against ([`floor`]). Its process stands
+    /// where the gateway's does, so the `gateway_*` gauges read it. No guilds are loaded and no
+    /// fault can be injected (there is no session).
+    Floor(PathBuf),
 }
 
 /// One run's results, in the summary model's terms.
@@ -248,21 +262,33 @@ pub struct GatewayRunOutcome {
 /// Runs one gateway load test.
 pub async fn run(mut cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome> {
     cfg.workload.validate()?;
+    let floor = matches!(cfg.forwarder, Forwarder::Floor(_));
+    if floor && !cfg.workload.faults.is_empty() {
+        bail!("the floor publisher has no session to inject faults into: drop gateway.faults");
+    }
     let watchers = std::mem::take(&mut cfg.watchers);
     let mut h = Harness::start(&cfg).await?;
     let mut recorder = Recorder::new(cfg.workload.shards);
     let load_started = Instant::now();
-    let mut stop_reason = load_guilds(&cfg, &mut h, &mut recorder).await?;
+    // The floor has no session: nothing to load.
+    let mut stop_reason = if floor {
+        None
+    } else {
+        load_guilds(&cfg, &mut h, &mut recorder).await?
+    };
     let load_s = load_started.elapsed().as_secs_f64();
-    let (loaded, note) = after_load(&cfg.workload, &mut h, load_s).await;
+    let (loaded, note) = after_load(&cfg.workload, &mut h, load_s, floor).await;
     let mut notes = vec![note];
 
     let started = match stop_reason {
-        None => h.fake.start_events(&cfg.rate_stages).await,
+        None => {
+            let timeout = cfg.workload.load_timeout;
+            h.source.start_events(&cfg.rate_stages, timeout).await?
+        }
         Some(_) => Instant::now(),
     };
     let mut meter = Meter::start(&cfg, started, watchers, recorder, loaded);
-    meter.poll(h.fake.stats(), &mut h.gateway);
+    meter.poll(h.source.stats(), &mut h.gateway);
     let mut duration_s = 0.0;
     if stop_reason.is_none() {
         stop_reason = drive_events(&cfg, &mut h, &mut meter, started, &mut notes).await;
@@ -271,7 +297,7 @@ pub async fn run(mut cfg: GatewayRunConfig) -> anyhow::Result<GatewayRunOutcome>
     if stop_reason.is_none() {
         drain(&mut h, meter.recorder(), cfg.workload.drain_timeout).await;
     }
-    meter.poll(h.fake.stats(), &mut h.gateway);
+    meter.poll(h.source.stats(), &mut h.gateway);
     let final_stats = meter.last_stats().clone();
     let totals = meter.recorder().totals();
     let sent_total = final_stats.total_events_sent();
@@ -351,9 +377,19 @@ async fn after_load(
     workload: &GatewayWorkload,
     h: &mut Harness,
     load_s: f64,
+    floor: bool,
 ) -> (Option<ProcSample>, String) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let loaded = h.gateway.sample();
+    if floor {
+        let rss = loaded.map_or(f64::NAN, |s| s.rss_mb);
+        let note = format!(
+            "floor: the member events of {} guilds x {} members over {} shards published \
+             straight to NATS, no gateway; the publisher's RSS at the start {rss:.1} MB",
+            workload.guilds, workload.members_per_guild, workload.shards
+        );
+        return (loaded, note);
+    }
     let note = format!(
         "loaded {} guilds x {} members over {} shards in {load_s:.2} s; gateway RSS after load \
          {:.1} MB (cache mode {})",
@@ -404,14 +440,14 @@ async fn drive_events(
                 if let Some(next) = faults.peek() {
                     fault_sleep.as_mut().reset(started + next.at);
                 }
-                let injected = h.fake.inject(fault.shard, fault.kind);
+                let injected = h.source.inject(fault.shard, fault.kind);
                 notes.push(format!(
                     "fault {} on shard {} at {:.1} s{}",
                     fault.kind.as_str(), fault.shard, started.elapsed().as_secs_f64(),
                     if injected { "" } else { ": no connection served the shard, skipped" }
                 ));
             }
-            _ = ticker.tick() => meter.poll(h.fake.stats(), &mut h.gateway),
+            _ = ticker.tick() => meter.poll(h.source.stats(), &mut h.gateway),
             _ = &mut end_sleep => break None,
             msgs = h.subscription.next() => match msgs {
                 Some(msgs) => record_all(meter.recorder(), &msgs),
@@ -421,16 +457,16 @@ async fn drive_events(
     };
     if stop_reason.is_none() {
         // The drivers end on their own with the stages' last event (moments from now).
-        h.fake.finish_events().await;
+        h.source.finish_events().await;
     } else {
-        h.fake.stop_events().await;
+        h.source.stop_events().await;
     }
     stop_reason
 }
 
 /// Waits for in-flight events until all arrived or nothing arrives for `idle`.
 async fn drain(h: &mut Harness, recorder: &mut Recorder, idle: Duration) {
-    let sent_total = h.fake.stats().total_events_sent();
+    let sent_total = h.source.stats().total_events_sent();
     let mut idle_deadline = Instant::now() + idle;
     while recorder.totals().delivered < sent_total {
         tokio::select! {

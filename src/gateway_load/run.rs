@@ -70,7 +70,7 @@ pub async fn run_gateway(
         workload,
         rate_stages,
         nats_url: gateway.nats_url.clone(),
-        gateway_bin,
+        forwarder: gateway_load::Forwarder::Gateway(gateway_bin),
         cancel: interrupt.clone(),
         // The gateway's own JSON log is for debugging the harness: THUMPER_GATEWAY_LOG=1.
         quiet: opts.quiet || std::env::var_os("THUMPER_GATEWAY_LOG").is_none(),

@@ -171,13 +171,28 @@ pub fn member_event(
     member: u64,
     mark: EventMark,
 ) -> String {
+    let mut out = String::with_capacity(512);
+    write_dispatch_head(&mut out, seq, kind.event_name());
+    write_member_data(&mut out, kind, world, index, member, mark);
+    out.push('}');
+    out
+}
+
+/// The `d` of a member event (see [`member_event`]): the floor publisher forwards it as the
+/// gateway would, without the dispatch around it.
+pub fn write_member_data(
+    out: &mut String,
+    kind: MemberEventKind,
+    world: &World,
+    index: u64,
+    member: u64,
+    mark: EventMark,
+) {
     let guild_id = world.guild_id(index);
     let role_id = world.member_role_id(index);
     let user_id = world.user_id(index, member);
-    let mut out = String::with_capacity(512);
-    write_dispatch_head(&mut out, seq, kind.event_name());
     let _ = write!(out, r#"{{"guild_id":"{guild_id}","user":"#);
-    write_user(&mut out, user_id);
+    write_user(out, user_id);
     match kind {
         MemberEventKind::Add => {
             let _ = write!(
@@ -196,10 +211,9 @@ pub fn member_event(
     }
     let _ = write!(
         out,
-        r#","thumper":{{"id":{},"sent_us":{}}}}}}}"#,
+        r#","thumper":{{"id":{},"sent_us":{}}}}}"#,
         mark.id, mark.sent_us
     );
-    out
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::pace::{event_schedule, unix_micros, RateSchedule};
-use super::payload::{self, EventMark, MemberEventKind};
+use super::pace::{due_unix, event_schedule, pace, unix_micros, MemberEvents, RateSchedule};
+use super::payload;
 use super::session::{ConnectionLink, Session, ShardState};
 use super::{FakeConfig, FakeStats, Fault};
 
@@ -115,7 +115,7 @@ impl FakeDiscord {
                 let stop = stop.clone();
                 // A thread of its own, sleeping with the OS timer: tokio's timer wakes on
                 // millisecond ticks, so every event would leave up to 1 ms after it was due
-                // (and be measured that much late). See PACE_TICK.
+                // (and be measured that much late). See `pace::PACE_TICK`.
                 tokio::task::spawn_blocking(move || {
                     drive_events(shared, shard, schedule, start, start_unix, stop)
                 })
@@ -507,14 +507,6 @@ impl Connection<'_> {
     }
 }
 
-/// The fake's send granularity: a driver naps at least this long, and events that fell due
-/// meanwhile leave together in one write. tokio's timer (1 ms ticks) held every event up to 1 ms
-/// (p50 0.78 ms at 20,000 events/s, all of it the fake's); an event per wake-up instead costs
-/// the gateway a wake-up and a read per event (112k events per core-second at 20,000/s,
-/// against 480k with 1 ms batches). 250 µs: p50 0.27 ms, p99 0.62 ms and 260k events per
-/// core-second at 20,000/s; 630k per core-second at 100,000/s (`thumper gateway`, one shard).
-const PACE_TICK: Duration = Duration::from_micros(250);
-
 /// Drives one shard's member events along `schedule`, stamping each with its due time. Blocks:
 /// runs on a thread of its own.
 fn drive_events(
@@ -526,82 +518,50 @@ fn drive_events(
     stop: CancellationToken,
 ) {
     let world = shared.config.world;
-    let guilds = u64::from(world.guilds_on_shard(shard));
-    if guilds == 0 {
+    let Some(events) = MemberEvents::new(world, shard, shared.config.member_mix) else {
         return;
-    }
-    let members = u64::from(world.members_per_guild.max(1));
-    let mix = shared.config.member_mix;
+    };
     let slot = &shared.shards[shard as usize];
-    let total = schedule.total().floor() as u64;
-    let mut emitted = 0u64;
-    loop {
-        let due = (schedule.due(start.elapsed()).floor() as u64).min(total);
-        if due > emitted {
-            let wake = {
-                let mut st = slot.lock();
-                let ShardState {
-                    session,
-                    connection,
-                    events_sent,
-                    events_skipped,
-                    ..
-                } = &mut *st;
-                let overflowing = session
-                    .as_ref()
-                    .is_some_and(|s| s.unsent() >= shared.config.max_unsent);
-                if overflowing {
-                    *session = None;
-                }
-                match session.as_mut() {
-                    Some(session) => {
-                        for k in emitted..due {
-                            let id = *events_sent;
-                            *events_sent += 1;
-                            let due_at = schedule.due_time((k + 1) as f64).unwrap_or_default();
-                            let mark = EventMark {
-                                id,
-                                sent_us: start_unix + due_at.as_micros() as u64,
-                            };
-                            let kind = mix.kind_of(id);
-                            let index = world.guild_index(shard, (id % guilds) as u32);
-                            let member = match kind {
-                                MemberEventKind::Add => members + id / guilds,
-                                _ => (id / guilds) % members,
-                            };
-                            session.push_with(|seq| {
-                                payload::member_event(seq, kind, &world, index, member, mark)
-                            });
-                        }
+    pace(&schedule, start, &stop, |due| {
+        let wake = {
+            let mut st = slot.lock();
+            let ShardState {
+                session,
+                connection,
+                events_sent,
+                events_skipped,
+                ..
+            } = &mut *st;
+            let overflowing = session
+                .as_ref()
+                .is_some_and(|s| s.unsent() >= shared.config.max_unsent);
+            if overflowing {
+                *session = None;
+            }
+            match session.as_mut() {
+                Some(session) => {
+                    for k in due {
+                        let id = *events_sent;
+                        *events_sent += 1;
+                        let e = events.event(id, due_unix(&schedule, start_unix, k));
+                        session.push_with(|seq| {
+                            payload::member_event(
+                                seq,
+                                e.kind,
+                                &world,
+                                e.guild_index,
+                                e.member,
+                                e.mark,
+                            )
+                        });
                     }
-                    None => *events_skipped += due - emitted,
                 }
-                connection.as_ref().map(|c| Arc::clone(&c.wake))
-            };
-            if let Some(wake) = wake {
-                wake.notify_one();
+                None => *events_skipped += due.end - due.start,
             }
-            emitted = due;
+            connection.as_ref().map(|c| Arc::clone(&c.wake))
+        };
+        if let Some(wake) = wake {
+            wake.notify_one();
         }
-        if emitted >= total {
-            return;
-        }
-        let next = schedule
-            .due_time((emitted + 1) as f64)
-            .unwrap_or_else(|| schedule.duration());
-        // Sleep until the next event is due, at least every 10 ms to notice a stop.
-        loop {
-            if stop.is_cancelled() {
-                return;
-            }
-            let now = Instant::now();
-            let Some(left) = (start + next).checked_duration_since(now) else {
-                break;
-            };
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.max(PACE_TICK).min(Duration::from_millis(10)));
-        }
-    }
+    });
 }
