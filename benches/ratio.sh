@@ -39,21 +39,8 @@ floor="$FLOOR"
 baseline="${BASELINE:-}"
 generators="thumper pgbench floor${baseline:+ baseline}"
 [ -n "${LADDER:-}" ] && generators="$generators floor-precise floor-precise-mt floor-precise-mt-driver"
-export THUMPER_STACK_STATE="$work/stack.json"
-
-cat > "$work/stack.toml" <<EOF
-name = "ratio-stack"
-executor = "constant-vus"
-vus = 1
-duration = "1s"
-[[queries]]
-name = "health"
-sql = "SELECT 1"
-EOF
-set -a
-eval "$("$thumper" stack up --scenario "$work/stack.toml")"
-set +a
-trap '"$thumper" stack down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+. benches/stack.sh
+stack_up ratio-stack
 printf 'SELECT 1;\n' > "$work/select1.sql"
 
 # One run of `$@`: its CPU seconds (user + system) into $cpu, its output in $work/out.

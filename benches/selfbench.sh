@@ -20,24 +20,11 @@ if [ -z "${THUMPER:-}" ]; then
   THUMPER="$PWD/target/release/thumper"
 fi
 thumper="$THUMPER"
-export THUMPER_STACK_STATE="$work/stack.json"
 
 # One stack for every run; PgBouncer takes 10,000 clients for the memory run.
-cat > "$work/stack.toml" <<EOF
-name = "selfbench-stack"
-executor = "constant-vus"
-vus = 1
-duration = "1s"
-[[queries]]
-name = "health"
-sql = "SELECT 1"
-[stack.pgbouncer]
-max_client_conn = 12000
-EOF
-set -a
-eval "$("$thumper" stack up --scenario "$work/stack.toml")"
-set +a
-trap '"$thumper" stack down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+. benches/stack.sh
+stack_up selfbench-stack "[stack.pgbouncer]
+max_client_conn = 12000"
 
 # Seed the dataset the tenant workload reads, then find one of its communities for pgbench.
 cat > "$work/seed.toml" <<EOF

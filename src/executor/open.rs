@@ -45,7 +45,7 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
         unreachable!("open executor with a closed load shape")
     };
     let stages = stages.clone();
-    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
+    let (idle_tx, idle_rx) = mpsc::unbounded_channel::<usize>();
     let mut pool = VuPool {
         slots: Vec::new(),
         handles: Vec::new(),
@@ -72,7 +72,6 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
     let sched_vus = vus.clone();
     let poisson = plan.poisson_arrivals;
     let scheduled = tokio::spawn(async move {
-        let mut timer = PreciseTimer::new();
         // In a fleet, iteration k of the scenario's timetable is instance k mod N's.
         let segment = pool.ctx.segment;
         let (first, step) = (u64::from(segment.index), u64::from(segment.count));
@@ -81,14 +80,14 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
             None => Box::new(timetable.arrivals_from(first, step)),
         };
         let mut clock = Clock {
-            timer: &mut timer,
-            idle_rx: &mut idle_rx,
+            timer: PreciseTimer::new(),
+            idle_rx,
         };
         schedule(due_times, &mut pool, &mut clock, &sched_stop, &sched_vus).await;
         // Queued iterations may still start until the planned end, not after it.
         let exhausted = pool.ctx.exhausted.clone();
         loop {
-            serve_idle(&mut pool, clock.idle_rx);
+            clock.serve_idle(&mut pool);
             sched_vus.store(pool.busy() as u64, Ordering::Relaxed);
             let now = Instant::now();
             if pool.backlog.is_empty()
@@ -131,23 +130,23 @@ pub async fn run(plan: &Plan, ctx: Arc<RunContext>, vus: Arc<AtomicU64>, stop: C
     finish(handles, grace, &stop, &vus).await;
 }
 
-/// Hands every VU that became free a queued ticket, or marks it idle.
-fn serve_idle(pool: &mut VuPool, idle_rx: &mut mpsc::UnboundedReceiver<usize>) {
-    while let Ok(id) = idle_rx.try_recv() {
-        pool.on_idle(id);
-    }
-}
-
 /// How often a waiting scheduler looks at the stop token at least.
 const CHECK_STOP: Duration = Duration::from_millis(10);
 
 /// What the scheduler waits on: the next due time, or a VU becoming free.
-struct Clock<'a> {
-    timer: &'a mut PreciseTimer,
-    idle_rx: &'a mut mpsc::UnboundedReceiver<usize>,
+struct Clock {
+    timer: PreciseTimer,
+    idle_rx: mpsc::UnboundedReceiver<usize>,
 }
 
-impl Clock<'_> {
+impl Clock {
+    /// Hands every VU that became free a queued ticket, or marks it idle.
+    fn serve_idle(&mut self, pool: &mut VuPool) {
+        while let Ok(id) = self.idle_rx.try_recv() {
+            pool.on_idle(id);
+        }
+    }
+
     /// Sleeps until `until`; while tickets are queued, a VU that becomes free ends the nap and
     /// takes one at once.
     async fn nap(&mut self, pool: &mut VuPool, until: Instant) {
@@ -166,7 +165,7 @@ impl Clock<'_> {
 async fn schedule(
     due_times: impl Iterator<Item = Duration>,
     pool: &mut VuPool,
-    clock: &mut Clock<'_>,
+    clock: &mut Clock,
     stop: &CancellationToken,
     vus: &AtomicU64,
 ) {
@@ -177,7 +176,7 @@ async fn schedule(
             if stop.is_cancelled() || pool.ctx.exhausted.is_cancelled() {
                 return;
             }
-            serve_idle(pool, clock.idle_rx);
+            clock.serve_idle(pool);
             let now = Instant::now();
             if now >= intended {
                 break;
